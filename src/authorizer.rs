@@ -1,0 +1,133 @@
+//! The decision path: token → verified identity (cache, then signature and claims) →
+//! route policy → revocation → `Decision`. Records the metric and the log line for each.
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tokio::time::Instant;
+
+use crate::config::FailureMode;
+use crate::decision::{Allowed, Decision, DenyReason};
+use crate::metrics::Metrics;
+use crate::policy::RoutePolicy;
+use crate::revocation::{RevocationStatus, RevocationStore, TokenIdentity};
+use crate::token::{self, RequestView, TokenSource};
+use crate::verify::{unix_now, Verifier};
+
+pub struct Authorizer {
+    sources: Vec<TokenSource>,
+    max_token_bytes: usize,
+    verifier: Verifier,
+    revocation: Arc<dyn RevocationStore>,
+    failure_mode: FailureMode,
+    /// Every header any provider sets: stripped from what the client sent, always.
+    identity_headers: Vec<String>,
+    metrics: Metrics,
+}
+
+impl Authorizer {
+    pub fn new(
+        sources: Vec<TokenSource>,
+        max_token_bytes: usize,
+        verifier: Verifier,
+        revocation: Arc<dyn RevocationStore>,
+        failure_mode: FailureMode,
+        metrics: Metrics,
+    ) -> Self {
+        let mut identity_headers: Vec<String> = Vec::new();
+        for p in verifier.providers() {
+            for h in p.claims_to_headers.iter().map(|(_, h)| h).chain(p.payload_header.iter()) {
+                if !identity_headers.contains(h) {
+                    identity_headers.push(h.clone());
+                }
+            }
+        }
+        Authorizer { sources, max_token_bytes, verifier, revocation, failure_mode, identity_headers, metrics }
+    }
+
+    pub fn identity_headers(&self) -> &[String] {
+        &self.identity_headers
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    pub fn revocation(&self) -> &Arc<dyn RevocationStore> {
+        &self.revocation
+    }
+
+    /// Ready: every provider can verify, and the revocation store is synced.
+    pub fn ready(&self) -> bool {
+        self.verifier.providers().iter().all(|p| p.keys.usable()) && self.revocation.ready()
+    }
+
+    /// Decides, then records the metric and (for a deny) one log line.
+    pub async fn check<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>) -> Decision {
+        let start = Instant::now();
+        let (decision, token) = self.decide(req, policy).await;
+        match &decision {
+            Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), start.elapsed()),
+            Decision::Deny(reason) => {
+                self.metrics.record_deny(reason, start.elapsed());
+                let fp = token.map(fingerprint).unwrap_or_default();
+                tracing::info!(reason = reason.as_str(), token = %fp, path = %log_path(req.path()), "denied");
+            }
+        }
+        decision
+    }
+
+    async fn decide<'r, R: RequestView>(&self, req: &'r R, policy: RoutePolicy<'_>) -> (Decision, Option<&'r str>) {
+        let token = match token::extract(req, &self.sources) {
+            Ok(Some(t)) => t,
+            Ok(None) if policy.anonymous => return (Decision::Allow(Allowed::Anonymous), None),
+            Ok(None) => return (Decision::Deny(DenyReason::MissingToken), None),
+            Err(reason) => return (Decision::Deny(reason), None),
+        };
+        if token.len() > self.max_token_bytes {
+            return (Decision::Deny(DenyReason::TokenTooLarge), None);
+        }
+        let now = unix_now();
+        let verified = match self.verifier.verify(token, now).await {
+            Ok(v) => v,
+            Err(reason) => return (Decision::Deny(reason), Some(token)),
+        };
+        if !policy.allows_provider(&verified.provider) {
+            return (Decision::Deny(DenyReason::ProviderNotAllowed), Some(token));
+        }
+        let identity = TokenIdentity {
+            iss: &verified.iss,
+            sub: verified.sub.as_deref(),
+            jti: verified.jti.as_deref(),
+            iat: verified.iat,
+        };
+        match self.revocation.check(&identity) {
+            RevocationStatus::NotRevoked => {}
+            RevocationStatus::Revoked => return (Decision::Deny(DenyReason::Revoked), Some(token)),
+            RevocationStatus::Unknown => {
+                if self.failure_mode == FailureMode::Deny {
+                    return (Decision::Deny(DenyReason::RevocationUnavailable), Some(token));
+                }
+            }
+        }
+        if let Some(required) = policy.missing_scope(&verified.scopes) {
+            return (Decision::Deny(DenyReason::InsufficientScope(required.to_string())), Some(token));
+        }
+        (Decision::Allow(Allowed::Verified(verified)), Some(token))
+    }
+}
+
+/// First 8 bytes of SHA-256, hex: enough to correlate log lines, useless to replay.
+pub fn fingerprint(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The path without its query string (which may hold a token).
+fn log_path(path: &str) -> &str {
+    let mut end = path.find(['?', '#']).unwrap_or(path.len()).min(256);
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}

@@ -1,0 +1,613 @@
+//! Typed configuration: parsed from YAML, every unknown key an error, then validated with
+//! every problem reported at once, each naming its key and the file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::alg::Alg;
+
+/// gRPC listener for ext_authz and health.
+pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9001";
+/// HTTP side port: metrics, health, admin.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9002";
+/// Largest token accepted, checked before any decoding (RFC 8725 §3.x; CVE-2025-30204 class).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+/// Verified-token cache capacity; each entry is well under 1 KiB.
+pub const DEFAULT_VERIFY_CACHE_ENTRIES: u64 = 100_000;
+/// Clock skew tolerated on `exp`/`nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
+/// How long last-good keys keep serving while the JWKS endpoint fails.
+pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
+/// Whole-request deadline for a JWKS or discovery fetch.
+pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
+/// A JWKS larger than this is refused: real ones are a few KiB.
+pub const DEFAULT_JWKS_MAX_BYTES: usize = 512 * 1024;
+/// At most one refetch per provider in this interval caused by an unknown `kid`, so a flood
+/// of random kids never becomes a flood of fetches.
+pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a request with an unknown `kid` waits for the refetch it triggered: well inside
+/// Envoy's default 200 ms ext_authz timeout.
+pub const DEFAULT_KID_REFETCH_WAIT: Duration = Duration::from_millis(100);
+pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(5);
+/// TTL of a subject revocation: no token lives longer than this, so the entry can go after.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "HOPAUTH_ADMIN_TOKEN";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_grpc_listen")]
+    pub grpc_listen: SocketAddr,
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Where the token is looked for, in order; one token at most per request.
+    #[serde(default = "default_sources")]
+    pub sources: Vec<Source>,
+    pub providers: Vec<Provider>,
+    #[serde(default)]
+    pub revocation: RevocationConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
+    #[serde(default = "default_max_token_bytes")]
+    pub max_token_bytes: usize,
+    #[serde(default)]
+    pub verify_cache: VerifyCacheConfig,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<String>,
+    /// Scheme before the token, e.g. `"Bearer "`; matched case-insensitively.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cookie: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provider {
+    pub name: String,
+    /// Compared byte for byte with the token's `iss`.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jwks: Option<JwksConfig>,
+    /// Environment variable holding the HMAC secret; required for HS* algorithms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hmac_secret_env: Option<String>,
+    #[serde(default = "default_leeway", with = "duration")]
+    pub leeway: Duration,
+    /// Claim name → upstream header name.
+    #[serde(default)]
+    pub claims_to_headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload_header: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwksConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
+    /// Find `jwks_uri` through `<issuer>/.well-known/openid-configuration`.
+    #[serde(default)]
+    pub discovery: bool,
+    #[serde(default = "default_jwks_refresh", with = "duration")]
+    pub refresh_interval: Duration,
+    #[serde(default = "default_jwks_max_stale", with = "duration")]
+    pub max_stale: Duration,
+    #[serde(default = "default_jwks_timeout", with = "duration")]
+    pub timeout: Duration,
+    #[serde(default = "default_jwks_max_bytes")]
+    pub max_bytes: usize,
+    #[serde(default = "default_kid_refetch_interval", with = "duration")]
+    pub kid_refetch_interval: Duration,
+    #[serde(default = "default_kid_refetch_wait", with = "duration")]
+    pub kid_refetch_wait: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationBackend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FailureMode {
+    #[default]
+    Deny,
+    Allow,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevocationConfig {
+    #[serde(default)]
+    pub backend: RevocationBackend,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    #[serde(default = "default_max_staleness", with = "duration")]
+    pub max_staleness: Duration,
+    #[serde(default)]
+    pub failure_mode: FailureMode,
+    #[serde(default = "default_max_token_lifetime", with = "duration")]
+    pub max_token_lifetime: Duration,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        Self {
+            backend: RevocationBackend::Memory,
+            redis_url: None,
+            max_staleness: DEFAULT_MAX_STALENESS,
+            failure_mode: FailureMode::Deny,
+            max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+        }
+    }
+}
+
+impl fmt::Debug for RevocationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RevocationConfig")
+            .field("backend", &self.backend)
+            .field("redis_url", &self.redis_url.as_deref().map(redact_url))
+            .field("max_staleness", &self.max_staleness)
+            .field("failure_mode", &self.failure_mode)
+            .field("max_token_lifetime", &self.max_token_lifetime)
+            .finish()
+    }
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`: never print a password.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(u) => u.to_string(),
+        Err(_) => "<unparseable url>".to_string(),
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Environment variable that holds the bearer token for `/admin/*`; unset → admin off.
+    #[serde(default = "default_admin_token_env")]
+    pub token_env: String,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self { token_env: DEFAULT_ADMIN_TOKEN_ENV.to_string() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyCacheConfig {
+    #[serde(default = "default_verify_cache_entries")]
+    pub max_entries: u64,
+}
+
+impl Default for VerifyCacheConfig {
+    fn default() -> Self {
+        Self { max_entries: DEFAULT_VERIFY_CACHE_ENTRIES }
+    }
+}
+
+fn default_grpc_listen() -> SocketAddr {
+    DEFAULT_GRPC_LISTEN.parse().expect("valid constant")
+}
+fn default_http_listen() -> SocketAddr {
+    DEFAULT_HTTP_LISTEN.parse().expect("valid constant")
+}
+fn default_sources() -> Vec<Source> {
+    vec![Source { header: Some("authorization".into()), prefix: Some("Bearer ".into()), ..Source::default() }]
+}
+fn default_max_token_bytes() -> usize {
+    DEFAULT_MAX_TOKEN_BYTES
+}
+fn default_leeway() -> Duration {
+    DEFAULT_LEEWAY
+}
+fn default_jwks_refresh() -> Duration {
+    DEFAULT_JWKS_REFRESH
+}
+fn default_jwks_max_stale() -> Duration {
+    DEFAULT_JWKS_MAX_STALE
+}
+fn default_jwks_timeout() -> Duration {
+    DEFAULT_JWKS_TIMEOUT
+}
+fn default_jwks_max_bytes() -> usize {
+    DEFAULT_JWKS_MAX_BYTES
+}
+fn default_kid_refetch_interval() -> Duration {
+    DEFAULT_KID_REFETCH_INTERVAL
+}
+fn default_kid_refetch_wait() -> Duration {
+    DEFAULT_KID_REFETCH_WAIT
+}
+fn default_max_staleness() -> Duration {
+    DEFAULT_MAX_STALENESS
+}
+fn default_max_token_lifetime() -> Duration {
+    DEFAULT_MAX_TOKEN_LIFETIME
+}
+fn default_admin_token_env() -> String {
+    DEFAULT_ADMIN_TOKEN_ENV.to_string()
+}
+fn default_verify_cache_entries() -> u64 {
+    DEFAULT_VERIFY_CACHE_ENTRIES
+}
+
+/// Durations written as `30s`, `5m`, `1h 30m`, `250ms`.
+mod duration {
+    use super::*;
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h")))
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Parse {
+        file: PathBuf,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{}", format_invalid(file, problems))]
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+/// One validation problem: the dotted key and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub message: String,
+}
+
+fn format_invalid(file: &Path, problems: &[Problem]) -> String {
+    let mut out = format!("{}: {} problem(s) in the configuration", file.display(), problems.len());
+    for p in problems {
+        out.push_str(&format!("\n  {}: {}: {}", file.display(), p.key, p.message));
+    }
+    out
+}
+
+impl Config {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
+        Self::from_yaml(&text, path)
+    }
+
+    /// Parses and validates YAML text; `file` only names the source in errors.
+    pub fn from_yaml(text: &str, file: &Path) -> Result<Self, ConfigError> {
+        let config: Config =
+            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse { file: file.to_owned(), source })?;
+        config.validate(file)
+    }
+
+    /// Checks everything serde cannot; collects every problem rather than stopping at one.
+    pub fn validate(self, file: &Path) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: String, message: String| problems.push(Problem { key, message });
+
+        if self.sources.is_empty() {
+            bad("sources".into(), "at least one token source is required".into());
+        }
+        for (i, s) in self.sources.iter().enumerate() {
+            let key = format!("sources[{i}]");
+            let set = [s.header.is_some(), s.cookie.is_some(), s.query.is_some()].iter().filter(|b| **b).count();
+            if set != 1 {
+                bad(key.clone(), "set exactly one of `header`, `cookie`, `query`".into());
+            }
+            if s.prefix.is_some() && s.header.is_none() {
+                bad(format!("{key}.prefix"), "`prefix` only applies to a `header` source".into());
+            }
+            for (name, v) in [("header", &s.header), ("cookie", &s.cookie), ("query", &s.query)] {
+                if let Some(v) = v {
+                    if v.is_empty() {
+                        bad(format!("{key}.{name}"), "must not be empty".into());
+                    } else if name == "header" && !is_header_name(v) {
+                        bad(format!("{key}.{name}"), format!("{v:?} is not a lowercase header name"));
+                    }
+                }
+            }
+        }
+        if self.max_token_bytes < 64 || self.max_token_bytes > 1024 * 1024 {
+            bad("max_token_bytes".into(), "must be between 64 and 1048576".into());
+        }
+        if self.verify_cache.max_entries == 0 {
+            bad("verify_cache.max_entries".into(), "must be at least 1".into());
+        }
+        if self.providers.is_empty() {
+            bad("providers".into(), "at least one provider is required".into());
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut issuers = std::collections::HashSet::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            let key = format!("providers[{i}]");
+            if p.name.is_empty() || !p.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+                bad(format!("{key}.name"), "use letters, digits, `-`, `_`, `.`".into());
+            }
+            if !names.insert(p.name.as_str()) {
+                bad(format!("{key}.name"), format!("{:?} is used by another provider", p.name));
+            }
+            if p.issuer.is_empty() {
+                bad(format!("{key}.issuer"), "must not be empty".into());
+            } else if !issuers.insert(p.issuer.as_str()) {
+                bad(format!("{key}.issuer"), format!("{:?} is used by another provider", p.issuer));
+            }
+            if p.audiences.is_empty() || p.audiences.iter().any(String::is_empty) {
+                bad(format!("{key}.audiences"), "list at least one non-empty audience".into());
+            }
+            if p.algorithms.is_empty() {
+                bad(format!("{key}.algorithms"), "list at least one algorithm".into());
+            }
+            let wants_hmac = p.algorithms.iter().any(|a| a.is_hmac());
+            let wants_public = p.algorithms.iter().any(|a| !a.is_hmac());
+            if wants_hmac && p.hmac_secret_env.is_none() {
+                bad(format!("{key}.algorithms"), "HS* algorithms need `hmac_secret_env`".into());
+            }
+            if !wants_hmac && p.hmac_secret_env.is_some() {
+                bad(format!("{key}.hmac_secret_env"), "set, but no HS* algorithm is allowed".into());
+            }
+            if let Some(var) = &p.hmac_secret_env {
+                match std::env::var(var) {
+                    Ok(v) if v.len() >= 32 => {}
+                    Ok(_) => bad(format!("{key}.hmac_secret_env"), format!("${var} must hold at least 32 bytes")),
+                    Err(_) => bad(format!("{key}.hmac_secret_env"), format!("${var} is not set")),
+                }
+            }
+            match (&p.jwks, wants_public) {
+                (None, true) => bad(format!("{key}.jwks"), "required for public-key algorithms".into()),
+                (Some(j), _) => {
+                    let jk = format!("{key}.jwks");
+                    let count = [j.uri.is_some(), j.file.is_some(), j.discovery].iter().filter(|b| **b).count();
+                    if count != 1 {
+                        bad(jk.clone(), "set exactly one of `uri`, `file`, `discovery: true`".into());
+                    }
+                    if let Some(uri) = &j.uri {
+                        match url::Url::parse(uri) {
+                            Ok(u) if u.scheme() == "http" || u.scheme() == "https" => {}
+                            Ok(_) => bad(format!("{jk}.uri"), "must be http:// or https://".into()),
+                            Err(e) => bad(format!("{jk}.uri"), format!("not a URL: {e}")),
+                        }
+                    }
+                    if j.discovery && url::Url::parse(&p.issuer).is_err() {
+                        bad(format!("{jk}.discovery"), "needs an issuer that is a URL".into());
+                    }
+                    if let Some(f) = &j.file {
+                        if !f.is_file() {
+                            bad(format!("{jk}.file"), format!("{} is not a readable file", f.display()));
+                        }
+                    }
+                    if j.refresh_interval < std::time::Duration::from_secs(1) {
+                        bad(format!("{jk}.refresh_interval"), "must be at least 1s".into());
+                    }
+                    if j.max_stale < j.refresh_interval {
+                        bad(format!("{jk}.max_stale"), "must be at least refresh_interval".into());
+                    }
+                    if j.timeout.is_zero() {
+                        bad(format!("{jk}.timeout"), "must be more than 0".into());
+                    }
+                    if j.max_bytes < 1024 {
+                        bad(format!("{jk}.max_bytes"), "must be at least 1024".into());
+                    }
+                    if j.kid_refetch_wait > std::time::Duration::from_secs(1) {
+                        bad(format!("{jk}.kid_refetch_wait"), "keep it under Envoy's timeout (at most 1s)".into());
+                    }
+                }
+                (None, false) => {}
+            }
+            if p.leeway > std::time::Duration::from_secs(300) {
+                bad(format!("{key}.leeway"), "at most 5m".into());
+            }
+            for (claim, header) in &p.claims_to_headers {
+                if claim.is_empty() {
+                    bad(format!("{key}.claims_to_headers"), "claim names must not be empty".into());
+                }
+                if !is_header_name(header) {
+                    bad(
+                        format!("{key}.claims_to_headers.{claim}"),
+                        format!("{header:?} is not a lowercase header name"),
+                    );
+                }
+                if is_reserved_header(header) {
+                    bad(format!("{key}.claims_to_headers.{claim}"), format!("{header:?} cannot be overwritten"));
+                }
+            }
+            if let Some(h) = &p.payload_header {
+                if !is_header_name(h) || is_reserved_header(h) {
+                    bad(format!("{key}.payload_header"), format!("{h:?} is not a usable header name"));
+                }
+            }
+        }
+        let r = &self.revocation;
+        match r.backend {
+            RevocationBackend::Memory => {
+                if r.redis_url.is_some() {
+                    bad("revocation.redis_url".into(), "set, but backend is `memory`".into());
+                }
+            }
+            RevocationBackend::Redis => match &r.redis_url {
+                None => bad("revocation.redis_url".into(), "required with backend `redis`".into()),
+                Some(u) => match url::Url::parse(u) {
+                    Ok(u) if ["redis", "rediss", "redis+sentinel", "redis+cluster"].contains(&u.scheme()) => {}
+                    _ => bad("revocation.redis_url".into(), "must be a redis:// or rediss:// URL".into()),
+                },
+            },
+        }
+        if r.max_staleness.is_zero() {
+            bad("revocation.max_staleness".into(), "must be more than 0".into());
+        }
+        if r.max_token_lifetime < std::time::Duration::from_secs(60) {
+            bad("revocation.max_token_lifetime".into(), "must be at least 1m".into());
+        }
+        if self.admin.token_env.is_empty() {
+            bad("admin.token_env".into(), "must name an environment variable".into());
+        }
+        if self.grpc_listen == self.http_listen && self.grpc_listen.port() != 0 {
+            bad("http_listen".into(), "must differ from grpc_listen".into());
+        }
+
+        if problems.is_empty() {
+            Ok(self)
+        } else {
+            Err(ConfigError::Invalid { file: file.to_owned(), problems })
+        }
+    }
+}
+
+/// Lowercase RFC 7230 token characters: Envoy sends header names lowercased.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Headers an identity header must never replace.
+fn is_reserved_header(name: &str) -> bool {
+    name.starts_with(':')
+        || matches!(name, "authorization" | "cookie" | "host" | "content-length" | "transfer-encoding")
+        || name.starts_with("x-envoy-")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml(yaml, Path::new("test.yaml"))
+    }
+
+    const MINIMAL: &str = r#"
+providers:
+  - name: main
+    issuer: https://issuer.example
+    audiences: [orders]
+    algorithms: [ES256]
+    jwks: { uri: "http://127.0.0.1:8080/jwks.json" }
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.grpc_listen.to_string(), DEFAULT_GRPC_LISTEN);
+        assert_eq!(c.sources, default_sources());
+        let p = &c.providers[0];
+        assert_eq!(p.leeway, DEFAULT_LEEWAY);
+        assert_eq!(p.jwks.as_ref().unwrap().refresh_interval, DEFAULT_JWKS_REFRESH);
+        assert_eq!(c.revocation.backend, RevocationBackend::Memory);
+        assert_eq!(c.max_token_bytes, 8192);
+    }
+
+    #[test]
+    fn durations_parse_in_human_form() {
+        let c =
+            parse(&MINIMAL.replace("jwks: { uri", "leeway: 10s\n    jwks: { refresh_interval: 2m, max_stale: 1h, uri"))
+                .unwrap();
+        let p = &c.providers[0];
+        assert_eq!(p.leeway, Duration::from_secs(10));
+        assert_eq!(p.jwks.as_ref().unwrap().refresh_interval, Duration::from_secs(120));
+        let err = parse(&MINIMAL.replace("jwks: { uri", "leeway: soon\n    jwks: { uri")).unwrap_err();
+        assert!(err.to_string().contains("invalid duration \"soon\""), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{MINIMAL}grpc_listn: 1.2.3.4:5\n")).unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("test.yaml:"), "{text}");
+        assert!(text.contains("grpc_listn"), "{text}");
+        let err = parse(&MINIMAL.replace("jwks: { uri", "jwks: { urii")).unwrap_err();
+        assert!(err.to_string().contains("urii"), "{err}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let yaml = r#"
+sources: [{ cookie: a, prefix: "Bearer " }]
+providers:
+  - name: main
+    issuer: https://issuer.example
+    audiences: []
+    algorithms: [HS256]
+    jwks: { uri: "ftp://x", file: /nonexistent }
+revocation: { backend: redis }
+"#;
+        let ConfigError::Invalid { problems, .. } = parse(yaml).unwrap_err() else {
+            panic!("expected validation errors")
+        };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        for k in [
+            "sources[0].prefix",
+            "providers[0].audiences",
+            "providers[0].algorithms",
+            "providers[0].jwks",
+            "providers[0].jwks.uri",
+            "providers[0].jwks.file",
+            "revocation.redis_url",
+        ] {
+            assert!(keys.contains(&k), "missing {k} in {keys:?}");
+        }
+    }
+
+    #[test]
+    fn alg_none_is_not_an_algorithm() {
+        let err = parse(&MINIMAL.replace("[ES256]", "[none]")).unwrap_err();
+        assert!(err.to_string().contains("none"), "{err}");
+    }
+
+    #[test]
+    fn identity_headers_cannot_replace_authorization() {
+        let err = parse(&MINIMAL.replace("jwks: { uri", "claims_to_headers: { sub: authorization }\n    jwks: { uri"))
+            .unwrap_err();
+        assert!(err.to_string().contains("providers[0].claims_to_headers.sub"), "{err}");
+    }
+
+    #[test]
+    fn debug_masks_redis_password() {
+        let mut r = RevocationConfig::default();
+        r.redis_url = Some("redis://u:hunter2@localhost:6379/0".into());
+        let text = format!("{r:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("***"), "{text}");
+    }
+}

@@ -1,0 +1,170 @@
+//! What hopauth answers: `Decision::Allow` with the verified identity, or `Decision::Deny`
+//! with a reason. Pure values, no wire types: the gRPC adapter renders them.
+
+use std::sync::Arc;
+
+use crate::verify::VerifiedToken;
+
+#[derive(Debug, Clone)]
+pub enum Decision {
+    Allow(Allowed),
+    Deny(DenyReason),
+}
+
+#[derive(Debug, Clone)]
+pub enum Allowed {
+    /// A token was verified; its identity goes upstream.
+    Verified(Arc<VerifiedToken>),
+    /// No token, on a route with `hopauth.anonymous: allow`.
+    Anonymous,
+}
+
+/// The HTTP family a deny renders as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenyStatus {
+    /// 401, RFC 6750 `invalid_token` or no error code.
+    Unauthorized,
+    /// 403, RFC 6750 `insufficient_scope`.
+    Forbidden,
+    /// 503: a dependency (keys, revocation store) is not usable.
+    Unavailable,
+}
+
+/// Why a request was refused. `as_str` is the stable name used in metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    MissingToken,
+    MultipleTokens,
+    TokenTooLarge,
+    Malformed,
+    AlgNotAllowed,
+    EmbeddedKey,
+    UnknownCrit,
+    Unsupported,
+    InvalidClaim,
+    UnknownIssuer,
+    UnknownKey,
+    BadSignature,
+    MissingExp,
+    Expired,
+    NotYetValid,
+    BadAudience,
+    ProviderNotAllowed,
+    Revoked,
+    /// Carries the space-separated scopes the route requires.
+    InsufficientScope(String),
+    KeysUnavailable,
+    RevocationUnavailable,
+}
+
+impl DenyReason {
+    /// Every reason, for pre-registering metric series.
+    pub const NAMES: [&'static str; 21] = [
+        "missing_token",
+        "multiple_tokens",
+        "token_too_large",
+        "malformed_token",
+        "alg_not_allowed",
+        "embedded_key",
+        "unknown_crit",
+        "unsupported_token",
+        "invalid_claim",
+        "unknown_issuer",
+        "unknown_key",
+        "bad_signature",
+        "missing_exp",
+        "expired",
+        "not_yet_valid",
+        "bad_audience",
+        "provider_not_allowed",
+        "revoked",
+        "insufficient_scope",
+        "keys_unavailable",
+        "revocation_unavailable",
+    ];
+
+    /// Index into `NAMES`.
+    pub fn index(&self) -> usize {
+        match self {
+            DenyReason::MissingToken => 0,
+            DenyReason::MultipleTokens => 1,
+            DenyReason::TokenTooLarge => 2,
+            DenyReason::Malformed => 3,
+            DenyReason::AlgNotAllowed => 4,
+            DenyReason::EmbeddedKey => 5,
+            DenyReason::UnknownCrit => 6,
+            DenyReason::Unsupported => 7,
+            DenyReason::InvalidClaim => 8,
+            DenyReason::UnknownIssuer => 9,
+            DenyReason::UnknownKey => 10,
+            DenyReason::BadSignature => 11,
+            DenyReason::MissingExp => 12,
+            DenyReason::Expired => 13,
+            DenyReason::NotYetValid => 14,
+            DenyReason::BadAudience => 15,
+            DenyReason::ProviderNotAllowed => 16,
+            DenyReason::Revoked => 17,
+            DenyReason::InsufficientScope(_) => 18,
+            DenyReason::KeysUnavailable => 19,
+            DenyReason::RevocationUnavailable => 20,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    pub fn status(&self) -> DenyStatus {
+        match self {
+            DenyReason::InsufficientScope(_) => DenyStatus::Forbidden,
+            DenyReason::KeysUnavailable | DenyReason::RevocationUnavailable => DenyStatus::Unavailable,
+            _ => DenyStatus::Unauthorized,
+        }
+    }
+
+    /// Short text for the client's `error_description`: standard, no internals.
+    pub fn description(&self) -> &'static str {
+        match self {
+            DenyReason::MissingToken => "no bearer token in the request",
+            DenyReason::MultipleTokens => "more than one token in the request",
+            DenyReason::TokenTooLarge => "token is too large",
+            DenyReason::Malformed => "token is malformed",
+            DenyReason::AlgNotAllowed => "token algorithm is not allowed",
+            DenyReason::EmbeddedKey => "token header carries a key",
+            DenyReason::UnknownCrit => "token has an unsupported critical header",
+            DenyReason::Unsupported => "token type is not supported",
+            DenyReason::InvalidClaim => "token has an invalid claim",
+            DenyReason::UnknownIssuer => "token issuer is not trusted",
+            DenyReason::UnknownKey => "token signing key is unknown",
+            DenyReason::BadSignature => "token signature is invalid",
+            DenyReason::MissingExp => "token has no expiry",
+            DenyReason::Expired => "token has expired",
+            DenyReason::NotYetValid => "token is not yet valid",
+            DenyReason::BadAudience => "token audience is not accepted",
+            DenyReason::ProviderNotAllowed => "token issuer is not accepted on this route",
+            DenyReason::Revoked => "token has been revoked",
+            DenyReason::InsufficientScope(_) => "token lacks a required scope",
+            DenyReason::KeysUnavailable => "signing keys are temporarily unavailable",
+            DenyReason::RevocationUnavailable => "revocation status is temporarily unavailable",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_indexed() {
+        let mut seen = std::collections::HashSet::new();
+        for n in DenyReason::NAMES {
+            assert!(seen.insert(n), "{n}");
+        }
+        assert_eq!(DenyReason::Revoked.as_str(), "revoked");
+        assert_eq!(DenyReason::InsufficientScope("a".into()).as_str(), "insufficient_scope");
+        assert_eq!(DenyReason::RevocationUnavailable.as_str(), "revocation_unavailable");
+        assert_eq!(DenyReason::InsufficientScope("a".into()).status(), DenyStatus::Forbidden);
+        assert_eq!(DenyReason::KeysUnavailable.status(), DenyStatus::Unavailable);
+        assert_eq!(DenyReason::Expired.status(), DenyStatus::Unauthorized);
+    }
+}

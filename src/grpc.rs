@@ -1,0 +1,252 @@
+//! The gRPC adapter: `envoy.service.auth.v3.Authorization/Check` in, `Decision` out as a
+//! `CheckResponse`. Every outcome, deny and 503 included, is a normal response with gRPC
+//! status OK: a gRPC error is what Envoy's `failure_mode_allow` could turn into an allow.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
+};
+use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
+use envoy_types::pb::envoy::service::auth::v3::{
+    attribute_context::HttpRequest, check_response::HttpResponse, CheckRequest, CheckResponse, DeniedHttpResponse,
+    OkHttpResponse,
+};
+use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value as PbValue};
+use envoy_types::pb::google::rpc::Status;
+
+use crate::authorizer::Authorizer;
+use crate::decision::{Allowed, Decision, DenyReason, DenyStatus};
+use crate::policy::RoutePolicy;
+use crate::token::RequestView;
+
+/// gRPC status codes placed in `CheckResponse.status` (google.rpc.Code).
+const RPC_OK: i32 = 0;
+const RPC_PERMISSION_DENIED: i32 = 7;
+const RPC_UNAVAILABLE: i32 = 14;
+const RPC_UNAUTHENTICATED: i32 = 16;
+
+/// Namespace of the claims in Envoy's dynamic metadata.
+pub const METADATA_NAMESPACE: &str = "hopauth";
+/// Seconds a client should wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+pub struct AuthorizationService {
+    authorizer: Arc<Authorizer>,
+}
+
+impl AuthorizationService {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        AuthorizationService { authorizer }
+    }
+
+    /// The whole Check, without the tonic envelope; benches and tests call this directly.
+    pub async fn check_request(&self, request: &CheckRequest) -> CheckResponse {
+        let attrs = request.attributes.as_ref();
+        let http = attrs.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
+        let empty = HashMap::new();
+        let extensions = attrs.map_or(&empty, |a| &a.context_extensions);
+        let policy = RoutePolicy::from_extensions(|k| extensions.get(k).map(String::as_str));
+        let view = HttpView(http);
+        let decision = self.authorizer.check(&view, policy).await;
+        render(&decision, self.authorizer.identity_headers())
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for AuthorizationService {
+    async fn check(
+        &self,
+        request: tonic::Request<CheckRequest>,
+    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.check_request(request.get_ref()).await))
+    }
+}
+
+/// Headers as Envoy sent them: the `headers` map, or raw `header_map` bytes when
+/// `encode_raw_headers: true`. A request without HTTP attributes has no headers at all.
+struct HttpView<'a>(Option<&'a HttpRequest>);
+
+impl RequestView for HttpView<'_> {
+    fn header_values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s [u8]> {
+        let (map, raw) = match self.0 {
+            Some(h) => (h.headers.get(name).map(String::as_bytes), h.header_map.as_ref()),
+            None => (None, None),
+        };
+        let name = name.to_owned();
+        let raw_values = raw
+            .into_iter()
+            .flat_map(|m| m.headers.iter())
+            .filter(move |hv| hv.key.eq_ignore_ascii_case(&name))
+            .map(|hv| if hv.raw_value.is_empty() { hv.value.as_bytes() } else { hv.raw_value.as_slice() });
+        map.into_iter().chain(raw_values)
+    }
+
+    fn path(&self) -> &str {
+        self.0.map_or("", |h| h.path.as_str())
+    }
+}
+
+fn header(key: &str, value: impl Into<String>, action: HeaderAppendAction) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue { key: key.to_string(), value: value.into(), raw_value: Vec::new() }),
+        append_action: action as i32,
+        ..Default::default()
+    }
+}
+
+/// Turns a decision into the CheckResponse Envoy acts on.
+pub fn render(decision: &Decision, identity_headers: &[String]) -> CheckResponse {
+    match decision {
+        Decision::Allow(allowed) => {
+            let mut ok = OkHttpResponse { headers_to_remove: identity_headers.to_vec(), ..Default::default() };
+            let mut metadata = None;
+            if let Allowed::Verified(token) = allowed {
+                for (name, value) in &token.headers {
+                    ok.headers.push(header(name, value.clone(), HeaderAppendAction::OverwriteIfExistsOrAdd));
+                }
+                // Removal is applied after the set headers; do not remove what we just set.
+                ok.headers_to_remove.retain(|h| !token.headers.iter().any(|(n, _)| n == h));
+                let claims = token.claims.iter().map(|(k, v)| (k.clone(), to_pb(v))).collect();
+                metadata = Some(Struct {
+                    fields: HashMap::from([(
+                        METADATA_NAMESPACE.to_string(),
+                        PbValue { kind: Some(Kind::StructValue(Struct { fields: claims })) },
+                    )]),
+                });
+            }
+            CheckResponse {
+                status: Some(Status { code: RPC_OK, ..Default::default() }),
+                http_response: Some(HttpResponse::OkResponse(ok)),
+                dynamic_metadata: metadata,
+            }
+        }
+        Decision::Deny(reason) => render_deny(reason),
+    }
+}
+
+fn render_deny(reason: &DenyReason) -> CheckResponse {
+    let (http, rpc) = match reason.status() {
+        DenyStatus::Unauthorized => (StatusCode::Unauthorized, RPC_UNAUTHENTICATED),
+        DenyStatus::Forbidden => (StatusCode::Forbidden, RPC_PERMISSION_DENIED),
+        DenyStatus::Unavailable => (StatusCode::ServiceUnavailable, RPC_UNAVAILABLE),
+    };
+    let description = reason.description();
+    let (error, challenge) = match reason {
+        // RFC 6750 §3.1: a request without credentials gets no error code.
+        DenyReason::MissingToken => (None, "Bearer realm=\"hopauth\"".to_string()),
+        DenyReason::InsufficientScope(scope) => (
+            Some("insufficient_scope"),
+            format!(
+                "Bearer realm=\"hopauth\", error=\"insufficient_scope\", error_description=\"{description}\", scope=\"{}\"",
+                quote_safe(scope)
+            ),
+        ),
+        _ if reason.status() == DenyStatus::Unavailable => (Some("temporarily_unavailable"), String::new()),
+        _ => (
+            Some("invalid_token"),
+            format!("Bearer realm=\"hopauth\", error=\"invalid_token\", error_description=\"{description}\""),
+        ),
+    };
+    let mut headers = vec![header("content-type", "application/json", HeaderAppendAction::OverwriteIfExistsOrAdd)];
+    if !challenge.is_empty() {
+        headers.push(header("www-authenticate", challenge, HeaderAppendAction::OverwriteIfExistsOrAdd));
+    }
+    if reason.status() == DenyStatus::Unavailable {
+        headers.push(header("retry-after", RETRY_AFTER_SECS, HeaderAppendAction::OverwriteIfExistsOrAdd));
+    }
+    let body = match error {
+        Some(e) => serde_json::json!({ "error": e, "error_description": description }),
+        None => serde_json::json!({ "error": "unauthorized", "error_description": description }),
+    };
+    CheckResponse {
+        status: Some(Status { code: rpc, message: reason.as_str().to_string(), ..Default::default() }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http as i32 }),
+            headers,
+            body: body.to_string(),
+        })),
+        dynamic_metadata: None,
+    }
+}
+
+/// Scope tokens are `%x21 / %x23-5B / %x5D-7E` (RFC 6750 §3): drop anything else so the
+/// challenge stays well-formed whatever the route config holds.
+fn quote_safe(s: &str) -> String {
+    s.chars().filter(|c| *c == ' ' || (c.is_ascii_graphic() && *c != '"' && *c != '\\')).collect()
+}
+
+fn to_pb(v: &serde_json::Value) -> PbValue {
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(0),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(items) => Kind::ListValue(ListValue { values: items.iter().map(to_pb).collect() }),
+        J::Object(m) => Kind::StructValue(Struct { fields: m.iter().map(|(k, v)| (k.clone(), to_pb(v))).collect() }),
+    };
+    PbValue { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn denied(r: &CheckResponse) -> &DeniedHttpResponse {
+        match r.http_response.as_ref() {
+            Some(HttpResponse::DeniedResponse(d)) => d,
+            _ => panic!("not a denied response"),
+        }
+    }
+
+    fn header_value<'a>(d: &'a DeniedHttpResponse, name: &str) -> Option<&'a str> {
+        d.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
+    }
+
+    #[test]
+    fn missing_token_has_no_error_code() {
+        let r = render(&Decision::Deny(DenyReason::MissingToken), &[]);
+        assert_eq!(r.status.as_ref().unwrap().code, RPC_UNAUTHENTICATED);
+        let d = denied(&r);
+        assert_eq!(d.status.as_ref().unwrap().code, StatusCode::Unauthorized as i32);
+        assert_eq!(header_value(d, "www-authenticate"), Some("Bearer realm=\"hopauth\""));
+    }
+
+    #[test]
+    fn invalid_token_and_scope_follow_rfc6750() {
+        let r = render(&Decision::Deny(DenyReason::Expired), &[]);
+        let d = denied(&r);
+        let challenge = header_value(d, "www-authenticate").unwrap();
+        assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["error"], "invalid_token");
+        assert_eq!(body["error_description"], "token has expired");
+
+        let r = render(&Decision::Deny(DenyReason::InsufficientScope("orders:write\"x".into())), &[]);
+        let d = denied(&r);
+        assert_eq!(d.status.as_ref().unwrap().code, StatusCode::Forbidden as i32);
+        let challenge = header_value(d, "www-authenticate").unwrap();
+        assert!(challenge.contains("scope=\"orders:writex\""), "{challenge}");
+    }
+
+    #[test]
+    fn unavailable_is_503_with_retry_after_inside_a_normal_response() {
+        let r = render(&Decision::Deny(DenyReason::KeysUnavailable), &[]);
+        let d = denied(&r);
+        assert_eq!(d.status.as_ref().unwrap().code, StatusCode::ServiceUnavailable as i32);
+        assert_eq!(header_value(d, "retry-after"), Some(RETRY_AFTER_SECS));
+        assert_eq!(r.status.as_ref().unwrap().code, RPC_UNAVAILABLE);
+    }
+
+    #[test]
+    fn anonymous_allow_strips_identity_headers() {
+        let r = render(&Decision::Allow(Allowed::Anonymous), &["x-jwt-sub".to_string()]);
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else { panic!() };
+        assert_eq!(ok.headers_to_remove, vec!["x-jwt-sub"]);
+        assert!(ok.headers.is_empty());
+        assert_eq!(r.status.unwrap().code, RPC_OK);
+    }
+}

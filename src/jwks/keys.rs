@@ -1,0 +1,312 @@
+//! Verification keys: a JWK turned into a parsed aws-lc key bound to exactly one algorithm,
+//! after hygiene checks (RFC 7518 §3, RFC 8725 §3.1; Wycheproof JWK cases).
+
+use aws_lc_rs::hmac;
+use aws_lc_rs::signature::{ParsedPublicKey, RsaPublicKeyComponents};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyOperations, PublicKeyUse};
+
+use crate::alg::{Alg, KeyFamily};
+
+/// Smallest RSA modulus accepted (RFC 7518 §3.3).
+pub const MIN_RSA_BITS: usize = 2048;
+
+/// A key parsed once, used only with `alg`.
+pub struct VerifyKey {
+    pub kid: Option<Box<str>>,
+    pub alg: Alg,
+    material: Material,
+}
+
+enum Material {
+    Public(ParsedPublicKey),
+    Hmac(hmac::Key),
+}
+
+impl std::fmt::Debug for VerifyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyKey").field("kid", &self.kid).field("alg", &self.alg).finish_non_exhaustive()
+    }
+}
+
+impl VerifyKey {
+    /// An HMAC key from a configured secret; HMAC comparison is constant-time.
+    pub fn hmac(alg: Alg, secret: &[u8]) -> Option<Self> {
+        Some(VerifyKey { kid: None, alg, material: Material::Hmac(hmac::Key::new(alg.hmac()?, secret)) })
+    }
+
+    /// Whether `signature` is valid for `signing_input` under this key.
+    pub fn verify(&self, signing_input: &[u8], signature: &[u8]) -> bool {
+        match &self.material {
+            Material::Public(key) => key.verify_sig(signing_input, signature).is_ok(),
+            Material::Hmac(key) => hmac::verify(key, signing_input, signature).is_ok(),
+        }
+    }
+}
+
+/// Why a JWK was dropped; `as_str` is the metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRejection {
+    Unparseable,
+    UnsupportedType,
+    NotForSignatures,
+    WeakRsa,
+    BadKeyMaterial,
+    AlgMismatch,
+    AlgNotAllowed,
+    DuplicateKid,
+}
+
+impl KeyRejection {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRejection::Unparseable => "unparseable",
+            KeyRejection::UnsupportedType => "unsupported_type",
+            KeyRejection::NotForSignatures => "not_for_signatures",
+            KeyRejection::WeakRsa => "weak_rsa",
+            KeyRejection::BadKeyMaterial => "bad_key_material",
+            KeyRejection::AlgMismatch => "alg_mismatch",
+            KeyRejection::AlgNotAllowed => "alg_not_allowed",
+            KeyRejection::DuplicateKid => "duplicate_kid",
+        }
+    }
+}
+
+/// The keys of one JWKS document that passed hygiene, and what was dropped.
+#[derive(Debug, Default)]
+pub struct ParsedJwks {
+    pub keys: Vec<VerifyKey>,
+    pub rejected: Vec<KeyRejection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JwksDocError {
+    #[error("JWKS is not a JSON object with a `keys` array: {0}")]
+    NotAJwks(#[source] serde_json::Error),
+}
+
+#[derive(serde::Deserialize)]
+struct RawJwks {
+    keys: Vec<serde_json::Value>,
+}
+
+/// Parses a JWKS document. One bad key drops that key, never the whole set.
+pub fn parse_jwks(json: &[u8], allowed: &[Alg]) -> Result<ParsedJwks, JwksDocError> {
+    let raw: RawJwks = serde_json::from_slice(json).map_err(JwksDocError::NotAJwks)?;
+    let mut out = ParsedJwks::default();
+    let mut kids: Vec<String> = Vec::new();
+    for value in raw.keys {
+        let jwk: Jwk = match serde_json::from_value(value) {
+            Ok(jwk) => jwk,
+            Err(_) => {
+                out.rejected.push(KeyRejection::Unparseable);
+                continue;
+            }
+        };
+        if let Some(kid) = &jwk.common.key_id {
+            if kids.contains(kid) {
+                out.rejected.push(KeyRejection::DuplicateKid);
+                continue;
+            }
+            kids.push(kid.clone());
+        }
+        match keys_from_jwk(&jwk, allowed) {
+            Ok(keys) => out.keys.extend(keys),
+            Err(why) => out.rejected.push(why),
+        }
+    }
+    Ok(out)
+}
+
+/// One `VerifyKey` per algorithm the JWK may serve: its own `alg`, or, without one, each of
+/// the provider's allowed algorithms of its key type.
+pub fn keys_from_jwk(jwk: &Jwk, allowed: &[Alg]) -> Result<Vec<VerifyKey>, KeyRejection> {
+    if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_))) {
+        return Err(KeyRejection::NotForSignatures);
+    }
+    if let Some(ops) = &jwk.common.key_operations {
+        if !ops.iter().any(|op| matches!(op, KeyOperations::Verify)) {
+            return Err(KeyRejection::NotForSignatures);
+        }
+    }
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => KeyFamily::Rsa,
+        AlgorithmParameters::EllipticCurve(p) => match p.curve {
+            EllipticCurve::P256 => KeyFamily::P256,
+            EllipticCurve::P384 => KeyFamily::P384,
+            _ => return Err(KeyRejection::UnsupportedType),
+        },
+        AlgorithmParameters::OctetKeyPair(p) => match p.curve {
+            EllipticCurve::Ed25519 => KeyFamily::Ed25519,
+            _ => return Err(KeyRejection::UnsupportedType),
+        },
+        // Symmetric keys never come from a JWKS: HS* only with a configured secret.
+        _ => return Err(KeyRejection::UnsupportedType),
+    };
+    let algs: Vec<Alg> = match jwk.common.key_algorithm {
+        Some(ka) => {
+            let alg = Alg::from_name(&ka.to_string()).ok_or(KeyRejection::AlgMismatch)?;
+            if alg.family() != family {
+                return Err(KeyRejection::AlgMismatch);
+            }
+            if !allowed.contains(&alg) {
+                return Err(KeyRejection::AlgNotAllowed);
+            }
+            vec![alg]
+        }
+        None => allowed.iter().copied().filter(|a| a.family() == family).collect(),
+    };
+    if algs.is_empty() {
+        return Err(KeyRejection::AlgNotAllowed);
+    }
+    let kid: Option<Box<str>> = jwk.common.key_id.as_deref().map(Into::into);
+    let mut keys = Vec::with_capacity(algs.len());
+    for alg in algs {
+        let parsed = parse_public(jwk, alg)?;
+        keys.push(VerifyKey { kid: kid.clone(), alg, material: Material::Public(parsed) });
+    }
+    Ok(keys)
+}
+
+fn b64(s: &str) -> Result<Vec<u8>, KeyRejection> {
+    URL_SAFE_NO_PAD.decode(s).map_err(|_| KeyRejection::BadKeyMaterial)
+}
+
+fn parse_public(jwk: &Jwk, alg: Alg) -> Result<ParsedPublicKey, KeyRejection> {
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(p) => {
+            let n = b64(&p.n)?;
+            let e = b64(&p.e)?;
+            let n = strip_leading_zeros(&n);
+            let e = strip_leading_zeros(&e);
+            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            if bits < MIN_RSA_BITS {
+                return Err(KeyRejection::WeakRsa);
+            }
+            // e must be odd and greater than 1 (e = 1 makes every "signature" verify).
+            if e.is_empty() || e.len() > 8 || e == [1] || e.last().is_some_and(|b| b % 2 == 0) {
+                return Err(KeyRejection::BadKeyMaterial);
+            }
+            let params = alg.rsa_parameters().ok_or(KeyRejection::AlgMismatch)?;
+            RsaPublicKeyComponents { n, e }.to_parsed_public_key(params).map_err(|_| KeyRejection::BadKeyMaterial)
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let (x, y) = (b64(&p.x)?, b64(&p.y)?);
+            let size = if alg == Alg::ES256 { 32 } else { 48 };
+            if x.len() != size || y.len() != size {
+                return Err(KeyRejection::BadKeyMaterial);
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            // Parsing checks the point is on the curve.
+            ParsedPublicKey::new(alg.verification().ok_or(KeyRejection::AlgMismatch)?, point)
+                .map_err(|_| KeyRejection::BadKeyMaterial)
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            let x = b64(&p.x)?;
+            if x.len() != 32 {
+                return Err(KeyRejection::BadKeyMaterial);
+            }
+            ParsedPublicKey::new(alg.verification().ok_or(KeyRejection::AlgMismatch)?, x)
+                .map_err(|_| KeyRejection::BadKeyMaterial)
+        }
+        _ => Err(KeyRejection::UnsupportedType),
+    }
+}
+
+fn strip_leading_zeros(mut b: &[u8]) -> &[u8] {
+    while let [0, rest @ ..] = b {
+        b = rest;
+    }
+    b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sign::SigningKey;
+
+    const ALL: &[Alg] = &[Alg::ES256, Alg::RS256, Alg::PS256, Alg::EdDSA];
+
+    fn jwks(keys: &[serde_json::Value]) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "keys": keys })).unwrap()
+    }
+
+    #[test]
+    fn keys_bind_to_their_algorithm() {
+        let es = SigningKey::generate(Alg::ES256, "es").unwrap();
+        let ed = SigningKey::generate(Alg::EdDSA, "ed").unwrap();
+        let mut es_jwk = es.public_jwk();
+        es_jwk.as_object_mut().unwrap().remove("alg");
+        let parsed = parse_jwks(&jwks(&[es_jwk, ed.public_jwk()]), ALL).unwrap();
+        assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+        let algs: Vec<(Option<&str>, Alg)> = parsed.keys.iter().map(|k| (k.kid.as_deref(), k.alg)).collect();
+        assert_eq!(algs, vec![(Some("es"), Alg::ES256), (Some("ed"), Alg::EdDSA)]);
+    }
+
+    #[test]
+    fn rsa_without_alg_serves_each_allowed_rsa_alg() {
+        let rs = SigningKey::generate(Alg::RS256, "rs").unwrap();
+        let mut jwk = rs.public_jwk();
+        jwk.as_object_mut().unwrap().remove("alg");
+        let parsed = parse_jwks(&jwks(&[jwk]), ALL).unwrap();
+        let algs: Vec<Alg> = parsed.keys.iter().map(|k| k.alg).collect();
+        assert_eq!(algs, vec![Alg::RS256, Alg::PS256]);
+    }
+
+    #[test]
+    fn unhygienic_keys_are_dropped_and_named() {
+        let es = SigningKey::generate(Alg::ES256, "es").unwrap();
+        let good = es.public_jwk();
+        let mut enc = good.clone();
+        enc["use"] = "enc".into();
+        enc["kid"] = "enc".into();
+        let mut wrong_alg = good.clone();
+        wrong_alg["alg"] = "RS256".into();
+        wrong_alg["kid"] = "wa".into();
+        let mut off_curve = good.clone();
+        off_curve["kid"] = "oc".into();
+        off_curve["y"] = URL_SAFE_NO_PAD.encode([7u8; 32]).into();
+        let oct = serde_json::json!({"kty":"oct","k":"c2VjcmV0c2VjcmV0c2VjcmV0","kid":"hs"});
+        let small_rsa =
+            serde_json::json!({"kty":"RSA","kid":"small","n": URL_SAFE_NO_PAD.encode([0xc3u8; 255]),"e":"AQAB"});
+        let e_one = serde_json::json!({"kty":"RSA","kid":"e1","n": URL_SAFE_NO_PAD.encode([0xc3u8; 256]),"e":"AQ"});
+        let dup = good.clone();
+        let garbage = serde_json::json!(42);
+        let parsed =
+            parse_jwks(&jwks(&[good.clone(), enc, wrong_alg, off_curve, oct, small_rsa, e_one, dup, garbage]), ALL)
+                .unwrap();
+        assert_eq!(parsed.keys.len(), 1);
+        assert_eq!(
+            parsed.rejected,
+            vec![
+                KeyRejection::NotForSignatures,
+                KeyRejection::AlgMismatch,
+                KeyRejection::BadKeyMaterial,
+                KeyRejection::UnsupportedType,
+                KeyRejection::WeakRsa,
+                KeyRejection::BadKeyMaterial,
+                KeyRejection::DuplicateKid,
+                KeyRejection::Unparseable,
+            ]
+        );
+    }
+
+    #[test]
+    fn a_key_outside_the_allowlist_is_dropped() {
+        let ed = SigningKey::generate(Alg::EdDSA, "ed").unwrap();
+        let parsed = parse_jwks(&jwks(&[ed.public_jwk()]), &[Alg::ES256]).unwrap();
+        assert!(parsed.keys.is_empty());
+        assert_eq!(parsed.rejected, vec![KeyRejection::AlgNotAllowed]);
+    }
+
+    #[test]
+    fn not_a_jwks_is_an_error() {
+        assert!(parse_jwks(b"<html>", ALL).is_err());
+        assert!(parse_jwks(b"{\"keys\": 1}", ALL).is_err());
+        assert!(parse_jwks(b"{\"keys\": []}", ALL).unwrap().keys.is_empty());
+    }
+}

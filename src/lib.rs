@@ -1,0 +1,34 @@
+//! hopauth: an Envoy ext_authz (v3, gRPC) server that verifies the caller's JWT on every hop.
+//!
+//! The map of the house:
+//! - [`config`]: the typed YAML configuration and its validation.
+//! - [`alg`]: the JWS algorithms and the key family each needs.
+//! - [`token`]: finding the one token in a request (header, cookie, query).
+//! - [`jws`]: strict parsing of a compact JWS and its claims.
+//! - [`jwks`]: per-provider keys, fetched and refreshed in the background.
+//! - [`verify`]: signature and claims checks; the verified-token cache.
+//! - [`policy`]: per-route requirements from Envoy's context extensions.
+//! - [`revocation`]: the revocation store seam and its backends.
+//! - [`decision`]: `Decision` and `DenyReason`, free of wire types.
+//! - [`authorizer`]: the decision path that ties the above together.
+//! - [`grpc`]: the ext_authz adapter (CheckRequest → CheckResponse).
+//! - [`http`]: metrics, health and admin endpoints.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`sign`]: signing JWTs (reference issuer, tests, benchmarks).
+//! - [`server`]: start-up and shutdown.
+
+pub mod alg;
+pub mod authorizer;
+pub mod config;
+pub mod decision;
+pub mod grpc;
+pub mod http;
+pub mod jwks;
+pub mod jws;
+pub mod metrics;
+pub mod policy;
+pub mod revocation;
+pub mod server;
+pub mod sign;
+pub mod token;
+pub mod verify;

@@ -1,0 +1,212 @@
+//! Start-up: turns a validated `Config` into running listeners (gRPC ext_authz + health,
+//! HTTP side port) and background tasks, and shuts them down cleanly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tonic_health::ServingStatus;
+
+use crate::alg::Alg;
+use crate::authorizer::Authorizer;
+use crate::config::{Config, RevocationBackend};
+use crate::grpc::AuthorizationService;
+use crate::http::{router, HttpState};
+use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, VerifyKey};
+use crate::metrics::Metrics;
+use crate::revocation::{MemoryStore, RevocationStore};
+use crate::token::TokenSource;
+use crate::verify::{Provider, Verifier};
+
+/// The gRPC service name Envoy's health check asks about.
+pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+/// How often readiness is re-evaluated for grpc.health.v1 and the store gauge.
+const READINESS_POLL: Duration = Duration::from_millis(100);
+
+/// A running hopauth; dropping it does not stop it, `shutdown` does.
+pub struct Running {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub authorizer: Arc<Authorizer>,
+    pub metrics: Metrics,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish, and ends background tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        let deadline = tokio::time::sleep(Duration::from_secs(5));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => { self.tasks.abort_all(); break }
+            }
+        }
+    }
+
+    /// Resolves when a stop was requested.
+    pub async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// Builds the providers, JWKS caches and revocation store described by `config`.
+pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<(Arc<Authorizer>, Vec<Arc<JwksCache>>)> {
+    let client = http_client();
+    let mut providers = Vec::new();
+    let mut caches = Vec::new();
+    for p in &config.providers {
+        let mut static_keys = Vec::new();
+        if let Some(var) = &p.hmac_secret_env {
+            let secret = std::env::var(var).with_context(|| format!("provider {}: ${var} is not set", p.name))?;
+            static_keys.extend(
+                p.algorithms.iter().filter(|a| a.is_hmac()).filter_map(|a| VerifyKey::hmac(*a, secret.as_bytes())),
+            );
+        }
+        let (source, settings) = match &p.jwks {
+            Some(j) => {
+                let source = if let Some(uri) = &j.uri {
+                    JwksSource::Uri(uri.clone())
+                } else if let Some(file) = &j.file {
+                    JwksSource::File(file.clone())
+                } else {
+                    JwksSource::Discovery { issuer: p.issuer.clone() }
+                };
+                (source, JwksSettings::from(j))
+            }
+            None => (JwksSource::None, JwksSettings::from(&default_jwks_config())),
+        };
+        let public: Vec<Alg> = p.algorithms.iter().copied().filter(|a| !a.is_hmac()).collect();
+        let cache =
+            Arc::new(JwksCache::new(&p.name, public, source, settings, static_keys, client.clone(), metrics.clone()));
+        caches.push(cache.clone());
+        providers.push(Provider {
+            name: p.name.as_str().into(),
+            issuer: p.issuer.clone(),
+            audiences: p.audiences.clone(),
+            algorithms: p.algorithms.clone(),
+            leeway_secs: p.leeway.as_secs() as i64,
+            claims_to_headers: p.claims_to_headers.iter().map(|(c, h)| (c.clone(), h.clone())).collect(),
+            payload_header: p.payload_header.clone(),
+            keys: cache,
+        });
+    }
+    let store: Arc<dyn RevocationStore> = match config.revocation.backend {
+        RevocationBackend::Memory => Arc::new(MemoryStore::new(config.revocation.max_token_lifetime)),
+        RevocationBackend::Redis => {
+            anyhow::bail!("revocation.backend: redis is not available in this build yet; use `memory` (the default)")
+        }
+    };
+    let verifier = Verifier::new(providers, config.verify_cache.max_entries, metrics.clone());
+    let sources = config.sources.iter().map(TokenSource::from_config).collect();
+    let authorizer = Authorizer::new(
+        sources,
+        config.max_token_bytes,
+        verifier,
+        store,
+        config.revocation.failure_mode,
+        metrics.clone(),
+    );
+    Ok((Arc::new(authorizer), caches))
+}
+
+fn default_jwks_config() -> crate::config::JwksConfig {
+    serde_yaml_ng::from_str("discovery: false").expect("defaults parse")
+}
+
+/// Binds both listeners and starts serving. Ports may be 0 (tests).
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let registry = prometheus::Registry::new();
+    let metrics = Metrics::register(&registry).context("registering metrics")?;
+    let (authorizer, caches) = build_authorizer(&config, &metrics)?;
+    let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty()).map(Arc::from);
+    if admin_token.is_none() {
+        tracing::warn!(env = %config.admin.token_env, "admin token not set: /admin/* answers 401");
+    }
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .with_context(|| format!("grpc_listen: cannot bind {}", config.grpc_listen))?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| format!("http_listen: cannot bind {}", config.http_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+
+    let (stop, _) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let stop_signal = |stop: &watch::Sender<bool>| {
+        let mut rx = stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    for cache in caches {
+        let done = stop_signal(&stop);
+        tasks.spawn(async move {
+            tokio::select! { _ = cache.run() => {}, _ = done => {} }
+        });
+    }
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", ServingStatus::NotServing).await;
+    reporter.set_service_status(AUTHZ_SERVICE_NAME, ServingStatus::NotServing).await;
+    {
+        let authorizer = authorizer.clone();
+        let metrics = metrics.clone();
+        let done = stop_signal(&stop);
+        tasks.spawn(async move {
+            let watch_readiness = async {
+                let mut was_ready = None;
+                loop {
+                    let ready = authorizer.ready();
+                    metrics.revocation_store_up.set(i64::from(authorizer.revocation().ready()));
+                    if was_ready != Some(ready) {
+                        let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                        reporter.set_service_status("", status).await;
+                        reporter.set_service_status(AUTHZ_SERVICE_NAME, status).await;
+                        tracing::info!(ready, "readiness changed");
+                        was_ready = Some(ready);
+                    }
+                    tokio::time::sleep(READINESS_POLL).await;
+                }
+            };
+            tokio::select! { _ = watch_readiness => {}, _ = done => {} }
+        });
+    }
+
+    let service = AuthorizationService::new(authorizer.clone());
+    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
+    let grpc = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(AuthorizationServer::new(service))
+        .serve_with_incoming_shutdown(incoming, stop_signal(&stop));
+    tasks.spawn(async move {
+        if let Err(error) = grpc.await {
+            tracing::error!(%error, "gRPC server stopped");
+        }
+    });
+
+    let app = router(HttpState { authorizer: authorizer.clone(), metrics: metrics.clone(), admin_token });
+    let http = axum::serve(http_listener, app).with_graceful_shutdown(stop_signal(&stop));
+    tasks.spawn(async move {
+        if let Err(error) = http.await {
+            tracing::error!(%error, "HTTP server stopped");
+        }
+    });
+
+    tracing::info!(%grpc_addr, %http_addr, "hopauth serving");
+    Ok(Running { grpc_addr, http_addr, authorizer, metrics, stop, tasks })
+}

@@ -1,0 +1,208 @@
+//! Signature and claims checks for every provider, and the verified-token cache that makes
+//! a repeated token cost one hash lookup.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use moka::sync::Cache;
+use serde_json::{Map, Value};
+
+use crate::alg::Alg;
+use crate::decision::DenyReason;
+use crate::jwks::{JwksCache, KeyLookup};
+use crate::jws::{self, JwsError};
+
+/// One trusted issuer, ready for the request path.
+pub struct Provider {
+    pub name: Arc<str>,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Alg>,
+    pub leeway_secs: i64,
+    /// (claim, header) pairs, in config order.
+    pub claims_to_headers: Vec<(String, String)>,
+    pub payload_header: Option<String>,
+    pub keys: Arc<JwksCache>,
+}
+
+/// A token whose signature and claims passed; shared by every request that presents it.
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub provider: Arc<str>,
+    pub iss: String,
+    pub sub: Option<String>,
+    pub jti: Option<String>,
+    pub iat: Option<i64>,
+    pub exp: i64,
+    pub leeway_secs: i64,
+    pub scopes: Vec<String>,
+    /// Identity headers to set upstream, already rendered.
+    pub headers: Vec<(String, String)>,
+    /// The verified claims, for dynamic metadata.
+    pub claims: Map<String, Value>,
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Cache entries live until the token's `exp`, never longer.
+struct UntilExp;
+
+impl moka::Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
+    fn expire_after_create(
+        &self,
+        _key: &Box<str>,
+        value: &Arc<VerifiedToken>,
+        _now: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(Duration::from_secs(value.exp.saturating_sub(unix_now()).max(0) as u64))
+    }
+}
+
+pub struct Verifier {
+    providers: Vec<Provider>,
+    /// Keyed by the whole token string: only the identical token can hit an entry.
+    cache: Cache<Box<str>, Arc<VerifiedToken>, foldhash::fast::RandomState>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Verifier {
+    pub fn new(providers: Vec<Provider>, cache_entries: u64, metrics: crate::metrics::Metrics) -> Self {
+        let cache = Cache::builder()
+            .max_capacity(cache_entries)
+            .expire_after(UntilExp)
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        Verifier { providers, cache, metrics }
+    }
+
+    pub fn providers(&self) -> &[Provider] {
+        &self.providers
+    }
+
+    /// A verified token for `token` at time `now`: from the cache, or by full verification.
+    pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, DenyReason> {
+        if let Some(hit) = self.cache.get(token) {
+            self.metrics.verify_cache_hits.inc();
+            if now >= hit.exp + hit.leeway_secs {
+                return Err(DenyReason::Expired);
+            }
+            return Ok(hit);
+        }
+        self.metrics.verify_cache_misses.inc();
+        let verified = Arc::new(self.verify_uncached(token, now).await?);
+        if verified.exp > now {
+            self.cache.insert(token.into(), verified.clone());
+        }
+        Ok(verified)
+    }
+
+    async fn verify_uncached(&self, token: &str, now: i64) -> Result<VerifiedToken, DenyReason> {
+        let jws = jws::parse(token).map_err(|e| match e {
+            JwsError::Malformed | JwsError::BadJson => DenyReason::Malformed,
+            JwsError::BadAlg => DenyReason::AlgNotAllowed,
+            JwsError::EmbeddedKey => DenyReason::EmbeddedKey,
+            JwsError::UnknownCrit => DenyReason::UnknownCrit,
+            JwsError::Unsupported => DenyReason::Unsupported,
+            JwsError::BadClaim => DenyReason::InvalidClaim,
+        })?;
+        let iss = jws.claims.iss.as_deref().ok_or(DenyReason::UnknownIssuer)?;
+        let provider = self.providers.iter().find(|p| p.issuer == iss).ok_or(DenyReason::UnknownIssuer)?;
+        let iss = provider.issuer.clone();
+        let alg = jws.header.alg;
+        if !provider.algorithms.contains(&alg) {
+            return Err(DenyReason::AlgNotAllowed);
+        }
+        if !provider.keys.usable() {
+            return Err(DenyReason::KeysUnavailable);
+        }
+        let kid = jws.header.kid.as_deref();
+        let check = |lookup: KeyLookup<'_>| match lookup {
+            KeyLookup::Found(keys) => {
+                if keys.iter().any(|k| k.verify(jws.signing_input.as_bytes(), &jws.signature)) {
+                    Some(Ok(()))
+                } else {
+                    Some(Err(DenyReason::BadSignature))
+                }
+            }
+            KeyLookup::NoKey => Some(Err(DenyReason::UnknownKey)),
+            KeyLookup::UnknownKid => None,
+        };
+        let outcome = match provider.keys.with_candidates(kid, alg, check) {
+            Some(r) => r,
+            None => {
+                // Maybe the issuer rotated: one bounded refetch, then one more look.
+                provider.keys.refetch_for_unknown_kid().await;
+                provider.keys.with_candidates(kid, alg, check).unwrap_or(Err(DenyReason::UnknownKey))
+            }
+        };
+        outcome?;
+
+        let c = jws.claims;
+        let leeway = provider.leeway_secs;
+        let exp = c.exp.ok_or(DenyReason::MissingExp)?;
+        if now >= exp + leeway {
+            return Err(DenyReason::Expired);
+        }
+        if c.nbf.is_some_and(|nbf| now + leeway < nbf) {
+            return Err(DenyReason::NotYetValid);
+        }
+        if !c.aud.iter().any(|a| provider.audiences.contains(a)) {
+            return Err(DenyReason::BadAudience);
+        }
+        let mut headers = Vec::with_capacity(provider.claims_to_headers.len() + 1);
+        for (claim, header) in &provider.claims_to_headers {
+            if let Some(value) = c.all.get(claim).and_then(render_header_value) {
+                headers.push((header.clone(), value));
+            }
+        }
+        if let Some(h) = &provider.payload_header {
+            headers.push((h.clone(), jws.payload_b64.to_string()));
+        }
+        Ok(VerifiedToken {
+            provider: provider.name.clone(),
+            iss,
+            sub: c.sub,
+            jti: c.jti,
+            iat: c.iat,
+            exp,
+            leeway_secs: leeway,
+            scopes: c.scopes,
+            headers,
+            claims: c.all,
+        })
+    }
+}
+
+/// A claim as a header value: strings as they are, arrays of strings space-joined, other
+/// values as JSON. `None` when the value would not be a safe header (control characters).
+pub fn render_header_value(v: &Value) -> Option<String> {
+    let text = match v {
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.iter().all(Value::is_string) => {
+            items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ")
+        }
+        Value::Null => return None,
+        other => other.to_string(),
+    };
+    let safe = text.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    (safe && !text.is_empty()).then_some(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn header_values_are_rendered_safely() {
+        assert_eq!(render_header_value(&json!("alice")).as_deref(), Some("alice"));
+        assert_eq!(render_header_value(&json!(["a", "b"])).as_deref(), Some("a b"));
+        assert_eq!(render_header_value(&json!(42)).as_deref(), Some("42"));
+        assert_eq!(render_header_value(&json!({"k":1})).as_deref(), Some("{\"k\":1}"));
+        assert_eq!(render_header_value(&json!("evil\r\nx-admin: 1")), None);
+        assert_eq!(render_header_value(&json!(null)), None);
+        assert_eq!(render_header_value(&json!("")), None);
+    }
+}
