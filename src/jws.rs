@@ -69,24 +69,47 @@ const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
 /// Header members that would have the verifier take a key from the token (RFC 8725 §3.10).
 const EMBEDDED_KEY_MEMBERS: [&str; 4] = ["jku", "jwk", "x5u", "x5c"];
 
-/// Splits and decodes `token`. The caller has already bounded its length.
-pub fn parse(token: &str) -> Result<UnverifiedJws<'_>, JwsError> {
+/// The signature layer of a compact JWS: header checked, segments decoded, payload not yet
+/// interpreted.
+#[derive(Debug)]
+pub struct SignedParts<'t> {
+    pub header: JoseHeader,
+    pub signing_input: &'t str,
+    pub payload_b64: &'t str,
+    pub payload: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Splits `token` into its three segments, decodes them strictly and checks the header.
+/// The caller has already bounded its length.
+pub fn split(token: &str) -> Result<SignedParts<'_>, JwsError> {
     let (header_b64, rest) = token.split_once('.').ok_or(JwsError::Malformed)?;
     let (payload_b64, sig_b64) = rest.split_once('.').ok_or(JwsError::Malformed)?;
     if header_b64.is_empty() || payload_b64.is_empty() || sig_b64.is_empty() || sig_b64.contains('.') {
         return Err(JwsError::Malformed);
     }
-    let header_json = b64(header_b64)?;
-    let header = parse_header(&header_json)?;
-    let payload_json = b64(payload_b64)?;
-    let claims = parse_claims(&payload_json)?;
+    let header = parse_header(&b64(header_b64)?)?;
+    let payload = b64(payload_b64)?;
     let signature = b64(sig_b64)?;
-    Ok(UnverifiedJws {
+    Ok(SignedParts {
         header,
-        claims,
         signing_input: &token[..header_b64.len() + 1 + payload_b64.len()],
         payload_b64,
+        payload,
         signature,
+    })
+}
+
+/// Splits and decodes `token` and reads its payload as JWT claims.
+pub fn parse(token: &str) -> Result<UnverifiedJws<'_>, JwsError> {
+    let parts = split(token)?;
+    let claims = parse_claims(&parts.payload)?;
+    Ok(UnverifiedJws {
+        header: parts.header,
+        claims,
+        signing_input: parts.signing_input,
+        payload_b64: parts.payload_b64,
+        signature: parts.signature,
     })
 }
 
