@@ -1,0 +1,272 @@
+//! hopauth in-process: `check_request` with built CheckRequests (both header encodings,
+//! metadata, missing attributes), JWKS sources and failures, HMAC providers, readiness and
+//! grpc.health.v1 over a real gRPC connection.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::google::protobuf::value::Kind;
+use hopauth::alg::Alg;
+use hopauth::grpc::AuthorizationService;
+use hopauth::sign::SigningKey;
+use serde_json::json;
+use support::*;
+
+fn request(headers: &[(&str, &str)], path: &str, ext: &[(&str, &str)]) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: path.into(),
+                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+/// (HTTP status, body) of a response; 200 for OK.
+fn outcome(r: &CheckResponse) -> (i32, String) {
+    match r.http_response.as_ref().expect("every response carries an http_response") {
+        HttpResponse::OkResponse(_) => (200, String::new()),
+        HttpResponse::DeniedResponse(d) => (d.status.as_ref().unwrap().code, d.body.clone()),
+        HttpResponse::ErrorResponse(_) => panic!("hopauth never sends error_response"),
+    }
+}
+
+fn denied_header<'a>(r: &'a CheckResponse, name: &str) -> Option<&'a str> {
+    let Some(HttpResponse::DeniedResponse(d)) = r.http_response.as_ref() else { return None };
+    d.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
+}
+
+async fn service(yaml: &str) -> (hopauth::server::Running, AuthorizationService) {
+    let running = start_hopauth(yaml).await;
+    let service = AuthorizationService::new(running.authorizer.clone());
+    (running, service)
+}
+
+#[tokio::test]
+async fn allow_carries_identity_headers_and_claims_metadata() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let (running, svc) = service(&config_yaml(&jwks.url(), "", "")).await;
+    wait_ready(&running).await;
+    let token = keys.ed.sign_jwt(&claims("alice")).unwrap();
+    let auth = bearer(&token);
+
+    let r = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+    assert_eq!(r.status.as_ref().unwrap().code, 0);
+    let Some(HttpResponse::OkResponse(ok)) = &r.http_response else { panic!("{r:?}") };
+    let set: HashMap<&str, &str> =
+        ok.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.as_str(), h.value.as_str())).collect();
+    assert_eq!(set.get("x-jwt-sub"), Some(&"alice"));
+    assert_eq!(set.get("x-jwt-payload"), Some(&token.split('.').nth(1).unwrap()));
+    assert!(!set.contains_key("authorization"), "the original token is never touched");
+    assert!(ok.headers_to_remove.is_empty(), "{:?}", ok.headers_to_remove);
+    let meta = &r.dynamic_metadata.as_ref().unwrap().fields["hopauth"];
+    let Some(Kind::StructValue(claims)) = &meta.kind else { panic!("{meta:?}") };
+    assert_eq!(claims.fields["sub"].kind, Some(Kind::StringValue("alice".into())));
+    assert_eq!(claims.fields["iss"].kind, Some(Kind::StringValue(ISSUER.into())));
+
+    // The same token again is a cache hit.
+    let m = &running.metrics;
+    let (hits, misses) = (m.verify_cache_hits.get(), m.verify_cache_misses.get());
+    let again = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+    assert_eq!(outcome(&again).0, 200);
+    assert_eq!((m.verify_cache_hits.get(), m.verify_cache_misses.get()), (hits + 1, misses));
+}
+
+#[tokio::test]
+async fn raw_header_map_encoding_is_read_too() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let (running, svc) = service(&config_yaml(&jwks.url(), "", "")).await;
+    wait_ready(&running).await;
+    let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
+    let mut req = request(&[], "/x", &[]);
+    let http = req.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
+    http.header_map = Some(HeaderMap {
+        headers: vec![HeaderValue {
+            key: "authorization".into(),
+            value: String::new(),
+            raw_value: auth.clone().into_bytes(),
+        }],
+    });
+    assert_eq!(outcome(&svc.check_request(&req).await).0, 200);
+
+    // Two raw entries are two credentials.
+    let http = req.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
+    let second = HeaderValue { key: "authorization".into(), value: String::new(), raw_value: auth.into_bytes() };
+    http.header_map.as_mut().unwrap().headers.push(second);
+    assert_eq!(outcome(&svc.check_request(&req).await).0, 401);
+}
+
+#[tokio::test]
+async fn a_request_without_http_attributes_is_a_clean_401() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let (_running, svc) = service(&config_yaml(&jwks.url(), "", "")).await;
+    let r = svc.check_request(&CheckRequest::default()).await;
+    assert_eq!(outcome(&r).0, 401);
+    assert_eq!(denied_header(&r, "www-authenticate"), Some("Bearer realm=\"hopauth\""));
+}
+
+#[tokio::test]
+async fn unreachable_jwks_is_503_and_not_ready_then_recovers() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    jwks.set_failing(true);
+    let yaml =
+        config_yaml(&jwks.url(), "", "").replace("refresh_interval: 5m", "refresh_interval: 1s\n      max_stale: 2s");
+    let (running, svc) = service(&yaml).await;
+    let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
+
+    wait_until("a failed fetch", Duration::from_secs(5), || async { jwks.hits() >= 1 }).await;
+    let r = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+    let (status, body) = outcome(&r);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(denied_header(&r, "retry-after"), Some("5"));
+    assert_eq!(r.status.as_ref().unwrap().code, 14, "UNAVAILABLE inside a normal response");
+    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    assert!(!running.authorizer.ready());
+    let ready = reqwest::get(format!("http://{}/readyz", running.http_addr)).await.unwrap();
+    assert_eq!(ready.status(), 503);
+
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let serving = |name: &'static str| {
+        let mut h = health.clone();
+        async move {
+            h.check(tonic_health::pb::HealthCheckRequest { service: name.into() }).await.unwrap().into_inner().status
+        }
+    };
+    assert_eq!(serving("envoy.service.auth.v3.Authorization").await, 2, "NOT_SERVING while keys are missing");
+
+    // The endpoint comes back: the retry with backoff picks it up by itself.
+    jwks.set_failing(false);
+    wait_ready(&running).await;
+    wait_until("health SERVING", Duration::from_secs(5), || {
+        let f = serving("envoy.service.auth.v3.Authorization");
+        async move { f.await == 1 }
+    })
+    .await;
+    assert_eq!(serving("").await, 1);
+    assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await).0, 200);
+
+    // It fails again: last good keys serve until max_stale, then 503.
+    jwks.set_failing(true);
+    let fresh = bearer(&keys.rs.sign_jwt(&claims("bob")).unwrap());
+    assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &fresh)], "/x", &[])).await).0, 200);
+    wait_until("keys to go stale", Duration::from_secs(10), || async { !running.authorizer.ready() }).await;
+    let stale = bearer(&keys.ps.sign_jwt(&claims("carol")).unwrap());
+    assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &stale)], "/x", &[])).await).0, 503);
+    wait_until("health NOT_SERVING again", Duration::from_secs(5), || {
+        let f = serving("envoy.service.auth.v3.Authorization");
+        async move { f.await == 2 }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn jwks_fetch_is_bounded_and_follows_no_redirect() {
+    let big = "x".repeat(600 * 1024);
+    let app = Router::new()
+        .route("/html", get(|| async { axum::response::Html("<html>login</html>") }))
+        .route("/big", get(move || async move { big }))
+        .route("/redirect", get(|| async { axum::response::Redirect::temporary("/elsewhere") }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                "{}"
+            }),
+        )
+        .route("/cached", get(|| async { ([("cache-control", "public, max-age=120")], "{\"keys\":[]}") }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client = hopauth::jwks::http_client();
+    let url = |p: &str| format!("http://{addr}{p}");
+    let t = Duration::from_millis(500);
+
+    let html = hopauth::jwks::fetch(&client, &url("/html"), t, 512 * 1024).await.unwrap();
+    assert!(hopauth::jwks::parse_jwks(&html.body, &[Alg::ES256]).is_err(), "HTML is not a JWKS");
+    let err = hopauth::jwks::fetch(&client, &url("/big"), t, 512 * 1024).await.unwrap_err();
+    assert!(matches!(err, hopauth::jwks::FetchError::TooLarge { .. }), "{err}");
+    let err = hopauth::jwks::fetch(&client, &url("/redirect"), t, 1024).await.unwrap_err();
+    assert!(matches!(err, hopauth::jwks::FetchError::Status { status: 307, .. }), "{err}");
+    let start = std::time::Instant::now();
+    let err = hopauth::jwks::fetch(&client, &url("/slow"), t, 1024).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(2), "timeout not enforced: {err}");
+    let cached = hopauth::jwks::fetch(&client, &url("/cached"), t, 1024).await.unwrap();
+    assert_eq!(cached.max_age, Some(Duration::from_secs(120)));
+}
+
+#[tokio::test]
+async fn discovery_file_and_hmac_providers() {
+    // Discovery: the issuer is the server's own base URL.
+    let disc_key = SigningKey::generate(Alg::ES256, "d-1").unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let issuer = format!("http://{addr}");
+    let doc = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
+    let keys_doc = jwks_of(&[&disc_key]);
+    let app = Router::new()
+        .route("/.well-known/openid-configuration", get(move || async move { axum::Json(doc) }))
+        .route("/keys", get(move || async move { axum::Json(keys_doc) }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let file_key = SigningKey::generate(Alg::EdDSA, "f-1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    std::fs::write(&file, jwks_of(&[&file_key]).to_string()).unwrap();
+
+    std::env::set_var("TEST_HMAC_SECRET", "0123456789abcdef0123456789abcdef-secret");
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let extra = format!(
+        "  - name: disc\n    issuer: {issuer}\n    audiences: [{AUDIENCE}]\n    algorithms: [ES256]\n    jwks: {{ discovery: true }}\n\
+         \x20 - name: file\n    issuer: https://file.test\n    audiences: [{AUDIENCE}]\n    algorithms: [EdDSA]\n    jwks: {{ file: \"{}\" }}\n\
+         \x20 - name: hmac\n    issuer: https://hmac.test\n    audiences: [{AUDIENCE}]\n    algorithms: [HS256]\n    hmac_secret_env: TEST_HMAC_SECRET\n",
+        file.display()
+    );
+    let (running, svc) = service(&config_yaml(&jwks.url(), &extra, "")).await;
+    wait_ready(&running).await;
+
+    let token_for = |key: &SigningKey, iss: &str| {
+        let mut c = claims("alice");
+        c["iss"] = iss.into();
+        bearer(&key.sign_jwt(&c).unwrap())
+    };
+    let hs = SigningKey::hmac(Alg::HS256, "h", b"0123456789abcdef0123456789abcdef-secret").unwrap();
+    let wrong_hs = SigningKey::hmac(Alg::HS256, "h", b"0123456789abcdef0123456789abcdef-wrong!").unwrap();
+    for (auth, want) in [
+        (token_for(&disc_key, &issuer), 200),
+        (token_for(&file_key, "https://file.test"), 200),
+        (token_for(&hs, "https://hmac.test"), 200),
+        (token_for(&wrong_hs, "https://hmac.test"), 401),
+        // HS256 for a provider that does not allow it, even with its secret.
+        (token_for(&hs, ISSUER), 401),
+    ] {
+        let r = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+        assert_eq!(outcome(&r).0, want, "{:?}", outcome(&r));
+    }
+}
