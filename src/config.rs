@@ -604,8 +604,10 @@ revocation: { backend: redis }
 
     #[test]
     fn debug_masks_redis_password() {
-        let mut r = RevocationConfig::default();
-        r.redis_url = Some("redis://u:hunter2@localhost:6379/0".into());
+        let r = RevocationConfig {
+            redis_url: Some("redis://u:hunter2@localhost:6379/0".into()),
+            ..RevocationConfig::default()
+        };
         let text = format!("{r:?}");
         assert!(!text.contains("hunter2"), "{text}");
         assert!(text.contains("***"), "{text}");

@@ -22,7 +22,7 @@ enum Inner {
     Ec(EcdsaKeyPair),
     Ed(Ed25519KeyPair),
     Rsa(RsaKeyPair),
-    Hmac(hmac::Key),
+    Hmac(Box<hmac::Key>),
 }
 
 /// A private key bound to one algorithm and `kid`.
@@ -86,7 +86,12 @@ impl SigningKey {
     /// An HMAC key (HS256/384/512) over `secret`.
     pub fn hmac(alg: Alg, kid: &str, secret: &[u8]) -> Result<Self, SignError> {
         let a = alg.hmac().ok_or(SignError::Key { alg })?;
-        Ok(SigningKey { kid: kid.to_string(), alg, inner: Inner::Hmac(hmac::Key::new(a, secret)), pkcs8: Vec::new() })
+        Ok(SigningKey {
+            kid: kid.to_string(),
+            alg,
+            inner: Inner::Hmac(Box::new(hmac::Key::new(a, secret))),
+            pkcs8: Vec::new(),
+        })
     }
 
     pub fn pkcs8_der(&self) -> &[u8] {

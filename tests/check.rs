@@ -151,7 +151,7 @@ async fn unreachable_jwks_is_503_and_not_ready_then_recovers() {
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let health = tonic_health::pb::health_client::HealthClient::new(channel);
     let serving = |name: &'static str| {
         let mut h = health.clone();
         async move {

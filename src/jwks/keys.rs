@@ -21,7 +21,8 @@ pub struct VerifyKey {
 
 enum Material {
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    /// Boxed: an HMAC key holds its precomputed pads (over 1 KiB).
+    Hmac(Box<hmac::Key>),
 }
 
 impl std::fmt::Debug for VerifyKey {
@@ -33,7 +34,7 @@ impl std::fmt::Debug for VerifyKey {
 impl VerifyKey {
     /// An HMAC key from a configured secret; HMAC comparison is constant-time.
     pub fn hmac(alg: Alg, secret: &[u8]) -> Option<Self> {
-        Some(VerifyKey { kid: None, alg, material: Material::Hmac(hmac::Key::new(alg.hmac()?, secret)) })
+        Some(VerifyKey { kid: None, alg, material: Material::Hmac(Box::new(hmac::Key::new(alg.hmac()?, secret))) })
     }
 
     /// Whether `signature` is valid for `signing_input` under this key.

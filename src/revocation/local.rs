@@ -100,7 +100,7 @@ impl LocalView {
 
     fn maybe_sweep(e: &mut Entries, now: i64) {
         e.writes += 1;
-        if e.writes % SWEEP_EVERY == 0 {
+        if e.writes.is_multiple_of(SWEEP_EVERY) {
             Self::sweep_entries(e, now);
         }
     }
