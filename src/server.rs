@@ -170,7 +170,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 let mut was_ready = None;
                 loop {
                     let ready = authorizer.ready();
-                    metrics.revocation_store_up.set(i64::from(authorizer.revocation().ready()));
+                    let store = authorizer.revocation();
+                    metrics.revocation_store_up.set(i64::from(store.ready()));
+                    let (jtis, subjects) = store.entries();
+                    metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
+                    metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
                     if was_ready != Some(ready) {
                         let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
                         reporter.set_service_status("", status).await;

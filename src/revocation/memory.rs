@@ -50,6 +50,10 @@ impl RevocationStore for MemoryStore {
         true
     }
 
+    fn entries(&self) -> (usize, usize) {
+        self.view.len()
+    }
+
     fn backend(&self) -> &'static str {
         "memory"
     }

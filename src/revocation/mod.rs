@@ -56,6 +56,8 @@ pub trait RevocationStore: Send + Sync {
     ) -> BoxFuture<'a, Result<(), RevocationError>>;
     /// Synced and fresh.
     fn ready(&self) -> bool;
+    /// Entries in the local view: (jti, subject).
+    fn entries(&self) -> (usize, usize);
     /// Backend name for logs.
     fn backend(&self) -> &'static str;
 }
