@@ -57,5 +57,7 @@ lint:
 bench:
 	cargo bench
 
-demo: tools build
-	./scripts/demo.sh
+# The end-to-end demo: JWKS, hopauth, an echo app and Envoy (envoy/hopauth.yaml) on free
+# ports, then a scripted walk through allow/deny/scope/revocation (examples/demo.rs).
+demo: tools
+	cargo run --release --example demo
