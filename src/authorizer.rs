@@ -108,6 +108,7 @@ impl Authorizer {
                 if self.failure_mode == FailureMode::Deny {
                     return (Decision::Deny(DenyReason::RevocationUnavailable), Some(token));
                 }
+                self.metrics.revocation_fail_open.inc();
             }
         }
         if let Some(required) = policy.missing_scope(&verified.scopes) {

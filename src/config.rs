@@ -37,6 +37,10 @@ pub const DEFAULT_KID_REFETCH_WAIT: Duration = Duration::from_millis(100);
 pub const DEFAULT_MAX_STALENESS: Duration = Duration::from_secs(5);
 /// TTL of a subject revocation: no token lives longer than this, so the entry can go after.
 pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// Connecting to a Redis node (and to sentinels) gives up after this.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// One Redis command (sync, heartbeat, write) gives up after this.
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "HOPAUTH_ADMIN_TOKEN";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -149,6 +153,10 @@ pub struct RevocationConfig {
     pub failure_mode: FailureMode,
     #[serde(default = "default_max_token_lifetime", with = "duration")]
     pub max_token_lifetime: Duration,
+    #[serde(default = "default_redis_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_redis_command_timeout", with = "duration")]
+    pub command_timeout: Duration,
 }
 
 impl Default for RevocationConfig {
@@ -159,6 +167,8 @@ impl Default for RevocationConfig {
             max_staleness: DEFAULT_MAX_STALENESS,
             failure_mode: FailureMode::Deny,
             max_token_lifetime: DEFAULT_MAX_TOKEN_LIFETIME,
+            connect_timeout: DEFAULT_REDIS_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_REDIS_COMMAND_TIMEOUT,
         }
     }
 }
@@ -171,6 +181,8 @@ impl fmt::Debug for RevocationConfig {
             .field("max_staleness", &self.max_staleness)
             .field("failure_mode", &self.failure_mode)
             .field("max_token_lifetime", &self.max_token_lifetime)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
             .finish()
     }
 }
@@ -252,6 +264,12 @@ fn default_max_staleness() -> Duration {
 }
 fn default_max_token_lifetime() -> Duration {
     DEFAULT_MAX_TOKEN_LIFETIME
+}
+fn default_redis_connect_timeout() -> Duration {
+    DEFAULT_REDIS_CONNECT_TIMEOUT
+}
+fn default_redis_command_timeout() -> Duration {
+    DEFAULT_REDIS_COMMAND_TIMEOUT
 }
 fn default_admin_token_env() -> String {
     DEFAULT_ADMIN_TOKEN_ENV.to_string()
@@ -469,14 +487,21 @@ impl Config {
             }
             RevocationBackend::Redis => match &r.redis_url {
                 None => bad("revocation.redis_url".into(), "required with backend `redis`".into()),
-                Some(u) => match url::Url::parse(u) {
-                    Ok(u) if ["redis", "rediss", "redis+sentinel", "redis+cluster"].contains(&u.scheme()) => {}
-                    _ => bad("revocation.redis_url".into(), "must be a redis:// or rediss:// URL".into()),
-                },
+                Some(u) => {
+                    if let Err(why) = crate::revocation::redis::RedisTarget::parse(u) {
+                        bad("revocation.redis_url".into(), why);
+                    }
+                }
             },
         }
         if r.max_staleness.is_zero() {
             bad("revocation.max_staleness".into(), "must be more than 0".into());
+        }
+        if r.connect_timeout.is_zero() || r.command_timeout.is_zero() {
+            bad("revocation.connect_timeout".into(), "timeouts must be more than 0".into());
+        }
+        if r.max_staleness < std::time::Duration::from_millis(200) {
+            bad("revocation.max_staleness".into(), "must be at least 200ms".into());
         }
         if r.max_token_lifetime < std::time::Duration::from_secs(60) {
             bad("revocation.max_token_lifetime".into(), "must be at least 1m".into());

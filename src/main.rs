@@ -43,6 +43,29 @@ enum Command {
         #[arg(long, short, env = "HOPAUTH_CONFIG")]
         config: PathBuf,
     },
+    /// Write a revocation to Redis directly (every hopauth on that Redis enforces it).
+    ///
+    /// One token: `--jti ID --exp UNIX_SECONDS`. Every token of a subject issued at or
+    /// before a time: `--iss ISSUER --sub SUBJECT [--before UNIX_SECONDS]` (default: now).
+    Revoke {
+        /// Redis URL (`redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://`).
+        #[arg(long, env = "HOPAUTH_REDIS_URL", required_unless_present = "config")]
+        redis_url: Option<String>,
+        /// Take `revocation.redis_url` and `max_token_lifetime` from this config.
+        #[arg(long, short, env = "HOPAUTH_CONFIG")]
+        config: Option<PathBuf>,
+        #[arg(long, requires = "exp", conflicts_with_all = ["sub", "iss", "before"])]
+        jti: Option<String>,
+        /// The token's `exp`: the revocation lasts until then.
+        #[arg(long)]
+        exp: Option<i64>,
+        #[arg(long, requires = "iss", required_unless_present = "jti")]
+        sub: Option<String>,
+        #[arg(long, requires = "sub")]
+        iss: Option<String>,
+        #[arg(long)]
+        before: Option<i64>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -70,6 +93,26 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Revoke { redis_url, config, jti, exp, sub, iss, before } => {
+            let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let target = RevokeTarget { redis_url, config, jti, exp, sub, iss, before };
+            match runtime.block_on(revoke(target)) {
+                Ok(done) => {
+                    println!("{done}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hopauth revoke: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve { config } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
@@ -102,6 +145,61 @@ fn main() -> ExitCode {
                 }
             })
         }
+    }
+}
+
+struct RevokeTarget {
+    redis_url: Option<String>,
+    config: Option<PathBuf>,
+    jti: Option<String>,
+    exp: Option<i64>,
+    sub: Option<String>,
+    iss: Option<String>,
+    before: Option<i64>,
+}
+
+/// Writes one revocation through the Redis backend and says what it wrote.
+async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
+    use anyhow::Context;
+    use hopauth::revocation::redis::{jti_key, subject_key, RedisSettings, RedisStore};
+    use hopauth::revocation::RevocationStore;
+
+    let defaults = hopauth::config::RevocationConfig::default();
+    let (url, revocation) = match (&t.redis_url, &t.config) {
+        (Some(url), _) => (url.clone(), defaults),
+        (None, Some(path)) => {
+            let c = Config::load(path)?;
+            let url = c.revocation.redis_url.clone().with_context(|| {
+                format!(
+                    "{}: revocation.redis_url is not set (the memory backend cannot be written from outside)",
+                    path.display()
+                )
+            })?;
+            (url, c.revocation)
+        }
+        (None, None) => anyhow::bail!("give --redis-url or --config"),
+    };
+    let settings = RedisSettings {
+        max_staleness: revocation.max_staleness,
+        max_token_lifetime: revocation.max_token_lifetime,
+        connect_timeout: revocation.connect_timeout,
+        command_timeout: revocation.command_timeout,
+    };
+    let store = RedisStore::new(&url, settings, hopauth::metrics::Metrics::standalone())?;
+    let now = hopauth::verify::unix_now();
+    if let Some(jti) = &t.jti {
+        let exp = t.exp.context("--jti needs --exp")?;
+        store.revoke_jti(jti, exp).await?;
+        Ok(format!("revoked jti {jti:?} until {exp}: SET {} 1 EX {}", jti_key(jti), exp - now))
+    } else {
+        let (iss, sub) = (t.iss.context("--sub needs --iss")?, t.sub.context("--iss needs --sub")?);
+        let before = t.before.unwrap_or(now);
+        store.revoke_subject(&iss, &sub, before).await?;
+        Ok(format!(
+            "revoked every token of {sub:?} from {iss:?} issued at or before {before}: SET {} {before} EX {}",
+            subject_key(&iss, &sub),
+            revocation.max_token_lifetime.as_secs()
+        ))
     }
 }
 

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub revocation_entries: IntGaugeVec,
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
+    revocation_syncs: IntCounterVec,
+    pub revocation_push_messages: IntCounter,
+    pub revocation_sync_age: prometheus::Gauge,
+    pub revocation_fail_open: IntCounter,
 }
 
 impl Metrics {
@@ -75,6 +79,24 @@ impl Metrics {
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
         )?;
+        let revocation_syncs = IntCounterVec::new(
+            Opts::new("hopauth_revocation_syncs_total", "Full revocation resyncs (start, reconnect) by result"),
+            &["result"],
+        )?;
+        let revocation_push_messages =
+            IntCounter::new("hopauth_revocation_push_messages_total", "Invalidation pushes received from Redis")?;
+        let revocation_sync_age = prometheus::Gauge::new(
+            "hopauth_revocation_sync_age_seconds",
+            "Seconds since the revocation view was last confirmed current",
+        )?;
+        let revocation_fail_open = IntCounter::new(
+            "hopauth_revocation_fail_open_total",
+            "Checks allowed while the revocation store was stale (failure_mode: allow)",
+        )?;
+        registry.register(Box::new(revocation_syncs.clone()))?;
+        registry.register(Box::new(revocation_push_messages.clone()))?;
+        registry.register(Box::new(revocation_sync_age.clone()))?;
+        registry.register(Box::new(revocation_fail_open.clone()))?;
         registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(verify_cache_hits.clone()))?;
@@ -103,6 +125,10 @@ impl Metrics {
             revocation_entries,
             revocations_enforced,
             admin_revocations,
+            revocation_syncs,
+            revocation_push_messages,
+            revocation_sync_age,
+            revocation_fail_open,
         })
     }
 
@@ -140,6 +166,10 @@ impl Metrics {
 
     pub fn record_key_rejected(&self, provider: &str, reason: &'static str) {
         self.jwks_keys_rejected.with_label_values(&[provider, reason]).inc();
+    }
+
+    pub fn record_revocation_sync(&self, ok: bool) {
+        self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
     }
 
     pub fn record_admin_revocation(&self, kind: &'static str, ok: bool) {

@@ -19,6 +19,7 @@ use crate::grpc::AuthorizationService;
 use crate::http::{router, HttpState};
 use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, VerifyKey};
 use crate::metrics::Metrics;
+use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
 use crate::token::TokenSource;
 use crate::verify::{Provider, Verifier};
@@ -60,7 +61,39 @@ impl Running {
 }
 
 /// Builds the providers, JWKS caches and revocation store described by `config`.
-pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<(Arc<Authorizer>, Vec<Arc<JwksCache>>)> {
+/// What `build_authorizer` returns: the authorizer and the background work it needs.
+pub struct Built {
+    pub authorizer: Arc<Authorizer>,
+    pub jwks: Vec<Arc<JwksCache>>,
+    pub redis: Option<Arc<RedisStore>>,
+}
+
+/// A Redis-backed store, whose sync loop the server runs.
+type SyncedStore = Arc<RedisStore>;
+
+/// The configured revocation store; for Redis also the handle that runs its sync loop.
+pub fn revocation_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> anyhow::Result<(Arc<dyn RevocationStore>, Option<SyncedStore>)> {
+    let r = &config.revocation;
+    Ok(match r.backend {
+        RevocationBackend::Memory => (Arc::new(MemoryStore::new(r.max_token_lifetime)), None),
+        RevocationBackend::Redis => {
+            let url = r.redis_url.as_deref().context("revocation.redis_url is required with backend redis")?;
+            let settings = RedisSettings {
+                max_staleness: r.max_staleness,
+                max_token_lifetime: r.max_token_lifetime,
+                connect_timeout: r.connect_timeout,
+                command_timeout: r.command_timeout,
+            };
+            let store = Arc::new(RedisStore::new(url, settings, metrics.clone()).context("revocation.redis_url")?);
+            (store.clone(), Some(store))
+        }
+    })
+}
+
+pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Built> {
     let client = http_client();
     let mut providers = Vec::new();
     let mut caches = Vec::new();
@@ -100,12 +133,7 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<(A
             keys: cache,
         });
     }
-    let store: Arc<dyn RevocationStore> = match config.revocation.backend {
-        RevocationBackend::Memory => Arc::new(MemoryStore::new(config.revocation.max_token_lifetime)),
-        RevocationBackend::Redis => {
-            anyhow::bail!("revocation.backend: redis is not available in this build yet; use `memory` (the default)")
-        }
-    };
+    let (store, redis_store) = revocation_store(config, metrics)?;
     let verifier = Verifier::new(providers, config.verify_cache.max_entries, metrics.clone());
     let sources = config.sources.iter().map(TokenSource::from_config).collect();
     let authorizer = Authorizer::new(
@@ -116,7 +144,7 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<(A
         config.revocation.failure_mode,
         metrics.clone(),
     );
-    Ok((Arc::new(authorizer), caches))
+    Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })
 }
 
 fn default_jwks_config() -> crate::config::JwksConfig {
@@ -127,7 +155,7 @@ fn default_jwks_config() -> crate::config::JwksConfig {
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).context("registering metrics")?;
-    let (authorizer, caches) = build_authorizer(&config, &metrics)?;
+    let Built { authorizer, jwks: caches, redis: redis_store } = build_authorizer(&config, &metrics)?;
     let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty()).map(Arc::from);
     if admin_token.is_none() {
         tracing::warn!(env = %config.admin.token_env, "admin token not set: /admin/* answers 401");
@@ -158,6 +186,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         });
     }
 
+    if let Some(store) = redis_store {
+        let done = stop_signal(&stop);
+        let sync = store.start();
+        tasks.spawn(async move {
+            tokio::select! { _ = sync => {}, _ = done => {} }
+        });
+    }
+
     let (reporter, health_service) = tonic_health::server::health_reporter();
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_service_status(AUTHZ_SERVICE_NAME, ServingStatus::NotServing).await;
@@ -175,6 +211,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     let (jtis, subjects) = store.entries();
                     metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
                     metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
+                    if let Some(age) = store.sync_age() {
+                        metrics.revocation_sync_age.set(age.as_secs_f64());
+                    }
                     if was_ready != Some(ready) {
                         let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
                         reporter.set_service_status("", status).await;

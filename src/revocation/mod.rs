@@ -4,6 +4,7 @@
 
 mod local;
 mod memory;
+pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -58,6 +59,10 @@ pub trait RevocationStore: Send + Sync {
     fn ready(&self) -> bool;
     /// Entries in the local view: (jti, subject).
     fn entries(&self) -> (usize, usize);
+    /// Time since the view was last confirmed current (`None`: not applicable or never).
+    fn sync_age(&self) -> Option<std::time::Duration> {
+        None
+    }
     /// Backend name for logs.
     fn backend(&self) -> &'static str;
 }

@@ -292,10 +292,11 @@ impl Envoy {
                     envoy.admin = a.trim().to_string();
                 }
             }
-            if !envoy.admin.is_empty() && envoy.hopauth_healthy(hopauth).await {
-                if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                    return envoy;
-                }
+            if !envoy.admin.is_empty()
+                && envoy.hopauth_healthy(hopauth).await
+                && tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok()
+            {
+                return envoy;
             }
             if tokio::time::Instant::now() > end {
                 panic!("envoy did not become ready in 30s:\n{}", envoy.log());

@@ -1,0 +1,229 @@
+//! The sync loop: connect to every master, turn on broadcast tracking for the key prefix,
+//! SCAN everything into a fresh view, then apply invalidation pushes as they come and
+//! confirm freshness with a heartbeat. Any error ends the session; the loop reconnects with
+//! backoff and resyncs, so nothing written while disconnected is missed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::MultiplexedConnection;
+use redis::{PushKind, Value};
+use tokio::sync::mpsc;
+
+use super::{load_keys, target::RedisTarget, RedisStore, KEY_PREFIX};
+use crate::revocation::LocalView;
+
+/// First reconnect delay; doubles per failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Keys per SCAN call.
+const SCAN_COUNT: usize = 1000;
+
+/// Reconnect delay after `failures` in a row, ±20 % jitter (`jitter` in [0, 1)).
+pub(super) fn backoff(failures: u32, jitter: f64) -> Duration {
+    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_BACKOFF);
+    base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
+}
+
+/// How often freshness is confirmed: a quarter of the staleness budget, 50 ms to 1 s.
+pub(super) fn heartbeat(max_staleness: Duration) -> Duration {
+    (max_staleness / 4).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// Runs until the task is dropped.
+pub async fn run(store: Arc<RedisStore>) {
+    let mut failures = 0u32;
+    let mut was_up = None;
+    loop {
+        let error = session(&store, &mut failures, &mut was_up).await;
+        store.synced.store(false, Ordering::Release);
+        store.metrics.revocation_store_up.set(0);
+        store.metrics.record_revocation_sync(false);
+        failures = failures.saturating_add(1);
+        if was_up != Some(false) {
+            tracing::warn!(%error, max_staleness = ?store.settings.max_staleness,
+                "revocation store unreachable; reconnecting (revocations already known stay enforced)");
+            was_up = Some(false);
+        } else {
+            tracing::debug!(%error, "revocation store still unreachable");
+        }
+        tokio::time::sleep(backoff(failures, rand::random())).await;
+    }
+}
+
+/// One connected session; returns the error that ended it.
+async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<bool>) -> String {
+    let t = store.settings.connect_timeout;
+    let masters = match store.target.masters(t).await {
+        Ok(m) => m,
+        Err(e) => return e,
+    };
+    let (tx, mut pushes) = mpsc::unbounded_channel();
+    let mut conns: Vec<MultiplexedConnection> = Vec::with_capacity(masters.len());
+    for info in &masters {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(t))
+            .set_response_timeout(Some(store.settings.command_timeout))
+            .set_push_sender(tx.clone());
+        let client = match redis::Client::open(info.clone()) {
+            Ok(c) => c,
+            Err(e) => return e.to_string(),
+        };
+        let mut con = match client.get_multiplexed_async_connection_with_config(&config).await {
+            Ok(c) => c,
+            Err(e) => return format!("{}: {e}", info.addr()),
+        };
+        let tracking: redis::RedisResult<()> = redis::cmd("CLIENT")
+            .arg("TRACKING")
+            .arg("ON")
+            .arg("BCAST")
+            .arg("PREFIX")
+            .arg(KEY_PREFIX)
+            .query_async(&mut con)
+            .await;
+        if let Err(e) = tracking {
+            return format!("{}: CLIENT TRACKING: {e}", info.addr());
+        }
+        conns.push(con);
+    }
+    drop(tx);
+    // Keyed reads after an invalidation: the node itself, or the cluster router.
+    let mut keyed = match KeyedReader::new(store, &conns).await {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    if let Err(e) = resync(store, &mut conns).await {
+        return e;
+    }
+    *failures = 0;
+    if *was_up != Some(true) {
+        let (jtis, subjects) = store.view.load().len();
+        tracing::info!(masters = conns.len(), jtis, subjects, "revocation store synced");
+        *was_up = Some(true);
+    }
+    let mut tick = tokio::time::interval(heartbeat(store.settings.max_staleness));
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else { return "push channel closed".into() };
+                store.metrics.revocation_push_messages.inc();
+                match push.kind {
+                    PushKind::Invalidate => match push.data.first() {
+                        Some(Value::Array(keys)) => {
+                            let keys: Vec<String> = keys.iter().filter_map(|k| redis::from_redis_value_ref(k).ok()).collect();
+                            if let Err(e) = keyed.load(&keys, &store.view.load()).await {
+                                return format!("reading invalidated keys: {e}");
+                            }
+                            store.mark_confirmed();
+                        }
+                        // A null invalidation means FLUSHALL/FLUSHDB: start over.
+                        _ => {
+                            if let Err(e) = resync(store, &mut conns).await {
+                                return e;
+                            }
+                        }
+                    },
+                    PushKind::Disconnection => return "connection lost".into(),
+                    _ => {}
+                }
+            }
+            _ = tick.tick() => {
+                for con in conns.iter_mut() {
+                    let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
+                    if let Err(e) = pong {
+                        return format!("heartbeat: {e}");
+                    }
+                }
+                store.mark_confirmed();
+            }
+        }
+    }
+}
+
+/// SCANs every master into a fresh view and installs it, so keys deleted while
+/// disconnected are gone too.
+async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Result<(), String> {
+    let view = LocalView::new();
+    let pattern = format!("{KEY_PREFIX}*");
+    for con in conns.iter_mut() {
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(con)
+                .await
+                .map_err(|e| format!("SCAN: {e}"))?;
+            load_keys(con, &keys, &view).await.map_err(|e| format!("loading revocations: {e}"))?;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    store.view.store(Arc::new(view));
+    store.synced.store(true, Ordering::Release);
+    store.mark_confirmed();
+    store.metrics.revocation_store_up.set(1);
+    store.metrics.record_revocation_sync(true);
+    Ok(())
+}
+
+enum KeyedReader {
+    Node(MultiplexedConnection),
+    Cluster(redis::cluster_async::ClusterConnection),
+}
+
+impl KeyedReader {
+    async fn new(store: &RedisStore, conns: &[MultiplexedConnection]) -> Result<Self, String> {
+        match &store.target {
+            RedisTarget::Cluster { seeds } => {
+                let client = redis::cluster::ClusterClient::builder(seeds.clone())
+                    .use_protocol(redis::ProtocolVersion::RESP3)
+                    .connection_timeout(store.settings.connect_timeout)
+                    .response_timeout(store.settings.command_timeout)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                Ok(KeyedReader::Cluster(client.get_async_connection().await.map_err(|e| e.to_string())?))
+            }
+            _ => Ok(KeyedReader::Node(conns.first().cloned().ok_or("no connection")?)),
+        }
+    }
+
+    async fn load(&mut self, keys: &[String], view: &LocalView) -> redis::RedisResult<()> {
+        match self {
+            KeyedReader::Node(c) => load_keys(c, keys, view).await,
+            // Keys may live on different shards: one at a time through the router.
+            KeyedReader::Cluster(c) => {
+                for k in keys {
+                    load_keys(c, std::slice::from_ref(k), view).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1, 0.5), Duration::from_millis(100));
+        assert_eq!(backoff(2, 0.5), Duration::from_millis(200));
+        assert_eq!(backoff(20, 0.5), MAX_BACKOFF);
+        assert!(backoff(3, 0.0) >= Duration::from_millis(320) && backoff(3, 0.99) <= Duration::from_millis(480));
+    }
+
+    #[test]
+    fn heartbeat_fits_the_staleness_budget() {
+        assert_eq!(heartbeat(Duration::from_secs(5)), Duration::from_secs(1));
+        assert_eq!(heartbeat(Duration::from_millis(400)), Duration::from_millis(100));
+        assert_eq!(heartbeat(Duration::from_millis(10)), Duration::from_millis(50));
+    }
+}

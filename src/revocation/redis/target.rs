@@ -1,0 +1,214 @@
+//! Where the revocation data lives: one node (`redis://`, `rediss://`), a Sentinel-managed
+//! master (`redis+sentinel://`), or a Cluster (`redis+cluster://`); and how to find the
+//! masters to track.
+
+use std::time::Duration;
+
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo};
+
+/// A parsed `revocation.redis_url`.
+#[derive(Clone)]
+pub enum RedisTarget {
+    Single(ConnectionInfo),
+    /// `redis+sentinel://[user:pass@]host:port[,host:port…]/<master-name>[/<db>]`; the
+    /// credentials are the master's; sentinels are reached without them.
+    Sentinel {
+        sentinels: Vec<ConnectionInfo>,
+        master_name: String,
+        settings: RedisConnectionInfo,
+        tls: bool,
+    },
+    /// `redis+cluster://[user:pass@]host:port[,host:port…]`: seed nodes.
+    Cluster {
+        seeds: Vec<ConnectionInfo>,
+    },
+}
+
+impl std::fmt::Debug for RedisTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Single(i) => write!(f, "Single({})", i.addr()),
+            RedisTarget::Sentinel { master_name, sentinels, .. } => {
+                write!(f, "Sentinel({master_name} via {} sentinels)", sentinels.len())
+            }
+            RedisTarget::Cluster { seeds } => write!(f, "Cluster({} seeds)", seeds.len()),
+        }
+    }
+}
+
+fn resp3(info: ConnectionInfo) -> ConnectionInfo {
+    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+    info.set_redis_settings(settings)
+}
+
+/// Parses `user:pass@h1:p1,h2:p2` into credentials and host list.
+fn split_hosts(rest: &str) -> (Option<&str>, Vec<&str>, &str) {
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (creds, hosts) = authority.rsplit_once('@').map_or((None, authority), |(c, h)| (Some(c), h));
+    (creds, hosts.split(',').filter(|h| !h.is_empty()).collect(), path)
+}
+
+fn node(host: &str, tls: bool, creds: Option<&str>) -> Result<ConnectionInfo, String> {
+    let scheme = if tls { "rediss" } else { "redis" };
+    let url = match creds {
+        Some(c) => format!("{scheme}://{c}@{host}"),
+        None => format!("{scheme}://{host}"),
+    };
+    url.as_str().into_connection_info().map_err(|e| format!("bad node {host:?}: {e}"))
+}
+
+impl RedisTarget {
+    pub fn parse(url: &str) -> Result<Self, String> {
+        if let Some(rest) = url.strip_prefix("redis+sentinel://").or_else(|| url.strip_prefix("rediss+sentinel://")) {
+            let tls = url.starts_with("rediss");
+            let (creds, hosts, path) = split_hosts(rest);
+            let mut parts = path.split('/').filter(|p| !p.is_empty());
+            let master_name = parts.next().ok_or("redis+sentinel:// needs /<master-name> after the hosts")?;
+            let db: i64 = match parts.next() {
+                Some(d) => d.parse().map_err(|_| format!("bad database number {d:?}"))?,
+                None => 0,
+            };
+            if hosts.is_empty() {
+                return Err("redis+sentinel:// needs at least one sentinel host:port".into());
+            }
+            let sentinels = hosts.iter().map(|h| node(h, tls, None).map(resp3)).collect::<Result<Vec<_>, _>>()?;
+            let with_creds = node(hosts[0], tls, creds)?;
+            let settings = with_creds.redis_settings().clone().set_db(db).set_protocol(ProtocolVersion::RESP3);
+            return Ok(RedisTarget::Sentinel { sentinels, master_name: master_name.to_string(), settings, tls });
+        }
+        if let Some(rest) = url.strip_prefix("redis+cluster://").or_else(|| url.strip_prefix("rediss+cluster://")) {
+            let tls = url.starts_with("rediss");
+            let (creds, hosts, _) = split_hosts(rest);
+            if hosts.is_empty() {
+                return Err("redis+cluster:// needs at least one seed host:port".into());
+            }
+            let seeds = hosts.iter().map(|h| node(h, tls, creds).map(resp3)).collect::<Result<Vec<_>, _>>()?;
+            return Ok(RedisTarget::Cluster { seeds });
+        }
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            let info = url.into_connection_info().map_err(|e| e.to_string())?;
+            return Ok(RedisTarget::Single(resp3(info)));
+        }
+        Err("use redis://, rediss://, redis+sentinel:// or redis+cluster://".into())
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self, RedisTarget::Cluster { .. })
+    }
+
+    /// The current master(s): the node itself, the master the sentinels name (checked with
+    /// ROLE so a demoted node is never read), or every master of the cluster.
+    pub async fn masters(&self, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
+        match self {
+            RedisTarget::Single(info) => Ok(vec![info.clone()]),
+            RedisTarget::Sentinel { sentinels, master_name, settings, tls } => {
+                let mut last = String::from("no sentinel answered");
+                for s in sentinels {
+                    match ask_sentinel(s, master_name, timeout).await {
+                        Ok((host, port)) => {
+                            let addr = addr_of(&host, port, *tls)?;
+                            let info = s.clone().set_addr(addr).set_redis_settings(settings.clone());
+                            check_role_master(&info, timeout).await?;
+                            return Ok(vec![info]);
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+            RedisTarget::Cluster { seeds } => {
+                let mut last = String::from("no seed answered");
+                for seed in seeds {
+                    match cluster_masters(seed, timeout).await {
+                        Ok(masters) if !masters.is_empty() => return Ok(masters),
+                        Ok(_) => last = "cluster reports no master".into(),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
+    }
+}
+
+fn addr_of(host: &str, port: u16, tls: bool) -> Result<ConnectionAddr, String> {
+    Ok(node(&format!("{host}:{port}"), tls, None)?.addr().clone())
+}
+
+pub(super) async fn connect_node(
+    info: &ConnectionInfo,
+    timeout: Duration,
+) -> Result<redis::aio::MultiplexedConnection, String> {
+    let client = redis::Client::open(info.clone()).map_err(|e| e.to_string())?;
+    let config =
+        redis::AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
+    client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("{}: {e}", info.addr()))
+}
+
+async fn ask_sentinel(s: &ConnectionInfo, name: &str, timeout: Duration) -> Result<(String, u16), String> {
+    let mut con = connect_node(s, timeout).await?;
+    let addr: Option<(String, String)> = redis::cmd("SENTINEL")
+        .arg("get-master-addr-by-name")
+        .arg(name)
+        .query_async(&mut con)
+        .await
+        .map_err(|e| format!("sentinel {}: {e}", s.addr()))?;
+    let (host, port) = addr.ok_or_else(|| format!("sentinel {} does not know master {name:?}", s.addr()))?;
+    Ok((host, port.parse().map_err(|_| format!("bad port {port:?} from sentinel"))?))
+}
+
+async fn check_role_master(info: &ConnectionInfo, timeout: Duration) -> Result<(), String> {
+    let mut con = connect_node(info, timeout).await?;
+    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await.map_err(|e| e.to_string())?;
+    match role.first() {
+        Some(redis::Value::BulkString(b)) if b == b"master" => Ok(()),
+        Some(redis::Value::SimpleString(s)) if s == "master" => Ok(()),
+        _ => Err(format!("{} is not a master (failover in progress?)", info.addr())),
+    }
+}
+
+async fn cluster_masters(seed: &ConnectionInfo, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
+    let mut con = connect_node(seed, timeout).await?;
+    let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let tls = matches!(seed.addr(), ConnectionAddr::TcpTls { .. });
+    let mut masters = Vec::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
+        if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || flags.contains("noaddr") {
+            continue;
+        }
+        let hostport = addr.split('@').next().unwrap_or(addr);
+        let Some((host, port)) = hostport.rsplit_once(':') else { continue };
+        let Ok(port) = port.parse::<u16>() else { continue };
+        let host = if host.is_empty() { "127.0.0.1".to_string() } else { host.to_string() };
+        let addr = addr_of(&host, port, tls)?;
+        masters.push(seed.clone().set_addr(addr));
+    }
+    Ok(masters)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_topology() {
+        assert!(matches!(RedisTarget::parse("redis://127.0.0.1:6379/0"), Ok(RedisTarget::Single(_))));
+        assert!(matches!(RedisTarget::parse("rediss://h:6380"), Ok(RedisTarget::Single(_))));
+        match RedisTarget::parse("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2").unwrap() {
+            RedisTarget::Sentinel { sentinels, master_name, settings, .. } => {
+                assert_eq!(sentinels.len(), 2);
+                assert_eq!(master_name, "mymaster");
+                assert_eq!(settings.db(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        match RedisTarget::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap() {
+            RedisTarget::Cluster { seeds } => assert_eq!(seeds.len(), 2),
+            other => panic!("{other:?}"),
+        }
+        assert!(RedisTarget::parse("redis+sentinel://h:1").is_err(), "master name required");
+        assert!(RedisTarget::parse("http://h").is_err());
+    }
+}

@@ -1,0 +1,390 @@
+//! The Redis revocation backend against real `redis-server` processes: one behaviour suite
+//! for memory and Redis, plain `redis-cli SET` writes reaching Envoy, outages (deny and
+//! allow), a revocation written while hopauth was disconnected, two instances on one
+//! Redis, a 3-master Cluster and a Sentinel failover.
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use hopauth::grpc::AuthorizationService;
+use hopauth::metrics::Metrics;
+use hopauth::revocation::redis::{RedisSettings, RedisStore};
+use hopauth::revocation::{MemoryStore, RevocationStatus, RevocationStore, TokenIdentity};
+use redis_server::{cli, free_port, RedisServer};
+use serde_json::json;
+use support::*;
+
+fn settings(max_staleness: Duration) -> RedisSettings {
+    RedisSettings {
+        max_staleness,
+        max_token_lifetime: Duration::from_secs(3600),
+        connect_timeout: Duration::from_millis(500),
+        command_timeout: Duration::from_millis(500),
+    }
+}
+
+fn redis_yaml(url: &str, max_staleness: &str, mode: &str) -> String {
+    format!("revocation:\n  backend: redis\n  redis_url: \"{url}\"\n  max_staleness: {max_staleness}\n  failure_mode: {mode}\n")
+}
+
+/// The same behaviour from every backend.
+async fn behaviour_suite(store: &dyn RevocationStore) {
+    let now = now();
+    let id = |jti: &'static str, sub: &'static str, iat: i64| TokenIdentity {
+        iss: ISSUER,
+        sub: Some(sub),
+        jti: Some(jti),
+        iat: Some(iat),
+    };
+    assert_eq!(store.check(&id("a", "u1", now)), RevocationStatus::NotRevoked);
+    store.revoke_jti("a", now + 60).await.unwrap();
+    assert_eq!(store.check(&id("a", "u1", now)), RevocationStatus::Revoked);
+    assert_eq!(store.check(&id("b", "u1", now)), RevocationStatus::NotRevoked);
+    assert!(store.revoke_jti("old", now - 1).await.is_err(), "an expired token needs no revocation");
+    store.revoke_subject(ISSUER, "u2", now - 10).await.unwrap();
+    assert_eq!(store.check(&id("c", "u2", now - 20)), RevocationStatus::Revoked);
+    assert_eq!(store.check(&id("d", "u2", now - 10)), RevocationStatus::Revoked, "at or before");
+    assert_eq!(store.check(&id("e", "u2", now)), RevocationStatus::NotRevoked);
+    assert!(store.revoke_subject("", "u2", now).await.is_err());
+    assert_eq!(store.entries(), (1, 1));
+}
+
+async fn redis_store(url: &str, staleness: Duration) -> Arc<RedisStore> {
+    let store = Arc::new(RedisStore::new(url, settings(staleness), Metrics::standalone()).unwrap());
+    tokio::spawn(store.start());
+    let s = store.clone();
+    wait_until("redis store synced", Duration::from_secs(10), || {
+        let s = s.clone();
+        async move { s.ready() }
+    })
+    .await;
+    store
+}
+
+#[tokio::test]
+async fn behaviour_is_the_same_for_memory_and_redis() {
+    behaviour_suite(&MemoryStore::new(Duration::from_secs(3600))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let store = redis_store(&redis.url(), Duration::from_secs(2)).await;
+    behaviour_suite(store.as_ref()).await;
+    // The writes used the documented layout, with a TTL.
+    assert_eq!(redis.cli(&["GET", "hopauth:revoked:jti:a"]), "1");
+    let ttl: i64 = redis.cli(&["TTL", "hopauth:revoked:jti:a"]).parse().unwrap();
+    assert!((1..=60).contains(&ttl), "{ttl}");
+    assert!(!redis.cli(&["GET", &format!("hopauth:revoked:sub:{ISSUER}|u2")]).is_empty());
+}
+
+fn check_request(token: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    path: "/x".into(),
+                    headers: [("authorization".to_string(), bearer(token))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn status(svc: &AuthorizationService, token: &str) -> i32 {
+    match svc.check_request(&check_request(token)).await.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn wait_status(svc: &AuthorizationService, token: &str, want: i32, what: &str) -> Duration {
+    let start = Instant::now();
+    let end = start + Duration::from_secs(10);
+    loop {
+        let got = status(svc, token).await;
+        if got == want {
+            return start.elapsed();
+        }
+        assert!(Instant::now() < end, "{what}: still {got} after 10s, want {want}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_redis_cli_set_reaches_envoy_without_a_redis_hop_per_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let s = Stack::start_with("", &redis_yaml(&redis.url(), "2s", "deny")).await;
+    let c = claims("alice");
+    let token = s.keys.es.sign_jwt(&c).unwrap();
+    assert_eq!(s.get_with_token("/x", &token).await.status, 200);
+
+    // Steady state: Checks send no command to Redis.
+    let calls = |stats: &str| -> u64 {
+        stats
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_get:"))
+            .find_map(|l| l.split(&[':', ',', '='][..]).nth(2).and_then(|v| v.parse().ok()))
+            .unwrap_or(0)
+    };
+    let gets_before = calls(&redis.cli(&["INFO", "commandstats"]));
+    for _ in 0..50 {
+        assert_eq!(s.get_with_token("/x", &token).await.status, 200);
+    }
+    assert_eq!(calls(&redis.cli(&["INFO", "commandstats"])), gets_before, "a Check read Redis");
+
+    // Any writer, no publish: SET with EX.
+    let key = format!("hopauth:revoked:jti:{}", c["jti"].as_str().unwrap());
+    let start = Instant::now();
+    assert_eq!(redis.cli(&["SET", &key, "1", "EX", "300"]), "OK");
+    let end = start + Duration::from_secs(5);
+    loop {
+        let r = s.get_with_token("/x", &token).await;
+        if r.status == 401 {
+            assert_eq!(r.body["error_description"], "token has been revoked");
+            break;
+        }
+        assert!(Instant::now() < end, "revocation not enforced through Envoy after 5s");
+    }
+    eprintln!("redis-cli SET -> Envoy 401 in {:?}", start.elapsed());
+
+    // The admin API writes through Redis too.
+    let c2 = claims("bob");
+    let t2 = s.keys.es.sign_jwt(&c2).unwrap();
+    assert_eq!(s.get_with_token("/x", &t2).await.status, 200);
+    let resp = s.admin_revoke(json!({"jti": c2["jti"], "exp": c2["exp"]})).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(s.get_with_token("/x", &t2).await.status, 401);
+    assert_eq!(redis.cli(&["EXISTS", &format!("hopauth:revoked:jti:{}", c2["jti"].as_str().unwrap())]), "1");
+    // Deleting the key un-revokes.
+    redis.cli(&["DEL", &key]);
+    let end = Instant::now() + Duration::from_secs(5);
+    while s.get_with_token("/x", &token).await.status != 200 {
+        assert!(Instant::now() < end, "DEL not picked up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outages_follow_the_failure_mode_and_recover_with_what_was_missed() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut redis = RedisServer::start(dir.path(), port, &[]);
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let deny = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "500ms", "deny"))).await;
+    let allow = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "500ms", "allow"))).await;
+    wait_ready(&deny).await;
+    wait_ready(&allow).await;
+    let (deny_svc, allow_svc) =
+        (AuthorizationService::new(deny.authorizer.clone()), AuthorizationService::new(allow.authorizer.clone()));
+    let c = claims("alice");
+    let token = keys.es.sign_jwt(&c).unwrap();
+    let known = claims("known");
+    let known_token = keys.es.sign_jwt(&known).unwrap();
+    redis.cli(&["SET", &format!("hopauth:revoked:jti:{}", known["jti"].as_str().unwrap()), "1", "EX", "300"]);
+    wait_status(&deny_svc, &known_token, 401, "known revocation").await;
+    assert_eq!(status(&deny_svc, &token).await, 200);
+
+    redis.kill();
+    wait_status(&deny_svc, &token, 503, "deny mode after max_staleness").await;
+    assert_eq!(status(&allow_svc, &token).await, 200, "allow mode lets verified tokens through");
+    assert!(allow.metrics.revocation_fail_open.get() > 0);
+    assert_eq!(status(&deny_svc, &known_token).await, 401, "a known revocation holds during the outage");
+    assert_eq!(status(&allow_svc, &known_token).await, 401, "even in allow mode");
+    assert!(!deny.authorizer.ready());
+
+    // Written while hopauth is disconnected: another process on the same data.
+    let side_port = free_port();
+    {
+        let side = RedisServer::start(dir.path(), side_port, &[]);
+        side.cli(&["SET", &format!("hopauth:revoked:jti:{}", c["jti"].as_str().unwrap()), "1", "EX", "300"]);
+        assert_eq!(side.cli(&["SHUTDOWN"]), "");
+    }
+    redis.restart();
+    wait_status(&deny_svc, &token, 401, "revocation written while disconnected").await;
+    wait_status(&allow_svc, &token, 401, "revocation written while disconnected (allow)").await;
+    let fresh = keys.es.sign_jwt(&claims("fresh")).unwrap();
+    wait_status(&deny_svc, &fresh, 200, "recovery").await;
+    assert!(deny.authorizer.ready());
+    let m = deny.metrics.render();
+    assert!(m.contains("hopauth_revocation_syncs_total{result=\"success\"}"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_one_redis_both_enforce() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let yaml = config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "2s", "deny"));
+    let (a, b) = (start_hopauth(&yaml).await, start_hopauth(&yaml).await);
+    wait_ready(&a).await;
+    wait_ready(&b).await;
+    let (sa, sb) = (AuthorizationService::new(a.authorizer.clone()), AuthorizationService::new(b.authorizer.clone()));
+    let c = claims("alice");
+    let token = keys.es.sign_jwt(&c).unwrap();
+    assert_eq!((status(&sa, &token).await, status(&sb, &token).await), (200, 200));
+    // Revoked through instance A's admin API: instance B hears it from Redis.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/admin/revoke", a.http_addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"iss": ISSUER, "sub": "alice", "before": now()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(status(&sa, &token).await, 401);
+    let took = wait_status(&sb, &token, 401, "instance B").await;
+    eprintln!("admin revoke on A -> enforced on B in {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_revocations_on_every_shard_arrive() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let _nodes: Vec<RedisServer> = ports
+        .iter()
+        .map(|p| {
+            let conf = format!("nodes-{p}.conf");
+            RedisServer::start(dir.path(), *p, &["--cluster-enabled", "yes", "--cluster-config-file", &conf])
+        })
+        .collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "0", "--cluster-yes"]);
+    cli(ports[0], &args);
+    wait_until("cluster ok", Duration::from_secs(20), || async {
+        ports.iter().all(|p| cli(*p, &["CLUSTER", "INFO"]).contains("cluster_state:ok"))
+    })
+    .await;
+
+    let store = redis_store(&format!("redis+cluster://{}", addrs.join(",")), Duration::from_secs(2)).await;
+    let now = now();
+    let jtis: Vec<String> = (0..30).map(|i| format!("cluster-{i}")).collect();
+    for j in &jtis {
+        assert_eq!(cli(ports[0], &["-c", "SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]), "OK");
+    }
+    let owners: std::collections::HashSet<String> =
+        jtis.iter().map(|j| cli(ports[0], &["CLUSTER", "KEYSLOT", &format!("hopauth:revoked:jti:{j}")])).collect();
+    assert!(owners.len() > 3, "keys spread over slots");
+    let s = store.clone();
+    let jt = jtis.clone();
+    wait_until("every shard's revocation", Duration::from_secs(10), || {
+        let (s, jt) = (s.clone(), jt.clone());
+        async move {
+            jt.iter().all(|j| {
+                s.check(&TokenIdentity { iss: ISSUER, sub: None, jti: Some(j), iat: Some(now) })
+                    == RevocationStatus::Revoked
+            })
+        }
+    })
+    .await;
+    // Writes through the backend land in the cluster.
+    store.revoke_jti("via-store", now + 60).await.unwrap();
+    assert_eq!(cli(ports[0], &["-c", "GET", "hopauth:revoked:jti:via-store"]), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_failover_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mp, rp, sp) = (free_port(), free_port(), free_port());
+    let _master = RedisServer::start(&dir.path().join("m"), mp, &[]);
+    let mp_s = mp.to_string();
+    let _replica = RedisServer::start(&dir.path().join("r"), rp, &["--replicaof", "127.0.0.1", &mp_s]);
+    let sdir = dir.path().join("s");
+    std::fs::create_dir_all(&sdir).unwrap();
+    let conf = sdir.join("sentinel.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "port {sp}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel monitor mymaster 127.0.0.1 {mp} 1\n\
+             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+            sdir.display()
+        ),
+    )
+    .unwrap();
+    let mut sentinel = std::process::Command::new("redis-server")
+        .arg(&conf)
+        .arg("--sentinel")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server --sentinel");
+    wait_until("replica in sync", Duration::from_secs(20), || async {
+        cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    wait_until("sentinel sees master", Duration::from_secs(20), || async {
+        cli(sp, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&mp.to_string())
+    })
+    .await;
+
+    let store = redis_store(&format!("redis+sentinel://127.0.0.1:{sp}/mymaster"), Duration::from_secs(3)).await;
+    let now = now();
+    let revoked = |j: &'static str| TokenIdentity { iss: ISSUER, sub: None, jti: Some(j), iat: Some(now) };
+    cli(mp, &["SET", "hopauth:revoked:jti:before-failover", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("pre-failover revocation", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { s.check(&revoked("before-failover")) == RevocationStatus::Revoked }
+    })
+    .await;
+
+    // Wait for the replica to have it, then fail over.
+    wait_until("replicated", Duration::from_secs(5), || async {
+        cli(rp, &["GET", "hopauth:revoked:jti:before-failover"]) == "1"
+    })
+    .await;
+    assert_eq!(cli(sp, &["SENTINEL", "FAILOVER", "mymaster"]), "OK");
+    wait_until("replica promoted", Duration::from_secs(30), || async {
+        cli(rp, &["ROLE"]).starts_with("master")
+            && cli(sp, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&rp.to_string())
+    })
+    .await;
+    cli(rp, &["SET", "hopauth:revoked:jti:after-failover", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("post-failover revocation from the new master", Duration::from_secs(20), || {
+        let s = s.clone();
+        async move {
+            s.check(&revoked("after-failover")) == RevocationStatus::Revoked
+                && s.check(&revoked("before-failover")) == RevocationStatus::Revoked
+        }
+    })
+    .await;
+    let _ = sentinel.kill();
+    let _ = sentinel.wait();
+}
+
+#[test]
+fn the_revoke_cli_writes_the_documented_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hopauth")).arg("revoke").args(args).output().unwrap()
+    };
+    let exp = (now() + 120).to_string();
+    let out = run(&["--redis-url", &redis.url(), "--jti", "cli-1", "--exp", &exp]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("SET hopauth:revoked:jti:cli-1 1 EX"));
+    assert_eq!(redis.cli(&["GET", "hopauth:revoked:jti:cli-1"]), "1");
+
+    let out = run(&["--redis-url", &redis.url(), "--iss", ISSUER, "--sub", "alice", "--before", "1700000000"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(redis.cli(&["GET", &format!("hopauth:revoked:sub:{ISSUER}|alice")]), "1700000000");
+
+    let out = run(&["--redis-url", "redis://127.0.0.1:1/0", "--jti", "x", "--exp", &exp]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unavailable"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(&["--redis-url", &redis.url(), "--jti", "x"]);
+    assert!(!out.status.success(), "--jti without --exp is refused");
+}
