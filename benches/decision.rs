@@ -1,0 +1,214 @@
+//! Criterion benchmarks of the decision path: a cached verdict, a whole Check on a cache
+//! hit, uncached verification per algorithm next to the raw aws-lc signature check of the
+//! same key, token extraction, rendering the CheckResponse, and a revocation lookup.
+//! Also counts heap allocations of the cached paths (a counting global allocator).
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+use hopauth::alg::Alg;
+use hopauth::authorizer::Authorizer;
+use hopauth::config::FailureMode;
+use hopauth::decision::{Allowed, Decision};
+use hopauth::grpc::{render, AuthorizationService};
+use hopauth::jwks::{http_client, parse_jwks, JwksCache, JwksSettings, JwksSource};
+use hopauth::metrics::Metrics;
+use hopauth::revocation::{MemoryStore, RevocationStore, TokenIdentity};
+use hopauth::sign::SigningKey;
+use hopauth::token::{extract, RequestView, TokenSource};
+use hopauth::verify::{unix_now, Provider, Verifier};
+use serde_json::json;
+
+struct Counting;
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Polls a future that never waits (every cached path) to completion.
+fn ready<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the benchmarked path waited"),
+    }
+}
+
+const ISSUER: &str = "https://issuer.bench";
+
+fn claims(sub: &str) -> serde_json::Value {
+    let now = unix_now();
+    json!({"iss": ISSUER, "sub": sub, "aud": "orders", "iat": now, "nbf": now, "exp": now + 3600,
+           "jti": format!("jti-{sub}"), "scope": "orders:read profile", "roles": ["user"]})
+}
+
+struct Fixture {
+    keys: Vec<SigningKey>,
+    authorizer: Arc<Authorizer>,
+    service: AuthorizationService,
+    metrics: Metrics,
+}
+
+fn fixture() -> Fixture {
+    let keys: Vec<SigningKey> = [Alg::ES256, Alg::RS256, Alg::PS256, Alg::EdDSA]
+        .iter()
+        .enumerate()
+        .map(|(i, a)| SigningKey::generate(*a, &format!("k{i}")).unwrap())
+        .collect();
+    let jwks = json!({"keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>()});
+    let algs = vec![Alg::ES256, Alg::RS256, Alg::PS256, Alg::EdDSA];
+    let parsed = parse_jwks(jwks.to_string().as_bytes(), &algs).unwrap();
+    let metrics = Metrics::standalone();
+    let settings = JwksSettings {
+        refresh_interval: Duration::from_secs(300),
+        max_stale: Duration::from_secs(3600),
+        timeout: Duration::from_secs(1),
+        max_bytes: 1 << 20,
+        kid_refetch_interval: Duration::from_secs(30),
+        kid_refetch_wait: Duration::from_millis(1),
+    };
+    let cache =
+        JwksCache::new("main", algs.clone(), JwksSource::None, settings, parsed.keys, http_client(), metrics.clone());
+    let provider = Provider {
+        name: "main".into(),
+        issuer: ISSUER.into(),
+        audiences: vec!["orders".into()],
+        algorithms: algs,
+        leeway_secs: 30,
+        claims_to_headers: vec![("sub".into(), "x-jwt-sub".into()), ("scope".into(), "x-jwt-scope".into())],
+        payload_header: Some("x-jwt-payload".into()),
+        keys: Arc::new(cache),
+    };
+    let verifier = Verifier::new(vec![provider], 100_000, metrics.clone());
+    let sources = vec![TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() }];
+    let store: Arc<dyn RevocationStore> = Arc::new(MemoryStore::new(Duration::from_secs(86400)));
+    let authorizer = Arc::new(Authorizer::new(sources, 8192, verifier, store, FailureMode::Deny, metrics.clone()));
+    let service = AuthorizationService::new(authorizer.clone());
+    Fixture { keys, authorizer, service, metrics }
+}
+
+fn check_request(token: &str) -> CheckRequest {
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/orders/7".into(),
+                    headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+struct Headers(Vec<(&'static str, String)>);
+
+impl RequestView for Headers {
+    fn header_values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s [u8]> {
+        let name = name.to_owned();
+        self.0.iter().filter(move |(n, _)| *n == name).map(|(_, v)| v.as_bytes())
+    }
+    fn path(&self) -> &str {
+        "/orders/7"
+    }
+}
+
+fn allocations<T>(iterations: u64, mut f: impl FnMut() -> T) -> f64 {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    for _ in 0..iterations {
+        black_box(f());
+    }
+    (ALLOCS.load(Ordering::Relaxed) - before) as f64 / iterations as f64
+}
+
+fn benches(c: &mut Criterion) {
+    let fx = fixture();
+    let now = unix_now();
+    let es = fx.keys[0].sign_jwt(&claims("alice")).unwrap();
+    let verifier = fx.authorizer.verifier();
+    ready(verifier.verify(&es, now)).unwrap();
+    let req = check_request(&es);
+    assert!(matches!(ready(fx.service.check_request(&req)).http_response, Some(_)));
+
+    c.bench_function("cached_verdict_lookup", |b| b.iter(|| ready(verifier.verify(black_box(&es), now)).unwrap()));
+    c.bench_function("check_cache_hit", |b| b.iter(|| ready(fx.service.check_request(black_box(&req)))));
+
+    for key in &fx.keys {
+        let token = key.sign_jwt(&claims("bob")).unwrap();
+        let parts = hopauth::jws::split(&token).unwrap();
+        let verify_key =
+            verifier.providers()[0].keys.with_candidates(parts.header.kid.as_deref(), key.alg, |l| match l {
+                hopauth::jwks::KeyLookup::Found(k) => k.len(),
+                _ => 0,
+            });
+        assert_eq!(verify_key, 1);
+        c.bench_function(&format!("raw_signature_verify/{}", key.alg), |b| {
+            b.iter(|| {
+                verifier.providers()[0].keys.with_candidates(parts.header.kid.as_deref(), key.alg, |l| match l {
+                    hopauth::jwks::KeyLookup::Found(k) => k[0].verify(parts.signing_input.as_bytes(), &parts.signature),
+                    _ => false,
+                })
+            })
+        });
+        c.bench_function(&format!("uncached_verify/{}", key.alg), |b| {
+            b.iter(|| ready(verifier.verify_uncached(black_box(&token), now)).unwrap())
+        });
+    }
+
+    let headers = Headers(vec![("authorization", format!("Bearer {es}")), ("cookie", "a=b; c=d".into())]);
+    let sources = vec![
+        TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() },
+        TokenSource::Cookie("access_token".into()),
+        TokenSource::Query("access_token".into()),
+    ];
+    c.bench_function("token_extraction", |b| b.iter(|| extract(black_box(&headers), &sources).unwrap()));
+
+    let verified = ready(verifier.verify(&es, now)).unwrap();
+    let decision = Decision::Allow(Allowed::Verified(verified));
+    let identity = fx.authorizer.identity_headers().to_vec();
+    c.bench_function("render_allow_response", |b| b.iter(|| render(black_box(&decision), &identity)));
+
+    let store = MemoryStore::new(Duration::from_secs(86400));
+    for i in 0..10_000 {
+        ready(store.revoke_jti(&format!("revoked-{i}"), now + 3600)).unwrap();
+    }
+    let id = TokenIdentity { iss: ISSUER, sub: Some("alice"), jti: Some("jti-alice"), iat: Some(now) };
+    c.bench_function("revocation_lookup_10k_entries", |b| b.iter(|| store.check(black_box(&id))));
+
+    let per_lookup = allocations(10_000, || ready(verifier.verify(&es, now)).unwrap());
+    let per_check = allocations(10_000, || ready(fx.service.check_request(&req)));
+    let per_revocation = allocations(10_000, || store.check(&id));
+    println!("allocations per cached verdict lookup: {per_lookup:.2}");
+    println!("allocations per whole Check (cache hit): {per_check:.2}");
+    println!("allocations per revocation lookup: {per_revocation:.2}");
+    println!("verify cache hits so far: {}", fx.metrics.verify_cache_hits.get());
+}
+
+criterion_group! {
+    name = decision;
+    config = Criterion::default().measurement_time(Duration::from_secs(2)).warm_up_time(Duration::from_millis(500));
+    targets = benches
+}
+criterion_main!(decision);
