@@ -16,6 +16,7 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`sign`]: signing JWTs (reference issuer, tests, benchmarks).
 //! - [`server`]: start-up and shutdown.
+//! - [`issuer`]: the reference authentication service (login, refresh, logout, JWKS).
 
 pub mod alg;
 pub mod authorizer;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod decision;
 pub mod grpc;
 pub mod http;
+pub mod issuer;
 pub mod jwks;
 pub mod jws;
 pub mod metrics;

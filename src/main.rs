@@ -66,6 +66,39 @@ enum Command {
         #[arg(long)]
         before: Option<i64>,
     },
+    /// The reference authentication service: login, rotating refresh tokens, logout, JWKS.
+    ///
+    /// `hopauth issuer --config issuer.yaml` is `hopauth issuer serve --config issuer.yaml`.
+    /// See docs/issuer.md.
+    #[command(args_conflicts_with_subcommands = true)]
+    Issuer {
+        /// Issuer config file (YAML); serves when no subcommand is given.
+        #[arg(long, short, env = "HOPAUTH_ISSUER_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<IssuerCommand>,
+    },
+}
+
+#[derive(Subcommand)]
+enum IssuerCommand {
+    /// Serve the token, revocation, logout, JWKS and discovery endpoints.
+    Serve {
+        #[arg(long, short, env = "HOPAUTH_ISSUER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Read a password from stdin (first line) and print its argon2id PHC string.
+    HashPassword {
+        /// Read without a prompt, even from a terminal (scripts: `echo -n pw | …`).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Rotate the signing keys: next becomes active, active retiring, a new next is made.
+    /// A running issuer picks it up within `keys.reload_interval`.
+    RotateKeys {
+        #[arg(long, short, env = "HOPAUTH_ISSUER_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -82,6 +115,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Issuer { config, command } => issuer(config, command),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
                 println!("# {}: valid", config.display());
@@ -144,6 +178,80 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+    }
+}
+
+fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
+    use hopauth::issuer::config::IssuerConfig;
+    let load = |path: &std::path::Path| IssuerConfig::load(path).map_err(|e| eprintln!("{e}")).ok();
+    match (command, config) {
+        (Some(IssuerCommand::HashPassword { password_stdin }), _) => {
+            use std::io::{BufRead, IsTerminal};
+            if !password_stdin && std::io::stdin().is_terminal() {
+                eprint!("password (echoed): ");
+            }
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().lock().read_line(&mut line) {
+                eprintln!("cannot read the password from stdin: {e}");
+                return ExitCode::FAILURE;
+            }
+            match hopauth::issuer::users::hash_password(line.trim_end_matches(['\r', '\n'])) {
+                Ok(phc) => {
+                    println!("{phc}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hopauth issuer hash-password: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (Some(IssuerCommand::RotateKeys { config }), _) => {
+            let Some(c) = load(&config) else { return ExitCode::FAILURE };
+            match hopauth::issuer::rotate_keys(&c) {
+                Ok(r) => {
+                    println!(
+                        "active {} (signing), next {} (published), retiring {:?}, removed {:?}",
+                        r.active, r.next, r.retiring, r.removed
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("hopauth issuer rotate-keys: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        (Some(IssuerCommand::Serve { config }), _) | (None, Some(config)) => {
+            let Some(c) = load(&config) else { return ExitCode::FAILURE };
+            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime.block_on(async {
+                match hopauth::issuer::start(c).await {
+                    Ok(running) => {
+                        tokio::select! {
+                            _ = shutdown_signal() => tracing::info!("shutting down"),
+                            _ = running.stopped() => {}
+                        }
+                        running.shutdown().await;
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        tracing::error!("{e:#}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        (None, None) => {
+            eprintln!("hopauth issuer: give --config FILE (or a subcommand: serve, hash-password, rotate-keys)");
+            ExitCode::FAILURE
         }
     }
 }

@@ -1,0 +1,227 @@
+//! Users from a YAML file (username, argon2id PHC hash, roles, scopes) and password checks
+//! whose failure paths take the same time: an unknown user is checked against a dummy hash
+//! made with the same parameters as the real ones.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use serde::Deserialize;
+
+use crate::config::Problem;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: {source}")]
+    Parse {
+        file: PathBuf,
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    #[error("{}", format_problems(file, problems))]
+    Invalid { file: PathBuf, problems: Vec<Problem> },
+}
+
+fn format_problems(file: &Path, problems: &[Problem]) -> String {
+    let mut out = format!("{}: {} problem(s) in the users file", file.display(), problems.len());
+    for p in problems {
+        out.push_str(&format!("\n  {}: {}: {}", file.display(), p.key, p.message));
+    }
+    out
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("cannot hash the password: {0}")]
+    Hash(argon2::password_hash::Error),
+    #[error("the password is empty")]
+    Empty,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UsersFile {
+    users: Vec<User>,
+}
+
+/// One user as written in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// Becomes the token's `sub`.
+    pub username: String,
+    /// argon2id PHC string, from `hopauth issuer hash-password`.
+    pub password_hash: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Scopes this user may be granted; a login asks for a subset or gets them all.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Every user, and the dummy hash that unknown usernames are checked against.
+pub struct UserDb {
+    users: HashMap<String, User>,
+    dummy_hash: String,
+}
+
+impl std::fmt::Debug for UserDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserDb").field("users", &self.users.len()).finish_non_exhaustive()
+    }
+}
+
+/// A PHC string for `password` with argon2id and the crate's default (OWASP) parameters.
+pub fn hash_password(password: &str) -> Result<String, HashError> {
+    if password.is_empty() {
+        return Err(HashError::Empty);
+    }
+    hash_with(password, &Argon2::default())
+}
+
+fn hash_with(password: &str, argon: &Argon2<'_>) -> Result<String, HashError> {
+    let mut salt = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut salt).map_err(|_| HashError::Hash(argon2::password_hash::Error::Crypto))?;
+    let salt = SaltString::encode_b64(&salt).map_err(HashError::Hash)?;
+    Ok(argon.hash_password(password.as_bytes(), &salt).map_err(HashError::Hash)?.to_string())
+}
+
+impl UserDb {
+    pub fn load(path: &Path) -> Result<Self, UsersError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| UsersError::Read { file: path.to_owned(), source })?;
+        Self::from_yaml(&text, path)
+    }
+
+    pub fn from_yaml(text: &str, file: &Path) -> Result<Self, UsersError> {
+        let parsed: UsersFile =
+            serde_yaml_ng::from_str(text).map_err(|source| UsersError::Parse { file: file.to_owned(), source })?;
+        let mut problems = Vec::new();
+        let mut users = HashMap::new();
+        let mut dummy_params = None;
+        for (i, user) in parsed.users.into_iter().enumerate() {
+            let key = format!("users[{i}]");
+            if user.username.is_empty() || user.username.chars().any(|c| c.is_control() || c == '|') {
+                problems.push(Problem {
+                    key: format!("{key}.username"),
+                    message: "must be non-empty, without control characters or `|`".into(),
+                });
+            }
+            match PasswordHash::new(&user.password_hash) {
+                Ok(h) if h.algorithm == argon2::Algorithm::Argon2id.ident() => {
+                    if dummy_params.is_none() {
+                        dummy_params = argon2::Params::try_from(&h).ok();
+                    }
+                }
+                _ => problems.push(Problem {
+                    key: format!("{key}.password_hash"),
+                    message: "not an argon2id PHC string; make one with `hopauth issuer hash-password`".into(),
+                }),
+            }
+            for scope in &user.scopes {
+                if scope.is_empty() || scope.contains(' ') || scope.chars().any(|c| c.is_control()) {
+                    problems.push(Problem {
+                        key: format!("{key}.scopes"),
+                        message: format!("{scope:?} is not a scope token (RFC 6749 §3.3)"),
+                    });
+                }
+            }
+            let name = user.username.clone();
+            if users.insert(name.clone(), user).is_some() {
+                problems.push(Problem { key: format!("{key}.username"), message: format!("{name:?} is listed twice") });
+            }
+        }
+        if !problems.is_empty() {
+            return Err(UsersError::Invalid { file: file.to_owned(), problems });
+        }
+        // The dummy costs what a real check costs, so "no such user" cannot be timed apart.
+        let params = dummy_params.unwrap_or_default();
+        let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let mut random = [0u8; 16];
+        aws_lc_rs::rand::fill(&mut random).expect("system randomness");
+        let dummy_hash = hash_with(&hex(&random), &argon).expect("hashing a random password");
+        Ok(UserDb { users, dummy_hash })
+    }
+
+    pub fn get(&self, username: &str) -> Option<&User> {
+        self.users.get(username)
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// The user if `password` is theirs. CPU-heavy (argon2): call it off the async threads.
+    /// Unknown users cost one argon2 verification too.
+    pub fn authenticate(&self, username: &str, password: &str) -> Option<&User> {
+        let (user, hash) = match self.users.get(username) {
+            Some(u) => (Some(u), u.password_hash.as_str()),
+            None => (None, self.dummy_hash.as_str()),
+        };
+        let ok = PasswordHash::new(hash)
+            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .unwrap_or(false);
+        if ok {
+            user
+        } else {
+            None
+        }
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cheap parameters so the unit tests stay fast; production hashes use the defaults.
+    fn quick_hash(password: &str) -> String {
+        let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+        hash_with(password, &Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)).unwrap()
+    }
+
+    #[test]
+    fn authenticates_known_users_only() {
+        let yaml = format!(
+            "users:\n  - {{ username: alice, password_hash: \"{}\", roles: [admin], scopes: [orders:read] }}\n",
+            quick_hash("wonderland")
+        );
+        let db = UserDb::from_yaml(&yaml, Path::new("users.yaml")).unwrap();
+        assert_eq!(db.authenticate("alice", "wonderland").map(|u| u.roles.clone()), Some(vec!["admin".into()]));
+        assert!(db.authenticate("alice", "wrong").is_none());
+        assert!(db.authenticate("bob", "wonderland").is_none());
+        assert!(db.dummy_hash.contains("m=1024,t=1,p=1"), "dummy uses the users' parameters: {}", db.dummy_hash);
+    }
+
+    #[test]
+    fn default_hash_is_argon2id_phc() {
+        let h = hash_password("pw").unwrap();
+        assert!(h.starts_with("$argon2id$v=19$"), "{h}");
+        assert!(hash_password("").is_err());
+    }
+
+    #[test]
+    fn bad_entries_are_named() {
+        let yaml = "users:\n  - { username: \"\", password_hash: \"$2b$12$abc\", scopes: [\"a b\"] }\n";
+        let err = UserDb::from_yaml(yaml, Path::new("users.yaml")).unwrap_err().to_string();
+        for k in ["users[0].username", "users[0].password_hash", "users[0].scopes", "users.yaml"] {
+            assert!(err.contains(k), "{k} missing: {err}");
+        }
+        let err = UserDb::from_yaml("users: []\nextra: 1\n", Path::new("u.yaml")).unwrap_err().to_string();
+        assert!(err.contains("extra"), "{err}");
+    }
+}
