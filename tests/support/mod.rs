@@ -238,6 +238,31 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// A free loopback port for a placeholder given to `Envoy::start_with`.
+pub fn pick_port() -> u16 {
+    free_port()
+}
+
+/// `text` with every `from` replaced by its `to`, scanning once left to right.
+fn replace_once(text: &str, replacements: &[(&str, String)]) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while !rest.is_empty() {
+        match replacements.iter().find(|(from, _)| !from.is_empty() && rest.starts_with(from)) {
+            Some((from, to)) => {
+                out.push_str(to);
+                rest = &rest[from.len()..];
+            }
+            None => {
+                let c = rest.chars().next().unwrap();
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
 /// A real Envoy running a config from `envoy/`, its ports rewritten.
 pub struct Envoy {
     child: Child,
@@ -257,7 +282,6 @@ impl Envoy {
     /// Starts `envoy/<file>` with its listener on a free port, hopauth at `hopauth`, the app
     /// at `app`; returns once the listener accepts and hopauth's cluster is healthy.
     pub async fn start(file: &str, hopauth: SocketAddr, app: SocketAddr) -> Envoy {
-        let bin = envoy_bin();
         let text = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
         let port = free_port();
         let text = text
@@ -265,6 +289,32 @@ impl Envoy {
             .replace("port_value: 9901", "port_value: 0")
             .replace("port_value: 9001", &format!("port_value: {}", hopauth.port()))
             .replace("port_value: 8080", &format!("port_value: {}", app.port()));
+        Self::launch(&text, hopauth, port, &[]).await
+    }
+
+    /// Starts `envoy/<file>` with every `(placeholder, value)` replaced in its text, in one
+    /// pass (a value is never rewritten by a later placeholder), for configs with more
+    /// ports than `start` knows (sidecar.yaml: inbound, outbound, next service) or other
+    /// things to point elsewhere (an access log `path: /dev/stdout`). The admin port
+    /// placeholder `port_value: 9901` always becomes a free port. `port` is the value given
+    /// for `port_value: 10000`, the listener waited on. Access log files are flushed every
+    /// 100 ms so tests can read them. Returns once that listener accepts and hopauth's
+    /// cluster is healthy.
+    pub async fn start_with(file: &str, hopauth: SocketAddr, replacements: &[(&str, String)]) -> Envoy {
+        let text = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
+        let mut all: Vec<(&str, String)> = replacements.to_vec();
+        all.push(("port_value: 9901", "port_value: 0".to_string()));
+        let port = replacements
+            .iter()
+            .find(|(from, _)| *from == "port_value: 10000")
+            .and_then(|(_, to)| to.trim_start_matches("port_value:").trim().parse().ok())
+            .expect("start_with needs a replacement for `port_value: 10000` (the listener to wait on)");
+        let text = replace_once(&text, &all);
+        Self::launch(&text, hopauth, port, &["--file-flush-interval-msec", "100"]).await
+    }
+
+    async fn launch(text: &str, hopauth: SocketAddr, port: u16, extra_args: &[&str]) -> Envoy {
+        let bin = envoy_bin();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
         std::fs::write(&config, text).unwrap();
@@ -274,6 +324,7 @@ impl Envoy {
             .arg("-c")
             .arg(&config)
             .args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "warn"])
+            .args(extra_args)
             .arg("--admin-address-path")
             .arg(&admin_path)
             .stdin(Stdio::null())
