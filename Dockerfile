@@ -1,0 +1,21 @@
+# syntax=docker/dockerfile:1
+# The hopauth image (ghcr.io/hopauth/hopauth:<version>, used by k8s/):
+#   docker build -t ghcr.io/hopauth/hopauth:0.1.0 .
+# Build stage: the release binary. Runtime: distroless with glibc and libgcc (what a Rust
+# binary with aws-lc needs), no shell, no package manager, user 65532 ("nonroot").
+
+FROM rust:1-bookworm AS build
+WORKDIR /src
+COPY . .
+# The registry cache keeps rebuilds from downloading every crate again.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    cargo build --release --locked --bin hopauth
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/hopauth /usr/local/bin/hopauth
+USER nonroot:nonroot
+# 9001: ext_authz gRPC (Envoy), 9002: /metrics, /healthz, /readyz, /admin/revoke.
+# Which address they bind is in the config (grpc_listen, http_listen).
+EXPOSE 9001 9002
+ENTRYPOINT ["/usr/local/bin/hopauth"]
+CMD ["serve", "--config", "/etc/hopauth/hopauth.yaml"]

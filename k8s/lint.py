@@ -1,0 +1,200 @@
+#!/usr/bin/env python3
+"""Security lint for the rendered Kubernetes manifests (`kubectl kustomize` output).
+
+Usage: lint.py FILE...     lint every document of each multi-document YAML file
+       lint.py --self-test check that each rule catches a broken copy of k8s/base
+
+For every container (init and native-sidecar containers included): runAsNonRoot,
+readOnlyRootFilesystem, allowPrivilegeEscalation: false, capabilities drop ALL (and add
+nothing), not privileged, CPU and memory requests and limits, an image with a tag or
+digest that is not `latest`. For every pod: no host namespaces, no service-account token.
+The hopauth container's liveness probe must GET /healthz and its readiness probe /readyz.
+Custom resources listed in CRD_SCHEMAS are validated against the schema vendored in
+k8s/schemas/ (kubernetes-validate ships schemas for built-in kinds only).
+Needs PyYAML and jsonschema (both come with kubernetes-validate).
+"""
+
+import copy
+import json
+import os
+import sys
+
+import yaml
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WORKLOADS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+# (apiVersion, kind) -> vendored JSON schema. Unknown custom kinds fail in validate.sh.
+CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "schemas/servicemonitor.json"}
+
+
+def pod_spec(doc):
+    spec = doc.get("spec") or {}
+    kind = doc.get("kind")
+    if kind == "Pod":
+        return spec
+    if kind == "CronJob":
+        return spec["jobTemplate"]["spec"]["template"]["spec"]
+    return spec["template"]["spec"]
+
+
+def is_hopauth(container):
+    image = container.get("image", "").split("@")[0].rsplit(":", 1)[0]
+    return container.get("name") == "hopauth" or image.endswith("/hopauth")
+
+
+def image_problem(image):
+    if "@sha256:" in image:
+        return None
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last:
+        return "image %r has no tag" % image
+    if last.rsplit(":", 1)[1] in ("", "latest"):
+        return "image %r uses the latest tag" % image
+    return None
+
+
+def probe_path(probe):
+    return ((probe or {}).get("httpGet") or {}).get("path")
+
+
+def lint_container(c, pod_sc):
+    sc = c.get("securityContext") or {}
+    out = []
+    if not sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")):
+        out.append("runAsNonRoot is not true")
+    if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+        out.append("runAsUser is 0")
+    if sc.get("readOnlyRootFilesystem") is not True:
+        out.append("readOnlyRootFilesystem is not true")
+    if sc.get("allowPrivilegeEscalation") is not False:
+        out.append("allowPrivilegeEscalation is not false")
+    if sc.get("privileged"):
+        out.append("privileged")
+    caps = sc.get("capabilities") or {}
+    if "ALL" not in (caps.get("drop") or []):
+        out.append("capabilities do not drop ALL")
+    if caps.get("add"):
+        out.append("capabilities add %s" % caps["add"])
+    res = c.get("resources") or {}
+    for section in ("requests", "limits"):
+        for r in ("cpu", "memory"):
+            if not (res.get(section) or {}).get(r):
+                out.append("resources.%s.%s is not set" % (section, r))
+    problem = image_problem(c.get("image", ""))
+    if problem:
+        out.append(problem)
+    if is_hopauth(c):
+        if probe_path(c.get("livenessProbe")) != "/healthz":
+            out.append("hopauth livenessProbe does not GET /healthz")
+        if probe_path(c.get("readinessProbe")) != "/readyz":
+            out.append("hopauth readinessProbe does not GET /readyz")
+    return out
+
+
+def lint_doc(doc):
+    """Findings for one document, each "Kind/name: message"."""
+    kind = doc.get("kind")
+    name = "%s/%s" % (kind, (doc.get("metadata") or {}).get("name"))
+    findings = []
+    schema_file = CRD_SCHEMAS.get((doc.get("apiVersion"), kind))
+    if schema_file:
+        import jsonschema
+
+        with open(os.path.join(HERE, schema_file)) as f:
+            schema = json.load(f)
+        for e in jsonschema.Draft7Validator(schema).iter_errors(doc):
+            where = ".".join(str(p) for p in e.absolute_path) or "(root)"
+            findings.append("%s: %s: %s" % (name, where, e.message))
+    if kind not in WORKLOADS:
+        return findings, 0
+    spec = pod_spec(doc)
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            findings.append("%s: %s is set" % (name, key))
+    if spec.get("automountServiceAccountToken") is not False:
+        findings.append("%s: automountServiceAccountToken is not false" % name)
+    pod_sc = spec.get("securityContext") or {}
+    hopauth = 0
+    for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+        hopauth += is_hopauth(c)
+        findings += ["%s container %s: %s" % (name, c.get("name"), m) for m in lint_container(c, pod_sc)]
+    return findings, hopauth
+
+
+def lint_docs(docs):
+    findings, hopauth = [], 0
+    for doc in docs:
+        if doc:
+            f, h = lint_doc(doc)
+            findings += f
+            hopauth += h
+    return findings, hopauth
+
+
+def self_test():
+    """Each rule must catch a broken copy of the base Deployment and ServiceMonitor."""
+    def load(path):
+        with open(os.path.join(HERE, path)) as f:
+            return yaml.safe_load(f)
+
+    deployment, monitor = load("base/deployment.yaml"), load("base/servicemonitor.yaml")
+    assert lint_docs([deployment, monitor]) == ([], 1), lint_docs([deployment, monitor])
+
+    def hop(d):
+        return [c for c in d["spec"]["template"]["spec"]["initContainers"] if c["name"] == "hopauth"][0]
+
+    def app(d):
+        return d["spec"]["template"]["spec"]["containers"][0]
+
+    breakages = {
+        "latest tag": lambda d: app(d).update(image="ghcr.io/example/orders:latest"),
+        "no tag": lambda d: hop(d).update(image="ghcr.io/hopauth/hopauth"),
+        "root filesystem writable": lambda d: app(d)["securityContext"].pop("readOnlyRootFilesystem"),
+        "privilege escalation": lambda d: hop(d)["securityContext"].update(allowPrivilegeEscalation=True),
+        "capabilities kept": lambda d: app(d)["securityContext"].pop("capabilities"),
+        "runs as root": lambda d: (
+            d["spec"]["template"]["spec"]["securityContext"].pop("runAsNonRoot"),
+            [c["securityContext"].pop("runAsNonRoot") for c in [app(d)]],
+        ),
+        "no memory limit": lambda d: app(d)["resources"]["limits"].pop("memory"),
+        "no requests": lambda d: hop(d)["resources"].pop("requests"),
+        "readiness on /healthz": lambda d: hop(d)["readinessProbe"]["httpGet"].update(path="/healthz"),
+        "no liveness": lambda d: hop(d).pop("livenessProbe"),
+        "token mounted": lambda d: d["spec"]["template"]["spec"].pop("automountServiceAccountToken"),
+        "host network": lambda d: d["spec"]["template"]["spec"].update(hostNetwork=True),
+    }
+    for what, breaking in breakages.items():
+        broken = copy.deepcopy(deployment)
+        breaking(broken)
+        findings, _ = lint_docs([broken])
+        assert findings, "lint missed: %s" % what
+    broken = copy.deepcopy(monitor)
+    broken["spec"]["endpoints"][0]["intervall"] = "15s"
+    assert lint_docs([broken])[0], "lint missed: ServiceMonitor typo"
+    print("lint self-test: %d breakages caught" % (len(breakages) + 1))
+
+
+def main(argv):
+    if argv == ["--self-test"]:
+        self_test()
+        return 0
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    failed = False
+    for path in argv:
+        with open(path) as f:
+            docs = list(yaml.safe_load_all(f))
+        findings, hopauth = lint_docs(docs)
+        if hopauth == 0:
+            findings.append("no hopauth container found: is this the right manifest?")
+        for finding in findings:
+            print("LINT %s: %s" % (path, finding), file=sys.stderr)
+        failed |= bool(findings)
+        if not findings:
+            print("lint %s: %d documents, %d hopauth containers, ok" % (path, len([d for d in docs if d]), hopauth))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
