@@ -326,18 +326,23 @@ impl TokenService {
         n
     }
 
-    /// Revokes a family and every access token still alive in it.
+    /// Revokes a family and every access token still alive in it; how many it revoked
+    /// (`None`: no such family).
     async fn revoke_family(&self, family: &str, now: i64) -> Result<Option<usize>, OAuthError> {
+        match self.end_family(family, now).await? {
+            Some(live) => Ok(Some(self.revoke_access(&live).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Marks a family revoked in the refresh store; its live access tokens, not yet revoked.
+    async fn end_family(&self, family: &str, now: i64) -> Result<Option<Vec<(String, i64)>>, OAuthError> {
         let revoked = self.refresh.revoke_family(family, now).await;
         self.metrics.record_revocation("family", revoked.is_ok());
-        match revoked {
-            Ok(Some(f)) => Ok(Some(self.revoke_access(&f.live_access).await)),
-            Ok(None) => Ok(None),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot revoke a refresh family");
-                Err(OAuthError::TemporarilyUnavailable)
-            }
-        }
+        revoked.map(|f| f.map(|f| f.live_access)).map_err(|e| {
+            tracing::warn!(error = %e, "cannot revoke a refresh family");
+            OAuthError::TemporarilyUnavailable
+        })
     }
 
     /// RFC 7009: a refresh token ends its session (and that session's access tokens); an
@@ -363,15 +368,13 @@ impl TokenService {
             ));
         }
         let now = unix_now();
-        let mut out = LoggedOut::default();
+        // Every access token to revoke, once: the bearer's and each session's live ones.
+        let mut access_tokens = std::collections::BTreeMap::new();
         let mut families = Vec::new();
         if let Some(token) = access {
             let own = self.verify_own(token).ok_or(OAuthError::InvalidToken)?;
             if own.exp > now {
-                let ok = self.revocation.revoke_jti(&own.jti, own.exp).await;
-                self.metrics.record_revocation("jti", ok.is_ok());
-                ok.map_err(|_| OAuthError::TemporarilyUnavailable)?;
-                out.access_tokens += 1;
+                access_tokens.insert(own.jti, own.exp);
             }
             families.extend(own.sid);
         }
@@ -383,13 +386,19 @@ impl TokenService {
         }
         families.sort();
         families.dedup();
+        let mut sessions = 0;
         for family in &families {
-            if let Some(n) = self.revoke_family(family, now).await? {
-                out.sessions += 1;
-                out.access_tokens += n;
+            if let Some(live) = self.end_family(family, now).await? {
+                sessions += 1;
+                access_tokens.extend(live);
             }
         }
-        Ok(out)
+        let live: Vec<(String, i64)> = access_tokens.into_iter().collect();
+        let revoked = self.revoke_access(&live).await;
+        if revoked < live.len() {
+            return Err(OAuthError::TemporarilyUnavailable);
+        }
+        Ok(LoggedOut { access_tokens: revoked, sessions })
     }
 }
 
