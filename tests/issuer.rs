@@ -441,3 +441,32 @@ fn hash_password_prints_an_argon2id_phc_string() {
     assert!(db.authenticate("u", "correct horse").is_some());
     assert!(db.authenticate("u", "correct horse\n").is_none());
 }
+
+#[test]
+fn issuer_config_errors_name_every_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("issuer.yaml");
+    std::fs::write(&path, "issuer: https://a/\naudiences: []\nusers_file: nope.yaml\nkeys: { dir: k }\nlistn: x\n")
+        .unwrap();
+    let run = || std::process::Command::new(env!("CARGO_BIN_EXE_hopauth")).arg("issuer").output().unwrap();
+    assert_eq!(run().status.code(), Some(1), "no config, no subcommand");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hopauth"))
+        .args(["issuer", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("issuer.yaml") && err.contains("listn"), "unknown key named: {err}");
+    std::fs::write(&path, "issuer: https://a/\naudiences: []\nusers_file: nope.yaml\nkeys: { dir: k }\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hopauth"))
+        .args(["issuer", "rotate-keys", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for key in ["issuer.yaml: issuer:", "issuer.yaml: audiences:", "issuer.yaml: users_file:"] {
+        assert!(err.contains(key), "{key} missing: {err}");
+    }
+}
