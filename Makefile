@@ -15,7 +15,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis build test lint bench demo
+.PHONY: all tools envoy redis build test lint bench bench-tools demo
 
 all: build
 
@@ -61,8 +61,16 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
 
-bench:
-	cargo bench
+bench: tools bench-tools
+	cargo bench --bench decision
+	cargo bench --bench load
+
+# Load generators for `make bench`: wrk (closed loop) and h2load (gRPC alone), from Debian.
+bench-tools:
+	@for pair in wrk:wrk h2load:nghttp2-client; do \
+		bin=$${pair%%:*}; pkg=$${pair#*:}; \
+		command -v $$bin >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkg; }; \
+	done
 
 # The end-to-end demo: JWKS, hopauth, an echo app and Envoy (envoy/hopauth.yaml) on free
 # ports, then a scripted walk through allow/deny/scope/revocation (examples/demo.rs).

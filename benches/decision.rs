@@ -150,7 +150,7 @@ fn benches(c: &mut Criterion) {
     let verifier = fx.authorizer.verifier();
     ready(verifier.verify(&es, now)).unwrap();
     let req = check_request(&es);
-    assert!(matches!(ready(fx.service.check_request(&req)).http_response, Some(_)));
+    assert!(ready(fx.service.check_request(&req)).http_response.is_some());
 
     c.bench_function("cached_verdict_lookup", |b| b.iter(|| ready(verifier.verify(black_box(&es), now)).unwrap()));
     c.bench_function("check_cache_hit", |b| b.iter(|| ready(fx.service.check_request(black_box(&req)))));

@@ -118,8 +118,11 @@ fn main() -> ExitCode {
         Command::Issuer { config, command } => issuer(config, command),
         Command::CheckConfig { config } => match Config::load(&config) {
             Ok(c) => {
-                println!("# {}: valid", config.display());
-                print!("{}", serde_yaml_ng::to_string(&c).unwrap_or_default());
+                use std::io::Write;
+                let text =
+                    format!("# {}: valid\n{}", config.display(), serde_yaml_ng::to_string(&c).unwrap_or_default());
+                // A closed pipe (`| head`) is not an error worth a panic.
+                let _ = std::io::stdout().write_all(text.as_bytes());
                 ExitCode::SUCCESS
             }
             Err(e) => {
