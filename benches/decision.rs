@@ -30,13 +30,17 @@ use serde_json::json;
 
 struct Counting;
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Bytes currently allocated (allocated minus freed).
+static LIVE: AtomicU64 = AtomicU64::new(0);
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
+        LIVE.fetch_add(layout.size() as u64, Ordering::Relaxed);
         unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as u64, Ordering::Relaxed);
         unsafe { System.dealloc(ptr, layout) }
     }
 }
@@ -204,6 +208,22 @@ fn benches(c: &mut Criterion) {
     println!("allocations per whole Check (cache hit): {per_check:.2}");
     println!("allocations per revocation lookup: {per_revocation:.2}");
     println!("verify cache hits so far: {}", fx.metrics.verify_cache_hits.get());
+
+    // Live heap per cached token: verify 20k distinct tokens, let moka settle, compare.
+    let tokens: Vec<String> =
+        (0..20_000).map(|i| fx.keys[0].sign_jwt(&claims(&format!("user-{i}"))).unwrap()).collect();
+    let token_bytes: usize = tokens.iter().map(String::len).sum::<usize>() / tokens.len();
+    let before = LIVE.load(Ordering::Relaxed);
+    for t in &tokens {
+        ready(verifier.verify(t, now)).unwrap();
+    }
+    verifier.run_pending_tasks();
+    let grown = LIVE.load(Ordering::Relaxed).saturating_sub(before);
+    println!(
+        "live heap per cached token: {} bytes (token itself {token_bytes} bytes); 100k tokens = {:.1} MiB",
+        grown / tokens.len() as u64,
+        grown as f64 / tokens.len() as f64 * 100_000.0 / (1024.0 * 1024.0)
+    );
 }
 
 criterion_group! {

@@ -37,8 +37,8 @@ impl Authorizer {
         let mut identity_headers: Vec<String> = Vec::new();
         for p in verifier.providers() {
             for h in p.claims_to_headers.iter().map(|(_, h)| h).chain(p.payload_header.iter()) {
-                if !identity_headers.contains(h) {
-                    identity_headers.push(h.clone());
+                if !identity_headers.iter().any(|known| **known == **h) {
+                    identity_headers.push(h.to_string());
                 }
             }
         }

@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
 };
@@ -104,18 +106,20 @@ pub fn render(decision: &Decision, identity_headers: &[String]) -> CheckResponse
             let mut ok = OkHttpResponse { headers_to_remove: identity_headers.to_vec(), ..Default::default() };
             let mut metadata = None;
             if let Allowed::Verified(token) = allowed {
-                for (name, value) in &token.headers {
-                    ok.headers.push(header(name, value.clone(), HeaderAppendAction::OverwriteIfExistsOrAdd));
+                for (name, value) in token.headers.iter() {
+                    ok.headers.push(header(name, &**value, HeaderAppendAction::OverwriteIfExistsOrAdd));
+                }
+                if let Some(name) = &token.payload_header {
+                    let value = URL_SAFE_NO_PAD.encode(token.claims_json.as_bytes());
+                    ok.headers.push(header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd));
                 }
                 // Removal is applied after the set headers; do not remove what we just set.
-                ok.headers_to_remove.retain(|h| !token.headers.iter().any(|(n, _)| n == h));
-                let claims = token.claims.iter().map(|(k, v)| (k.clone(), to_pb(v))).collect();
-                metadata = Some(Struct {
-                    fields: HashMap::from([(
-                        METADATA_NAMESPACE.to_string(),
-                        PbValue { kind: Some(Kind::StructValue(Struct { fields: claims })) },
-                    )]),
-                });
+                ok.headers_to_remove
+                    .retain(|h| !ok.headers.iter().any(|set| set.header.as_ref().is_some_and(|s| s.key == *h)));
+                // The claims were validated as a JSON object when the token was verified.
+                let claims =
+                    serde_json::from_str::<PbJson>(&token.claims_json).map_or_else(|_| PbValue::default(), |v| v.0);
+                metadata = Some(Struct { fields: HashMap::from([(METADATA_NAMESPACE.to_string(), claims)]) });
             }
             CheckResponse {
                 status: Some(Status { code: RPC_OK, ..Default::default() }),
@@ -178,17 +182,62 @@ fn quote_safe(s: &str) -> String {
     s.chars().filter(|c| *c == ' ' || (c.is_ascii_graphic() && *c != '"' && *c != '\\')).collect()
 }
 
-fn to_pb(v: &serde_json::Value) -> PbValue {
-    use serde_json::Value as J;
-    let kind = match v {
-        J::Null => Kind::NullValue(0),
-        J::Bool(b) => Kind::BoolValue(*b),
-        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
-        J::String(s) => Kind::StringValue(s.clone()),
-        J::Array(items) => Kind::ListValue(ListValue { values: items.iter().map(to_pb).collect() }),
-        J::Object(m) => Kind::StructValue(Struct { fields: m.iter().map(|(k, v)| (k.clone(), to_pb(v))).collect() }),
-    };
-    PbValue { kind: Some(kind) }
+/// JSON read straight into protobuf `Value`s (no intermediate `serde_json::Value`).
+struct PbJson(PbValue);
+
+impl<'de> serde::Deserialize<'de> for PbJson {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(PbJsonVisitor)
+    }
+}
+
+struct PbJsonVisitor;
+
+fn pb(kind: Kind) -> PbJson {
+    PbJson(PbValue { kind: Some(kind) })
+}
+
+impl<'de> serde::de::Visitor<'de> for PbJsonVisitor {
+    type Value = PbJson;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<PbJson, E> {
+        Ok(pb(Kind::BoolValue(v)))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<PbJson, E> {
+        Ok(pb(Kind::NumberValue(v as f64)))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<PbJson, E> {
+        Ok(pb(Kind::NumberValue(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<PbJson, E> {
+        Ok(pb(Kind::NumberValue(v)))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<PbJson, E> {
+        Ok(pb(Kind::StringValue(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<PbJson, E> {
+        Ok(pb(Kind::StringValue(v)))
+    }
+    fn visit_unit<E>(self) -> Result<PbJson, E> {
+        Ok(pb(Kind::NullValue(0)))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<PbJson, A::Error> {
+        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(PbJson(v)) = seq.next_element()? {
+            values.push(v);
+        }
+        Ok(pb(Kind::ListValue(ListValue { values })))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PbJson, A::Error> {
+        let mut fields = HashMap::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((k, PbJson(v))) = map.next_entry::<String, PbJson>()? {
+            fields.insert(k, v);
+        }
+        Ok(pb(Kind::StructValue(Struct { fields })))
+    }
 }
 
 #[cfg(test)]

@@ -124,12 +124,12 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         caches.push(cache.clone());
         providers.push(Provider {
             name: p.name.as_str().into(),
-            issuer: p.issuer.clone(),
+            issuer: p.issuer.as_str().into(),
             audiences: p.audiences.clone(),
             algorithms: p.algorithms.clone(),
             leeway_secs: p.leeway.as_secs() as i64,
-            claims_to_headers: p.claims_to_headers.iter().map(|(c, h)| (c.clone(), h.clone())).collect(),
-            payload_header: p.payload_header.clone(),
+            claims_to_headers: p.claims_to_headers.iter().map(|(c, h)| (c.clone(), h.as_str().into())).collect(),
+            payload_header: p.payload_header.as_deref().map(Into::into),
             keys: cache,
         });
     }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use moka::sync::Cache;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::alg::Alg;
 use crate::decision::DenyReason;
@@ -15,31 +15,34 @@ use crate::jws::{self, JwsError};
 /// One trusted issuer, ready for the request path.
 pub struct Provider {
     pub name: Arc<str>,
-    pub issuer: String,
+    pub issuer: Arc<str>,
     pub audiences: Vec<String>,
     pub algorithms: Vec<Alg>,
     pub leeway_secs: i64,
     /// (claim, header) pairs, in config order.
-    pub claims_to_headers: Vec<(String, String)>,
-    pub payload_header: Option<String>,
+    pub claims_to_headers: Vec<(String, Arc<str>)>,
+    pub payload_header: Option<Arc<str>>,
     pub keys: Arc<JwksCache>,
 }
 
 /// A token whose signature and claims passed; shared by every request that presents it.
+/// Kept compact (names shared with the provider, boxed slices): the cache holds many.
 #[derive(Debug)]
 pub struct VerifiedToken {
     pub provider: Arc<str>,
-    pub iss: String,
-    pub sub: Option<String>,
-    pub jti: Option<String>,
+    pub iss: Arc<str>,
+    pub sub: Option<Box<str>>,
+    pub jti: Option<Box<str>>,
     pub iat: Option<i64>,
     pub exp: i64,
     pub leeway_secs: i64,
-    pub scopes: Vec<String>,
-    /// Identity headers to set upstream, already rendered.
-    pub headers: Vec<(String, String)>,
-    /// The verified claims, for dynamic metadata.
-    pub claims: Map<String, Value>,
+    pub scopes: Box<[Box<str>]>,
+    /// Identity headers from `claims_to_headers`, already rendered.
+    pub headers: Box<[(Arc<str>, Box<str>)]>,
+    /// The provider's `payload_header`; its value is base64url of `claims_json`.
+    pub payload_header: Option<Arc<str>>,
+    /// The verified claims as the token carried them (decoded JSON object text).
+    pub claims_json: Box<str>,
 }
 
 /// Seconds since the Unix epoch.
@@ -77,6 +80,11 @@ impl Verifier {
         Verifier { providers, cache, metrics }
     }
 
+    /// Lets the cache finish pending housekeeping (tests and benches measure after it).
+    pub fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks();
+    }
+
     pub fn providers(&self) -> &[Provider] {
         &self.providers
     }
@@ -109,7 +117,7 @@ impl Verifier {
             JwsError::BadClaim => DenyReason::InvalidClaim,
         })?;
         let iss = jws.claims.iss.as_deref().ok_or(DenyReason::UnknownIssuer)?;
-        let provider = self.providers.iter().find(|p| p.issuer == iss).ok_or(DenyReason::UnknownIssuer)?;
+        let provider = self.providers.iter().find(|p| &*p.issuer == iss).ok_or(DenyReason::UnknownIssuer)?;
         let iss = provider.issuer.clone();
         let alg = jws.header.alg;
         if !provider.algorithms.contains(&alg) {
@@ -152,26 +160,23 @@ impl Verifier {
         if !c.aud.iter().any(|a| provider.audiences.contains(a)) {
             return Err(DenyReason::BadAudience);
         }
-        let mut headers = Vec::with_capacity(provider.claims_to_headers.len() + 1);
-        for (claim, header) in &provider.claims_to_headers {
-            if let Some(value) = c.all.get(claim).and_then(render_header_value) {
-                headers.push((header.clone(), value));
-            }
-        }
-        if let Some(h) = &provider.payload_header {
-            headers.push((h.clone(), jws.payload_b64.to_string()));
-        }
+        let headers: Vec<(Arc<str>, Box<str>)> = provider
+            .claims_to_headers
+            .iter()
+            .filter_map(|(claim, header)| Some((header.clone(), render_header_value(c.all.get(claim)?)?.into())))
+            .collect();
         Ok(VerifiedToken {
             provider: provider.name.clone(),
             iss,
-            sub: c.sub,
-            jti: c.jti,
+            sub: c.sub.map(Into::into),
+            jti: c.jti.map(Into::into),
             iat: c.iat,
             exp,
             leeway_secs: leeway,
-            scopes: c.scopes,
-            headers,
-            claims: c.all,
+            scopes: c.scopes.into_iter().map(Into::into).collect(),
+            headers: headers.into(),
+            payload_header: provider.payload_header.clone(),
+            claims_json: jws.payload_json.into(),
         })
     }
 }
