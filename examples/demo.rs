@@ -1,11 +1,26 @@
-//! `make demo` / `cargo run --release --example demo`: hopauth end to end, told as a story.
+//! `make demo` / `cargo run --release --example demo`: the whole system, told as a story.
 //!
-//! Starts, on free loopback ports, a JWKS endpoint with freshly generated keys, hopauth
-//! in-process, an echo app (it answers with the headers it received) and a real Envoy
-//! configured from `envoy/hopauth.yaml`; then sends requests through Envoy and checks each
-//! outcome. Exits 0 when every step behaved as expected, 1 otherwise (naming the step).
-//! Output is coloured on a terminal; plain when stdout is not a TTY or `NO_COLOR` is set.
+//! Starts, on free loopback ports: Redis (when `redis-server` is on `PATH`), the reference
+//! issuer (`hopauth issuer`, in-process), hopauth (one per Envoy, sharing Redis; one shared
+//! instance on the memory backend without Redis), the edge gateway (`envoy/gateway.yaml`)
+//! and the chain A → B → C, each service behind its own sidecar (`envoy/sidecar.yaml`).
+//! Then: log in; call A → B → C with every hop verified; no token and a tampered token
+//! refused at the gateway; a call that bypasses the gateway refused by B's sidecar; revoke
+//! the token at the issuer and time every hop's refusal; refresh and continue; a
+//! scope-protected route. Exits 0 when every step behaved, 1 otherwise (naming the step),
+//! after stopping every process it started.
+//!
+//! `--up` (`make up`) starts the same system, prints its URLs and a ready-made `curl`, and
+//! keeps it running until Ctrl-C. Output is coloured on a terminal; plain when stdout is
+//! not a TTY or `NO_COLOR` is set. The wiring is the tests': tests/support/issuer_stack.rs,
+//! tests/support/chain_stack.rs, tests/support/redis_server.rs.
 
+#[path = "../tests/support/chain_stack.rs"]
+mod chain_stack;
+#[path = "../tests/support/issuer_stack.rs"]
+mod issuer_stack;
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -15,8 +30,10 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use chain_stack::{Chain, HopauthAddrs, NAMES};
+use issuer_stack::{hopauth_yaml, post_form, start_issuer, IssuerParts, Options, TokenReply};
 use serde_json::{json, Value};
-use support::{bearer, claims, now, Reply, Stack};
+use support::{bearer, send, start_hopauth, wait_ready, Reply, ADMIN_TOKEN};
 
 // ---------------------------------------------------------------------------------------
 // Output
@@ -53,7 +70,7 @@ fn cyan(t: impl std::fmt::Display) -> String {
     paint("36", t)
 }
 
-/// `eyJhbGciOiJFUzI1…Qx9w` (length): a token short enough to read.
+/// `eyJhbGciOiJFUzI1…Qx9w (612 bytes)`: a token short enough to read.
 fn short(token: &str) -> String {
     if token.len() <= 28 {
         return token.to_string();
@@ -71,9 +88,13 @@ fn status_text(status: u16) -> String {
     }
 }
 
-/// Prints one request: `→ GET <url>` and the headers sent (tokens shortened).
-fn show_request(url: &str, headers: &[(&str, &str)], note: &str) {
-    println!("  {} {} {}", cyan("→"), bold("GET"), url);
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+/// `→ METHOD url` and the headers sent (tokens shortened), and a note.
+fn show_request(method: &str, url: &str, headers: &[(&str, &str)], note: &str) {
+    println!("  {} {} {}", cyan("→"), bold(method), url);
     for (name, value) in headers {
         let value = match value.strip_prefix("Bearer ") {
             Some(token) => format!("Bearer {}", short(token)),
@@ -86,9 +107,9 @@ fn show_request(url: &str, headers: &[(&str, &str)], note: &str) {
     }
 }
 
-/// Prints the reply: status, and for a deny the challenge and the error body.
+/// The reply: status, and for a deny the challenge and the error body.
 fn show_reply(r: &Reply, elapsed: Duration) {
-    println!("  {} {}  {}", cyan("←"), status_text(r.status), dim(format!("{:.1} ms", elapsed.as_secs_f64() * 1e3)));
+    println!("  {} {}  {}", cyan("←"), status_text(r.status), dim(ms(elapsed)));
     if let Some(c) = r.header("www-authenticate") {
         println!("      {}: {}", dim("www-authenticate"), c);
     }
@@ -101,6 +122,16 @@ fn show_reply(r: &Reply, elapsed: Duration) {
 
 fn detail(label: &str, value: impl std::fmt::Display) {
     println!("      {} {}", dim(format!("{label}:")), value);
+}
+
+/// The claims of a JWT, unverified (for display).
+fn claims_of(token: &str) -> Value {
+    token
+        .split('.')
+        .nth(1)
+        .and_then(|p| URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,26 +168,157 @@ fn expect_invalid_token(r: &Reply, description: &str) -> Outcome {
     Ok(())
 }
 
+// ---------------------------------------------------------------------------------------
+// The system
+
+/// Everything `make demo` and `make up` start; `shutdown` stops it all.
+struct System {
+    issuer: IssuerParts,
+    /// `(label, hopauth)`: one per Envoy (gateway, A, B, C) with Redis, one shared without.
+    hopauths: Vec<(&'static str, hopauth::server::Running)>,
+    chain: Chain,
+    client: reqwest::Client,
+}
+
+impl System {
+    async fn start() -> System {
+        let redis = redis_server::which("redis-server").is_some();
+        if redis {
+            println!("{}", dim("starting Redis, the issuer, 4 hopauths, the gateway and A → B → C on free ports…"));
+        } else {
+            println!(
+                "{} {}",
+                yellow(bold("note:")),
+                yellow(
+                    "redis-server is not on PATH (`make tools` installs it with apt): using the memory \
+                     revocation backend with ONE hopauth shared by the gateway and every sidecar. The \
+                     issuer's revocations cannot reach hopauth without Redis, so the revocation step \
+                     writes through hopauth's own POST /admin/revoke instead."
+                )
+            );
+            println!("{}", dim("starting the issuer, hopauth, the gateway and A → B → C on free ports…"));
+        }
+        let issuer = start_issuer(&Options { issuer_extra: String::new(), redis }).await;
+        let redis_url = issuer.redis.as_ref().map(redis_server::RedisServer::url);
+        let yaml = hopauth_yaml(&issuer.config.issuer, redis_url.as_deref());
+        let labels: &[&'static str] = if redis { &["gateway", "A", "B", "C"] } else { &["shared"] };
+        let mut hopauths = Vec::new();
+        for label in labels {
+            hopauths.push((*label, start_hopauth(&yaml).await));
+        }
+        for (_, h) in &hopauths {
+            wait_ready(h).await;
+        }
+        let addr = |i: usize| hopauths[i.min(hopauths.len() - 1)].1.grpc_addr;
+        let addrs = HopauthAddrs { gateway: addr(0), sidecars: [addr(1), addr(2), addr(3)] };
+        let chain = Chain::start(addrs).await;
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("reqwest client");
+        System { issuer, hopauths, chain, client }
+    }
+
+    fn redis(&self) -> bool {
+        self.issuer.redis.is_some()
+    }
+
+    fn issuer_url(&self, path: &str) -> String {
+        format!("{}{path}", self.issuer.config.issuer)
+    }
+
+    /// The hopauth the Envoy of `hop` asks (0: gateway, 1..=3: A, B, C).
+    fn hopauth_of(&self, hop: usize) -> &hopauth::server::Running {
+        &self.hopauths[hop.min(self.hopauths.len() - 1)].1
+    }
+
+    /// `(label, url)` of the gateway and each sidecar inbound, for `path`.
+    fn entry_points(&self, gateway_path: &str, sidecar_path: &str) -> Vec<(String, String)> {
+        let mut v = vec![("gateway".to_string(), self.chain.gateway_url(gateway_path))];
+        for hop in &self.chain.hops {
+            v.push((format!("{}'s sidecar", hop.name), hop.url(sidecar_path)));
+        }
+        v
+    }
+
+    fn print(&self) {
+        println!();
+        let row = |k: &str, v: String| println!("  {:<26} {}", k, v);
+        match &self.issuer.redis {
+            Some(r) => row("Redis", r.url()),
+            None => row("Redis", yellow("none: memory backend, one shared hopauth")),
+        }
+        row("issuer", format!("{} (token, revoke, logout, JWKS)", self.issuer.config.issuer));
+        row("issuer admin", format!("http://{}/metrics", self.issuer.issuer.admin_addr));
+        for (label, h) in &self.hopauths {
+            row(&format!("hopauth ({label})"), format!("grpc {} · http://{}/metrics", h.grpc_addr, h.http_addr));
+        }
+        row("gateway", format!("{} (Envoy admin http://{})", self.chain.gateway_url("/"), self.chain.gateway.admin));
+        for hop in &self.chain.hops {
+            row(
+                &format!("{}'s sidecar", hop.name),
+                format!("{} (Envoy admin http://{})", hop.url("/"), hop.envoy.admin),
+            );
+        }
+    }
+
+    async fn login(&self, user: &str, password: &str) -> TokenReply {
+        let form = [("grant_type", "password"), ("username", user), ("password", password)];
+        post_form(&self.client, &self.issuer_url("/token"), &form, None).await
+    }
+
+    async fn shutdown(self) {
+        let System { issuer, hopauths, chain, .. } = self;
+        drop(chain); // every Envoy is killed on drop
+        for (_, h) in hopauths {
+            h.shutdown().await;
+        }
+        let IssuerParts { redis, issuer, dir, .. } = issuer;
+        issuer.shutdown().await;
+        drop(redis); // killed on drop
+        drop(dir);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The story
+
+const STEPS: usize = 8;
+
 struct Demo {
-    stack: Stack,
+    sys: System,
     step: usize,
-    total: usize,
     failures: Vec<String>,
+    /// Per hop, the time from the revoke request to its first refusal.
+    revocation: Vec<(String, Duration)>,
 }
 
 impl Demo {
-    async fn get(&self, path: &str, headers: &[(&str, &str)], note: &str) -> Reply {
-        show_request(&self.stack.envoy.url(path), headers, note);
+    async fn get(&self, url: &str, headers: &[(&str, &str)], note: &str) -> Reply {
+        show_request("GET", url, headers, note);
         let start = Instant::now();
-        let r = self.stack.get(path, headers).await;
+        let r = send(&self.sys.client, url, headers).await;
         show_reply(&r, start.elapsed());
         r
+    }
+
+    async fn post_form(&self, path: &str, form: &[(&str, &str)], bearer_token: Option<&str>) -> (TokenReply, Duration) {
+        let url = self.sys.issuer_url(path);
+        let shown: Vec<String> = form
+            .iter()
+            .map(|(k, v)| if k.contains("token") { format!("{k}={}", short(v)) } else { format!("{k}={v}") })
+            .collect();
+        let auth = bearer_token.map(bearer);
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        show_request("POST", &url, &headers, &shown.join("&"));
+        let start = Instant::now();
+        let r = post_form(&self.sys.client, &url, form, bearer_token).await;
+        let took = start.elapsed();
+        println!("  {} {}  {}", cyan("←"), status_text(r.status), dim(ms(took)));
+        (r, took)
     }
 
     fn begin(&mut self, title: &str) {
         self.step += 1;
         println!();
-        println!("{} {}", bold(cyan(format!("[{}/{}]", self.step, self.total))), bold(title));
+        println!("{} {}", bold(cyan(format!("[{}/{STEPS}]", self.step))), bold(title));
     }
 
     fn end(&mut self, title: &str, outcome: Outcome, ok: &str) {
@@ -169,116 +331,250 @@ impl Demo {
         }
     }
 
-    fn token(&self, claims: &Value) -> String {
-        self.stack.keys.es.sign_jwt(claims).expect("signing a demo token")
+    /// Sum over every hopauth of one metric line's value.
+    fn metric_sum(&self, line_start: &str) -> f64 {
+        self.sys
+            .hopauths
+            .iter()
+            .map(|(_, h)| {
+                h.metrics
+                    .render()
+                    .lines()
+                    .find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse::<f64>().ok()))
+                    .unwrap_or(0.0)
+            })
+            .sum()
+    }
+
+    /// Calls A → B → C through the gateway and prints what each service saw.
+    async fn call_chain(&self, token: &str, note: &str) -> Outcome {
+        let auth = bearer(token);
+        let allowed = r#"hopauth_checks_total{decision="allow",reason="verified"} "#;
+        let before = self.metric_sum(allowed);
+        let r = self.get(&self.sys.chain.gateway_url("/chain"), &[("authorization", &auth)], note).await;
+        expect_status(&r, 200)?;
+        let mut node = &r.body;
+        for (i, name) in NAMES.iter().enumerate() {
+            let sub = node["identity"]["x-jwt-sub"].as_str().unwrap_or("(none)");
+            let scope = node["identity"]["x-jwt-scope"].as_str().unwrap_or("(none)");
+            println!(
+                "      {}{} {} saw sub={} scope=\"{}\" {}",
+                "   ".repeat(i),
+                if i == 0 { "▶" } else { "└▶" },
+                bold(format!("service {name}")),
+                green(bold(sub)),
+                scope,
+                dim(format!("(verified by {name}'s sidecar, token received: {})", node["token_received"])),
+            );
+            expect!(node["service"] == *name, "hop {} is {}, expected {name}", i + 1, node["service"]);
+            expect!(sub == "alice", "{name} saw sub {sub}, expected alice");
+            expect!(node["token_received"] == true, "{name} did not receive the token");
+            if i + 1 < NAMES.len() {
+                expect!(node["next"]["status"] == 200, "{name}'s call to the next hop: {}", node["next"]);
+                node = &node["next"]["body"];
+            }
+        }
+        let checks = (self.metric_sum(allowed) - before).round() as u64;
+        detail("hopauth allow decisions for this request", format!("{checks} (gateway, A, B, C)"));
+        expect!(checks == 4, "expected 4 verified allows (one per hop), got {checks}");
+        Ok(())
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// The story
-
-const STEPS: usize = 8;
-
-async fn step_valid(d: &mut Demo, alice: &str) {
-    let title = "A valid ES256 token is let through, with the verified identity";
+async fn step_login(d: &mut Demo) -> Option<TokenReply> {
+    let title = "Log in at the issuer (password grant)";
     d.begin(title);
-    let auth = bearer(alice);
-    let r =
-        d.get("/orders/42", &[("authorization", &auth)], "ES256 token: sub=alice, scope=\"orders:read profile\"").await;
+    let (r, _) = d
+        .post_form("/token", &[("grant_type", "password"), ("username", "alice"), ("password", "alice-pw")], None)
+        .await;
     let outcome = (|| {
-        expect_status(&r, 200)?;
-        let sub = r.upstream_header("x-jwt-sub");
-        let scope = r.upstream_header("x-jwt-scope");
-        let forwarded = r.upstream_header("authorization");
-        detail("app saw x-jwt-sub", sub.unwrap_or("(absent)"));
-        detail("app saw x-jwt-scope", scope.unwrap_or("(absent)"));
-        let same = forwarded == Some(auth.as_str());
+        expect!(r.status == 200, "login answered {}: {}", r.status, r.body);
+        let access = r.body["access_token"].as_str().unwrap_or("");
+        let c = claims_of(access);
+        detail("access_token", short(access));
+        detail("refresh_token", short(r.body["refresh_token"].as_str().unwrap_or("")));
+        detail("expires_in", &r.body["expires_in"]);
         detail(
-            "app saw authorization",
-            if same { "unchanged, byte for byte (the next hop can verify it again)" } else { "CHANGED" },
+            "claims",
+            format!(
+                "sub={} scope=\"{}\" jti={} sid={}",
+                c["sub"],
+                c["scope"].as_str().unwrap_or(""),
+                c["jti"],
+                c["sid"]
+            ),
         );
-        expect!(sub == Some("alice"), "the app saw x-jwt-sub {sub:?}, expected \"alice\"");
-        expect!(scope == Some("orders:read profile"), "the app saw x-jwt-scope {scope:?}");
-        expect!(same, "the Authorization header was not forwarded unchanged: {forwarded:?}");
+        expect!(c["sub"] == "alice", "the access token's sub is {}", c["sub"]);
         Ok(())
     })();
-    d.end(title, outcome, "200, identity headers set by hopauth, token forwarded untouched");
+    let ok = outcome.is_ok();
+    d.end(title, outcome, "an ES256 access token (5 min) and a rotating refresh token");
+    ok.then_some(r)
 }
 
-async fn step_no_token(d: &mut Demo) {
-    let title = "No token at all";
+async fn step_chain(d: &mut Demo, token: &str) {
+    let title = "Call A, which calls B, which calls C: every hop verifies the same token";
     d.begin(title);
-    let r = d.get("/orders/42", &[], "").await;
-    let outcome = (|| {
+    let outcome = d.call_chain(token, "client → gateway → A's sidecar → A → B's sidecar → B → C's sidecar → C").await;
+    d.end(title, outcome, "200; each service saw alice, verified by its own sidecar");
+}
+
+async fn step_refused_at_gateway(d: &mut Demo, token: &str) {
+    let title = "No token, then a tampered token: refused at the gateway";
+    d.begin(title);
+    let a_stat = "http.inbound.downstream_rq_total";
+    let a_before = d.sys.chain.hops[0].envoy.stat(a_stat).await;
+    let url = d.sys.chain.gateway_url("/chain");
+    let r = d.get(&url, &[], "no Authorization header").await;
+    let first = (|| {
         expect_status(&r, 401)?;
         let c = r.header("www-authenticate");
         expect!(c == Some("Bearer realm=\"hopauth\""), "expected `Bearer realm=\"hopauth\"`, got {c:?}");
         Ok(())
     })();
-    d.end(title, outcome, "401 with a bare RFC 6750 challenge (no error code when no token was sent)");
+    println!();
+    let tampered = tamper(token);
+    let auth = bearer(&tampered);
+    let r = d.get(&url, &[("authorization", &auth)], "alice's token, payload changed to sub=root scope=admin").await;
+    let a_after = d.sys.chain.hops[0].envoy.stat(a_stat).await;
+    let outcome = first.and_then(|()| {
+        expect_invalid_token(&r, "token signature is invalid")?;
+        detail("requests that reached A's sidecar", a_after - a_before);
+        expect!(a_after == a_before, "{} refused request(s) reached A's sidecar", a_after - a_before);
+        Ok(())
+    });
+    d.end(title, outcome, "401 both times; neither request entered the mesh");
 }
 
-async fn step_tampered(d: &mut Demo, alice: &str) {
-    let title = "A tampered token: payload changed to sub=root, signature kept";
-    d.begin(title);
-    let mut parts: Vec<&str> = alice.split('.').collect();
-    let mut forged: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("payload is base64url"))
-        .expect("payload is JSON");
+/// `token` with its payload changed to sub=root, scope=admin, the signature kept.
+fn tamper(token: &str) -> String {
+    let mut parts: Vec<&str> = token.split('.').collect();
+    let mut forged = claims_of(token);
     forged["sub"] = "root".into();
     forged["scope"] = "admin".into();
     let payload = URL_SAFE_NO_PAD.encode(forged.to_string());
     parts[1] = &payload;
-    let tampered = parts.join(".");
-    let auth = bearer(&tampered);
-    let r = d
-        .get(
-            "/orders/42",
-            &[("authorization", &auth)],
-            "alice's header and signature, payload says sub=root, scope=admin",
-        )
-        .await;
-    let outcome = expect_invalid_token(&r, "token signature is invalid");
-    d.end(title, outcome, "401 invalid_token: the signature does not cover the new payload");
+    parts.join(".")
 }
 
-async fn step_expired(d: &mut Demo) {
-    let title = "An expired token";
+async fn step_bypass(d: &mut Demo, token: &str) {
+    let title = "Bypass the gateway: call B directly";
     d.begin(title);
-    let mut c = claims("alice");
-    let now = now();
-    c["iat"] = (now - 600).into();
-    c["nbf"] = (now - 600).into();
-    c["exp"] = (now - 60).into();
-    let auth = bearer(&d.token(&c));
-    let r = d.get("/orders/42", &[("authorization", &auth)], "validly signed, exp = one minute ago").await;
-    let outcome = expect_invalid_token(&r, "token has expired");
-    d.end(title, outcome, "401 invalid_token, \"token has expired\"");
+    let url = d.sys.chain.hops[1].url("/chain");
+    let r = d.get(&url, &[("x-jwt-sub", "alice")], "straight to B's sidecar, no token, a forged identity header").await;
+    let first = expect_status(&r, 401);
+    println!();
+    let auth = bearer(&tamper(token));
+    let r = d.get(&url, &[("authorization", &auth)], "straight to B's sidecar with the tampered token").await;
+    let outcome = first.and_then(|()| expect_invalid_token(&r, "token signature is invalid"));
+    d.end(title, outcome, "401: B's sidecar verifies on its own; being inside the mesh grants nothing");
 }
 
-async fn step_spoof(d: &mut Demo, alice: &str) {
-    let title = "A client tries to spoof its identity with x-jwt-sub: root";
+async fn step_revoke(d: &mut Demo, token: &str) {
+    let title = "Revoke the token; time until every hop refuses it";
     d.begin(title);
-    let auth = bearer(alice);
-    let headers = [("authorization", auth.as_str()), ("x-jwt-sub", "root"), ("x-jwt-scope", "admin")];
-    let r = d.get("/orders/42", &headers, "alice's valid token plus forged identity headers").await;
+    // Every hop accepts it first (and has it in its verified cache).
+    let points = d.sys.entry_points("/chain", "/healthz");
+    let auth = bearer(token);
+    for (label, url) in &points {
+        let r = send(&d.sys.client, url, &[("authorization", &auth)]).await;
+        if r.status != 200 {
+            d.end(title, Err(format!("before revocation, {label} answered {}", r.status)), "");
+            return;
+        }
+    }
+    detail("before", "the gateway and the three sidecars accept the token (200)");
+
+    // Poll every hop concurrently from the moment the revocation is sent.
+    let start = Instant::now();
+    let mut pollers = Vec::new();
+    for (label, url) in points.clone() {
+        let (client, auth) = (d.sys.client.clone(), auth.clone());
+        pollers.push(tokio::spawn(async move {
+            loop {
+                let r = send(&client, &url, &[("authorization", &auth)]).await;
+                if r.status == 401 || start.elapsed() > Duration::from_secs(5) {
+                    return (label, start.elapsed(), r);
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }));
+    }
+    let written = if d.sys.redis() {
+        let (r, took) = d.post_form("/revoke", &[("token", token), ("token_type_hint", "access_token")], None).await;
+        detail("the issuer wrote", "the token's jti into Redis; every hopauth's local view is pushed the change");
+        (r.status == 200).then_some(took).ok_or(format!("POST /revoke answered {}: {}", r.status, r.body))
+    } else {
+        let c = claims_of(token);
+        let url = format!("http://{}/admin/revoke", d.sys.hopauth_of(0).http_addr);
+        let body = json!({ "jti": c["jti"], "exp": c["exp"] });
+        show_request("POST", &url, &[("authorization", "Bearer $HOPAUTH_ADMIN_TOKEN")], &body.to_string());
+        let t = Instant::now();
+        let resp = d.sys.client.post(&url).bearer_auth(ADMIN_TOKEN).json(&body).send().await;
+        let took = t.elapsed();
+        match resp {
+            Ok(resp) if resp.status() == 200 => {
+                println!("  {} {}  {}", cyan("←"), status_text(200), dim(ms(took)));
+                Ok(took)
+            }
+            Ok(resp) => Err(format!("POST /admin/revoke answered {}", resp.status())),
+            Err(e) => Err(format!("POST /admin/revoke: {e}")),
+        }
+    };
+    let mut results = Vec::new();
+    for p in pollers {
+        results.push(p.await.expect("poller"));
+    }
     let outcome = (|| {
-        expect_status(&r, 200)?;
-        let sub = r.upstream_header("x-jwt-sub");
-        let scope = r.upstream_header("x-jwt-scope");
-        detail("app saw x-jwt-sub", sub.unwrap_or("(absent)"));
-        detail("app saw x-jwt-scope", scope.unwrap_or("(absent)"));
-        expect!(sub == Some("alice"), "the app saw x-jwt-sub {sub:?}: the spoofed header got through");
-        expect!(scope == Some("orders:read profile"), "the app saw x-jwt-scope {scope:?}");
+        written?;
+        for (label, took, r) in &results {
+            let line = format!("{:<16} refused {}", label, bold(ms(*took)));
+            let after = dim("after the revoke request was sent");
+            println!("      {} {} {}", if r.status == 401 { green("✔") } else { red("✘") }, line, after);
+        }
+        for (label, _, r) in &results {
+            expect_invalid_token(r, "token has been revoked").map_err(|e| format!("{label}: {e}"))?;
+        }
         Ok(())
     })();
-    d.end(title, outcome, "the client's copies were replaced: the app sees the real subject");
+    d.revocation = results.iter().map(|(l, t, _)| (l.clone(), *t)).collect();
+    d.end(title, outcome, "every hop refuses the revoked token within milliseconds, long before its exp");
 }
 
-async fn step_scope(d: &mut Demo, alice: &str) {
-    let title = "Route /admin requires scope \"admin\"";
+async fn step_refresh(d: &mut Demo, refresh_token: &str, revoked: &str) -> Option<String> {
+    let title = "Refresh (the session lives on) and continue";
     d.begin(title);
-    let auth = bearer(alice);
-    let r = d.get("/admin", &[("authorization", &auth)], "alice's token: scope=\"orders:read profile\"").await;
+    let (r, _) =
+        d.post_form("/token", &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)], None).await;
+    if r.status != 200 {
+        d.end(title, Err(format!("refresh answered {}: {}", r.status, r.body)), "");
+        return None;
+    }
+    let access = r.access().to_string();
+    detail("new access_token", short(&access));
+    detail("new refresh_token", format!("{} (the old one is spent)", short(r.refresh())));
+    println!();
+    let mut outcome = d.call_chain(&access, "the new access token").await;
+    println!();
+    let url = d.sys.chain.gateway_url("/chain");
+    let old = d.get(&url, &[("authorization", &bearer(revoked))], "the revoked token, once more").await;
+    outcome = outcome.and_then(|()| expect_invalid_token(&old, "token has been revoked"));
+    d.end(title, outcome, "the new token goes through every hop; the revoked one stays refused");
+    Some(access)
+}
+
+async fn step_scope(d: &mut Demo, token: &str) {
+    let title = "Scope-protected routes on the gateway";
+    d.begin(title);
+    let auth = bearer(token);
+    let scope = claims_of(token)["scope"].as_str().unwrap_or("").to_string();
+    let r = d
+        .get(
+            &d.sys.chain.gateway_url("/admin"),
+            &[("authorization", &auth)],
+            &format!("/admin requires scope \"admin\"; alice has \"{scope}\""),
+        )
+        .await;
     let first = (|| {
         expect_status(&r, 403)?;
         let c = r.header("www-authenticate").unwrap_or("");
@@ -289,168 +585,73 @@ async fn step_scope(d: &mut Demo, alice: &str) {
         Ok(())
     })();
     println!();
-    let mut admin = claims("root");
-    admin["scope"] = "admin".into();
-    let auth = bearer(&d.token(&admin));
-    let r = d.get("/admin", &[("authorization", &auth)], "an admin token: sub=root, scope=\"admin\"").await;
+    let r = d
+        .get(
+            &d.sys.chain.gateway_url("/orders/42"),
+            &[("authorization", &auth)],
+            "/orders requires scope \"orders:read\" (at the gateway and at A's sidecar)",
+        )
+        .await;
     let outcome = first.and_then(|()| {
         expect_status(&r, 200)?;
-        let sub = r.upstream_header("x-jwt-sub");
-        detail("app saw x-jwt-sub", sub.unwrap_or("(absent)"));
-        expect!(sub == Some("root"), "the app saw x-jwt-sub {sub:?}, expected \"root\"");
+        let sub = r.body["identity"]["x-jwt-sub"].as_str().unwrap_or("(none)");
+        detail("service A saw", format!("sub={sub} path={}", r.body["path"]));
+        expect!(sub == "alice", "A saw sub {sub}");
         Ok(())
     });
     d.end(title, outcome, "403 insufficient_scope without the scope, 200 with it");
 }
 
-/// Returns the milliseconds from the start of the revocation write until the first
-/// request through Envoy that was refused.
-async fn step_revoke(d: &mut Demo) -> Option<f64> {
-    let title = "Revoke a token (by jti) and time until Envoy refuses it";
-    d.begin(title);
-    let mut c = claims("bob");
-    let jti = c["jti"].as_str().unwrap().to_string();
-    let exp = c["exp"].as_i64().unwrap();
-    c["iat"] = (now() - 60).into();
-    let auth = bearer(&d.token(&c));
-    let r = d
-        .get("/orders/42", &[("authorization", &auth)], "bob's token, before revocation (now in the verified cache)")
-        .await;
-    if let Err(e) = expect_status(&r, 200) {
-        d.end(title, Err(format!("before revocation: {e}")), "");
-        return None;
-    }
-
-    let url = format!("http://{}/admin/revoke", d.stack.hopauth.http_addr);
-    let body = json!({ "jti": jti, "exp": exp });
-    println!();
-    println!("  {} {} {}", cyan("→"), bold("POST"), url);
-    println!("      {}: Bearer {}", dim("authorization"), dim("$HOPAUTH_ADMIN_TOKEN"));
-    println!("      {}: {}", dim("body"), body);
-    let start = Instant::now();
-    let resp = d.stack.admin_revoke(body).await;
-    let written = start.elapsed();
-    let status = resp.status().as_u16();
-    let echo = resp.text().await.unwrap_or_default();
-    println!("  {} {}  {}", cyan("←"), status_text(status), dim(format!("{:.1} ms", written.as_secs_f64() * 1e3)));
-    detail("body", &echo);
-    if status != 200 {
-        d.end(title, Err(format!("POST /admin/revoke answered {status}: {echo}")), "");
-        return None;
-    }
-
-    // Send bob's token again and again until it is refused.
-    let mut attempts = 0;
-    let (refused, took, r) = loop {
-        attempts += 1;
-        let sent = Instant::now();
-        let r = d.stack.get("/orders/42", &[("authorization", &auth)]).await;
-        if r.status != 200 || start.elapsed() > Duration::from_secs(5) {
-            break (start.elapsed(), sent.elapsed(), r);
-        }
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    };
-    println!();
-    show_request(
-        &d.stack.envoy.url("/orders/42"),
-        &[("authorization", &auth)],
-        "bob's token again, right after the write",
-    );
-    show_reply(&r, took);
-    let ms = refused.as_secs_f64() * 1e3;
-    let outcome = expect_invalid_token(&r, "token has been revoked");
-    if outcome.is_ok() {
-        detail(
-            "revocation took effect",
-            bold(format!(
-                "{ms:.1} ms from the write to the refusal through Envoy ({} request{} after the write)",
-                attempts,
-                if attempts == 1 { "" } else { "s" }
-            )),
-        );
-    }
-    d.end(title, outcome, "the still-cached token is refused; no wait for its exp");
-    Some(ms)
-}
-
 async fn step_metrics(d: &mut Demo) {
-    let title = "Metrics";
+    let title = "What hopauth counted";
     d.begin(title);
-    let url = format!("http://{}/metrics", d.stack.hopauth.http_addr);
-    detail("Prometheus metrics are at", bold(&url));
-    println!("  {} {} {}", cyan("→"), bold("GET"), url);
+    let h = d.sys.hopauth_of(0);
+    let url = format!("http://{}/metrics", h.http_addr);
+    show_request("GET", &url, &[], if d.sys.redis() { "the gateway's hopauth" } else { "the shared hopauth" });
     let outcome = async {
-        let resp = d.stack.client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
+        let resp = d.sys.client.get(&url).send().await.map_err(|e| format!("GET {url}: {e}"))?;
         let status = resp.status().as_u16();
         let text = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
         println!("  {} {}", cyan("←"), status_text(status));
         expect!(status == 200, "GET {url} answered {status}");
-        let lines: Vec<&str> = text
-            .lines()
-            .filter(|l| l.starts_with("hopauth_checks_total{"))
-            .filter(|l| l.rsplit(' ').next().is_some_and(|v| v != "0"))
-            .collect();
-        for l in &lines {
-            println!("      {}", l);
+        for l in text.lines().filter(|l| l.starts_with("hopauth_checks_total{")) {
+            if l.rsplit(' ').next().is_some_and(|v| v != "0") {
+                println!("      {l}");
+            }
         }
-        for series in [
-            r#"hopauth_checks_total{decision="allow",reason="verified"}"#,
-            r#"hopauth_checks_total{decision="deny",reason="missing_token"}"#,
-            r#"hopauth_checks_total{decision="deny",reason="bad_signature"}"#,
-            r#"hopauth_checks_total{decision="deny",reason="expired"}"#,
-            r#"hopauth_checks_total{decision="deny",reason="insufficient_scope"}"#,
-            r#"hopauth_checks_total{decision="deny",reason="revoked"}"#,
-        ] {
-            expect!(lines.iter().any(|l| l.starts_with(series)), "no non-zero {series} in {url}");
-        }
+        let errors = d.sys.chain.ext_authz_errors().await;
+        detail("Envoy ext_authz errors, all four Envoys", errors);
+        expect!(errors == 0, "Envoy counted {errors} ext_authz errors (every deny must be a normal answer)");
         Ok::<(), String>(())
     }
     .await;
-    d.end(title, outcome, "every decision above is counted, by decision and reason");
+    d.end(title, outcome, "every decision is counted by decision and reason; no ext_authz errors");
 }
 
-async fn run() -> i32 {
-    println!("{}", bold("hopauth demo: JWTs verified by Envoy ext_authz on every hop"));
-    // Panics with install instructions when Envoy is missing, before anything starts.
-    let envoy_bin = support::envoy_bin();
-    println!("{}", dim("starting a JWKS endpoint, hopauth, an echo app and Envoy on free ports…"));
-    let started = Instant::now();
-    let stack = Stack::start().await;
-    println!();
-    println!("  {:<22} {}", "JWKS (generated keys)", stack.jwks.url());
-    println!("  {:<22} {} (ext_authz gRPC)", "hopauth", stack.hopauth.grpc_addr);
-    println!("  {:<22} http://{} (metrics, health, admin)", "hopauth HTTP", stack.hopauth.http_addr);
-    println!("  {:<22} {} (envoy/hopauth.yaml, {})", "Envoy", stack.envoy.url("/"), envoy_bin.display());
-    println!("  {:<22} http://{}", "Envoy admin", stack.envoy.admin);
-    println!("  {}", dim(format!("ready in {:.1} s", started.elapsed().as_secs_f64())));
-
-    let mut d = Demo { stack, step: 0, total: STEPS, failures: Vec::new() };
-    let alice = d.token(&claims("alice"));
-    step_valid(&mut d, &alice).await;
-    step_no_token(&mut d).await;
-    step_tampered(&mut d, &alice).await;
-    step_expired(&mut d).await;
-    step_spoof(&mut d, &alice).await;
-    step_scope(&mut d, &alice).await;
-    let revocation_ms = step_revoke(&mut d).await;
-    step_metrics(&mut d).await;
-
-    let ext_authz_errors = d.stack.envoy.stat("http.ingress.ext_authz.error").await;
-    if ext_authz_errors != 0 {
-        d.failures
-            .push(format!("Envoy counted {ext_authz_errors} ext_authz errors (every deny must be a normal answer)"));
+async fn run_demo(sys: System) -> i32 {
+    let mut d = Demo { sys, step: 0, failures: Vec::new(), revocation: Vec::new() };
+    if let Some(login) = step_login(&mut d).await {
+        let access = login.access().to_string();
+        step_chain(&mut d, &access).await;
+        step_refused_at_gateway(&mut d, &access).await;
+        step_bypass(&mut d, &access).await;
+        step_revoke(&mut d, &access).await;
+        if let Some(fresh) = step_refresh(&mut d, login.refresh(), &access).await {
+            step_scope(&mut d, &fresh).await;
+        }
+        step_metrics(&mut d).await;
     }
-
-    // Stop everything before reporting: Envoy first (killed on drop), then hopauth.
-    let Demo { stack, failures, .. } = d;
-    let Stack { envoy, hopauth, .. } = stack;
-    drop(envoy);
-    hopauth.shutdown().await;
+    let Demo { sys, step, mut failures, revocation } = d;
+    if step < STEPS && failures.is_empty() {
+        failures.push(format!("only {step} of {STEPS} steps ran"));
+    }
+    sys.shutdown().await;
 
     println!();
     if failures.is_empty() {
-        let revocation = revocation_ms.map(|ms| format!("; revocation took effect in {ms:.1} ms")).unwrap_or_default();
-        println!("{}", green(bold(format!("✔ all {STEPS} steps behaved as expected{revocation}"))));
+        let times: Vec<String> = revocation.iter().map(|(l, t)| format!("{l} {}", ms(*t))).collect();
+        println!("{}", green(bold(format!("✔ all {STEPS} steps behaved as expected"))));
+        println!("  {} {}", dim("revocation → refusal:"), times.join(", "));
         0
     } else {
         println!("{}", red(bold(format!("✘ demo FAILED: {} problem(s)", failures.len()))));
@@ -461,11 +662,85 @@ async fn run() -> i32 {
     }
 }
 
+async fn run_up(sys: System) -> i32 {
+    let login = sys.login("alice", "alice-pw").await;
+    println!();
+    println!("{}", green(bold("The system is up. Explore it; Ctrl-C stops everything.")));
+    if login.status == 200 {
+        let gw = sys.chain.gateway_url("/chain");
+        println!();
+        println!("  {}", bold("A fresh token for alice (5 minutes) and a call through A → B → C:"));
+        println!("    export TOKEN={}", login.access());
+        println!("    export RT={}", login.refresh());
+        println!("    curl -s {gw} -H \"authorization: Bearer $TOKEN\"");
+        println!(
+            "    curl -s {} -H \"authorization: Bearer $TOKEN\"   {}",
+            sys.chain.gateway_url("/admin"),
+            dim("# 403")
+        );
+        println!(
+            "    curl -s {} -H \"authorization: Bearer $TOKEN\"   {}",
+            sys.chain.hops[1].url("/chain"),
+            dim("# B directly")
+        );
+    }
+    let iss = sys.issuer_url("");
+    println!();
+    println!("  {}", bold("Issuer (users alice, bob, carol, dave, erin, frank, mallory; password <name>-pw):"));
+    println!("    curl -s {iss}/token -d grant_type=password -d username=alice -d password=alice-pw");
+    println!("    curl -s {iss}/token -d grant_type=refresh_token -d refresh_token=\"$RT\"");
+    println!("    curl -s {iss}/revoke -d token=\"$TOKEN\"");
+    println!("    curl -s -X POST {iss}/logout -H \"authorization: Bearer $TOKEN\"");
+    println!("    curl -s {iss}/.well-known/openid-configuration");
+    println!("  {}", bold("hopauth admin API:"));
+    println!("    export HOPAUTH_ADMIN_TOKEN={ADMIN_TOKEN}");
+    println!(
+        "    curl -s -X POST http://{}/admin/revoke -H \"authorization: Bearer $HOPAUTH_ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"jti\":\"…\",\"exp\":…}}'",
+        sys.hopauth_of(0).http_addr
+    );
+    let code = match tokio::signal::ctrl_c().await {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("cannot wait for Ctrl-C: {e}");
+            1
+        }
+    };
+    println!();
+    println!("{}", dim("stopping every process…"));
+    sys.shutdown().await;
+    println!("{}", green("stopped"));
+    code
+}
+
+async fn run(up: bool) -> i32 {
+    println!("{}", bold("hopauth demo: an issuer, a gateway and a chain of services, every hop verifying the JWT"));
+    // Panics with install instructions when Envoy is missing, before anything starts.
+    let envoy_bin = support::envoy_bin();
+    let started = Instant::now();
+    let sys = System::start().await;
+    sys.print();
+    println!("  {}", dim(format!("Envoy {}; ready in {:.1} s", envoy_bin.display(), started.elapsed().as_secs_f64())));
+    if up {
+        run_up(sys).await
+    } else {
+        run_demo(sys).await
+    }
+}
+
 fn main() {
+    let up = match std::env::args().nth(1).as_deref() {
+        None => false,
+        Some("--up") => true,
+        Some(_) => {
+            eprintln!("usage: demo [--up]");
+            std::process::exit(2);
+        }
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    let code = runtime.block_on(run());
-    // Every process and task is gone before exiting: `run` dropped Envoy and stopped hopauth.
+    let code = runtime.block_on(run(up));
+    // Every process is gone before exiting: `System::shutdown` stopped Envoy, hopauth, the
+    // issuer and Redis; dropping the runtime ends the chain services' tasks.
     drop(runtime);
     std::process::exit(code);
 }

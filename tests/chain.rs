@@ -1,46 +1,19 @@
 //! Token propagation through a chain of services, every hop verified: client → gateway
 //! (envoy/gateway.yaml) → A's sidecar → A → A's sidecar outbound → B's sidecar inbound →
 //! B → … → C, three sidecars from envoy/sidecar.yaml, all consulting one in-process
-//! hopauth. The services are examples/chain/service.rs, which forwards the incoming
+//! hopauth. The wiring is tests/support/chain_stack.rs (shared with `make demo`); the
+//! services are examples/chain/service.rs, which forwards the incoming
 //! `Authorization` header on its own call.
 
-#[path = "../examples/chain/service.rs"]
-mod service;
+#[path = "support/chain_stack.rs"]
+mod chain_stack;
 mod support;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use service::ChainConfig;
+use chain_stack::{access_log_lines, Chain, HopauthAddrs, NAMES};
+use serde_json::json;
 use support::*;
-
-/// One service of the chain and its sidecar.
-struct Hop {
-    name: &'static str,
-    inbound: u16,
-    outbound: u16,
-    envoy: Envoy,
-    access_log: PathBuf,
-}
-
-/// Starts a chain service on a free loopback port.
-async fn start_service(name: &str, next: Option<String>) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = ChainConfig { name: name.to_string(), next };
-    tokio::spawn(async move { service::serve(listener, config).await.unwrap() });
-    addr
-}
-
-fn access_log_lines(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("access log line is not JSON ({e}): {l}")))
-        .collect()
-}
 
 fn metric(text: &str, line_start: &str) -> f64 {
     text.lines().find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse().ok())).unwrap_or(0.0)
@@ -53,55 +26,10 @@ async fn every_hop_verifies_the_propagated_token() {
     let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
     let hopauth = start_hopauth(&config_yaml(&jwks.url(), "", "")).await;
     wait_ready(&hopauth).await;
-    let logs = tempfile::tempdir().unwrap();
-
-    // Ports first: each service's next URL is its own sidecar's outbound listener, and
-    // each sidecar's next_service is the following sidecar's inbound listener.
-    let names = ["A", "B", "C"];
-    let inbound: Vec<u16> = names.iter().map(|_| pick_port()).collect();
-    let outbound: Vec<u16> = names.iter().map(|_| pick_port()).collect();
-    let unused = pick_port(); // C calls no one: its next_service points at a closed port
-    let mut apps = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        let next = (i + 1 < names.len()).then(|| format!("http://127.0.0.1:{}/chain", outbound[i]));
-        apps.push(start_service(name, next).await);
-    }
-    let sidecar = |i: usize| {
-        let log = logs.path().join(format!("{}.log", names[i]));
-        let next_in = inbound.get(i + 1).copied().unwrap_or(unused);
-        let replacements = vec![
-            ("port_value: 10000", format!("port_value: {}", inbound[i])),
-            ("port_value: 10001", format!("port_value: {}", outbound[i])),
-            ("port_value: 10002", format!("port_value: {next_in}")),
-            ("port_value: 9001", format!("port_value: {}", hopauth.grpc_addr.port())),
-            ("port_value: 8080", format!("port_value: {}", apps[i].port())),
-            ("path: /dev/stdout", format!("path: {}", log.display())),
-        ];
-        (replacements, log)
-    };
-    let (r_a, log_a) = sidecar(0);
-    let (r_b, log_b) = sidecar(1);
-    let (r_c, log_c) = sidecar(2);
-    let gw_port = pick_port();
-    let gw_log = logs.path().join("gateway.log");
-    let r_gw = vec![
-        ("port_value: 10000", format!("port_value: {gw_port}")),
-        ("port_value: 9001", format!("port_value: {}", hopauth.grpc_addr.port())),
-        ("port_value: 8080", format!("port_value: {}", inbound[0])),
-        ("path: /dev/stdout", format!("path: {}", gw_log.display())),
-    ];
-    let h = hopauth.grpc_addr;
-    let (e_a, e_b, e_c, gateway) = tokio::join!(
-        Envoy::start_with("sidecar.yaml", h, &r_a),
-        Envoy::start_with("sidecar.yaml", h, &r_b),
-        Envoy::start_with("sidecar.yaml", h, &r_c),
-        Envoy::start_with("gateway.yaml", h, &r_gw),
-    );
-    let hops = [
-        Hop { name: "A", inbound: inbound[0], outbound: outbound[0], envoy: e_a, access_log: log_a },
-        Hop { name: "B", inbound: inbound[1], outbound: outbound[1], envoy: e_b, access_log: log_b },
-        Hop { name: "C", inbound: inbound[2], outbound: outbound[2], envoy: e_c, access_log: log_c },
-    ];
+    let chain = Chain::start(HopauthAddrs::shared(hopauth.grpc_addr)).await;
+    let (hops, gw_log) = (&chain.hops, &chain.gateway_log);
+    let gw_port = chain.gateway.port;
+    let names = NAMES;
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let metrics_url = format!("http://{}/metrics", hopauth.http_addr);
     let metrics = || async { reqwest::get(&metrics_url).await.unwrap().text().await.unwrap() };
@@ -139,13 +67,13 @@ async fn every_hop_verifies_the_propagated_token() {
     // Every hop's access log has the request with alice's sub from ext_authz metadata,
     // and the gateway's x-request-id, carried by the services, ties the lines together.
     wait_until("the gateway access log line", Duration::from_secs(5), || async {
-        access_log_lines(&gw_log).iter().any(|l| l["sub"] == "alice")
+        access_log_lines(gw_log).iter().any(|l| l["sub"] == "alice")
     })
     .await;
-    let gw_line = access_log_lines(&gw_log).into_iter().find(|l| l["sub"] == "alice").unwrap();
+    let gw_line = access_log_lines(gw_log).into_iter().find(|l| l["sub"] == "alice").unwrap();
     let request_id = gw_line["request_id"].as_str().unwrap().to_string();
     assert!(!request_id.is_empty());
-    for hop in &hops {
+    for hop in hops {
         wait_until(&format!("{}'s inbound access log line", hop.name), Duration::from_secs(5), || async {
             access_log_lines(&hop.access_log)
                 .iter()
@@ -193,7 +121,7 @@ async fn every_hop_verifies_the_propagated_token() {
     let r = send(&client, &format!("http://127.0.0.1:{gw_port}/chain"), &[("authorization", &auth)]).await;
     assert_eq!(r.status, 401, "gateway: {r:?}");
     assert_eq!(r.body["error_description"], "token has been revoked", "{r:?}");
-    for hop in &hops {
+    for hop in hops {
         let r = send(&client, &format!("http://127.0.0.1:{}/chain", hop.inbound), &[("authorization", &auth)]).await;
         assert_eq!(r.status, 401, "{} still accepts a revoked token: {r:?}", hop.name);
         assert_eq!(r.body["error_description"], "token has been revoked", "{r:?}");
@@ -204,9 +132,6 @@ async fn every_hop_verifies_the_propagated_token() {
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body["next"]["body"]["next"]["body"]["identity"]["x-jwt-sub"], "alice");
 
-    for envoy in hops.iter().map(|h| &h.envoy).chain([&gateway]) {
-        assert_eq!(envoy.stat("http.inbound.ext_authz.error").await, 0);
-        assert_eq!(envoy.stat("http.edge.ext_authz.error").await, 0);
-    }
+    assert_eq!(chain.ext_authz_errors().await, 0);
     eprintln!("chain test took {:?}", started.elapsed());
 }

@@ -77,36 +77,49 @@ impl TokenReply {
     }
 }
 
-impl IssuerStack {
-    pub async fn start(opts: Options) -> IssuerStack {
-        let dir = tempfile::tempdir().unwrap();
-        let redis = opts.redis.then(|| RedisServer::start(&dir.path().join("redis"), free_port(), &[]));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer_url = format!("http://{}", listener.local_addr().unwrap());
-        std::fs::write(dir.path().join("users.yaml"), users_yaml(USERS)).unwrap();
-        let store = match &redis {
-            Some(r) => format!("store: {{ backend: redis, redis_url: \"{}\" }}\n", r.url()),
-            None => String::new(),
-        };
-        let yaml = format!(
-            "issuer: {issuer_url}\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudiences: [orders]\n\
-             users_file: users.yaml\nkeys: {{ dir: keys, reload_interval: 100ms }}\n{store}{}",
-            opts.issuer_extra
-        );
-        let path = dir.path().join("issuer.yaml");
-        std::fs::write(&path, &yaml).unwrap();
-        let config = IssuerConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-        let issuer = hopauth::issuer::start_with_listener(config.clone(), listener).await.expect("issuer starts");
+/// Redis (when `opts.redis`) and the issuer, in a temporary directory.
+pub struct IssuerParts {
+    pub redis: Option<RedisServer>,
+    pub dir: tempfile::TempDir,
+    pub config: IssuerConfig,
+    pub issuer: hopauth::issuer::Running,
+}
 
-        let revocation = match &redis {
-            Some(r) => format!(
-                "revocation: {{ backend: redis, redis_url: \"{}\", max_staleness: 2s, max_token_lifetime: 1h }}\n",
-                r.url()
-            ),
-            None => String::new(),
-        };
-        let hopauth_yaml = format!(
-            r#"grpc_listen: 127.0.0.1:0
+/// Starts Redis (when `opts.redis`) and `hopauth issuer` in-process on a port known before
+/// its config is written (the `iss` is its URL); users `USERS` (`users_yaml`).
+pub async fn start_issuer(opts: &Options) -> IssuerParts {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = opts.redis.then(|| RedisServer::start(&dir.path().join("redis"), free_port(), &[]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let issuer_url = format!("http://{}", listener.local_addr().unwrap());
+    std::fs::write(dir.path().join("users.yaml"), users_yaml(USERS)).unwrap();
+    let store = match &redis {
+        Some(r) => format!("store: {{ backend: redis, redis_url: \"{}\" }}\n", r.url()),
+        None => String::new(),
+    };
+    let yaml = format!(
+        "issuer: {issuer_url}\nlisten: 127.0.0.1:0\nadmin_listen: 127.0.0.1:0\naudiences: [orders]\n\
+         users_file: users.yaml\nkeys: {{ dir: keys, reload_interval: 100ms }}\n{store}{}",
+        opts.issuer_extra
+    );
+    let path = dir.path().join("issuer.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let config = IssuerConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let issuer = hopauth::issuer::start_with_listener(config.clone(), listener).await.expect("issuer starts");
+    IssuerParts { redis, dir, config, issuer }
+}
+
+/// A hopauth config trusting the issuer at `issuer_url` through its discovery document;
+/// revocations from Redis at `redis_url` when given, else the memory backend.
+pub fn hopauth_yaml(issuer_url: &str, redis_url: Option<&str>) -> String {
+    let revocation = match redis_url {
+        Some(url) => format!(
+            "revocation: {{ backend: redis, redis_url: \"{url}\", max_staleness: 2s, max_token_lifetime: 1h }}\n"
+        ),
+        None => String::new(),
+    };
+    format!(
+        r#"grpc_listen: 127.0.0.1:0
 http_listen: 127.0.0.1:0
 providers:
   - name: main
@@ -116,8 +129,15 @@ providers:
     jwks: {{ discovery: true, refresh_interval: 1s }}
     claims_to_headers: {{ sub: x-jwt-sub, scope: x-jwt-scope }}
 {revocation}"#
-        );
-        let hopauth = start_hopauth(&hopauth_yaml).await;
+    )
+}
+
+impl IssuerStack {
+    pub async fn start(opts: Options) -> IssuerStack {
+        let IssuerParts { redis, dir, config, issuer } = start_issuer(&opts).await;
+        let issuer_url = config.issuer.clone();
+        let redis_url = redis.as_ref().map(RedisServer::url);
+        let hopauth = start_hopauth(&hopauth_yaml(&issuer_url, redis_url.as_deref())).await;
         wait_ready(&hopauth).await;
         let app = start_echo().await;
         let envoy = Envoy::start("hopauth.yaml", hopauth.grpc_addr, app).await;
@@ -131,16 +151,7 @@ providers:
 
     /// POST a form to the issuer.
     pub async fn post_form(&self, path: &str, form: &[(&str, &str)], bearer: Option<&str>) -> TokenReply {
-        let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
-        let mut req = self
-            .client
-            .post(self.issuer_url(path))
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body);
-        if let Some(b) = bearer {
-            req = req.bearer_auth(b);
-        }
-        reply(req.send().await.unwrap()).await
+        post_form(&self.client, &self.issuer_url(path), form, bearer).await
     }
 
     pub async fn login(&self, user: &str) -> TokenReply {
@@ -160,6 +171,16 @@ providers:
         let resp = self.client.get(self.envoy.url(path)).bearer_auth(token).send().await.unwrap();
         resp.status().as_u16()
     }
+}
+
+/// POST a form to `url` (an issuer endpoint), with `bearer` as the access token if given.
+pub async fn post_form(client: &reqwest::Client, url: &str, form: &[(&str, &str)], bearer: Option<&str>) -> TokenReply {
+    let body = url::form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let mut req = client.post(url).header("content-type", "application/x-www-form-urlencoded").body(body);
+    if let Some(b) = bearer {
+        req = req.bearer_auth(b);
+    }
+    reply(req.send().await.unwrap()).await
 }
 
 pub async fn reply(resp: reqwest::Response) -> TokenReply {

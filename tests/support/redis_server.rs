@@ -10,14 +10,15 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// `bin` found on `PATH`, if it is there.
+pub fn which(bin: &str) -> Option<PathBuf> {
+    std::env::var("PATH").unwrap_or_default().split(':').map(|dir| Path::new(dir).join(bin)).find(|p| p.exists())
+}
+
 fn require(bin: &str) -> PathBuf {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
-        let p = Path::new(dir).join(bin);
-        if p.exists() {
-            return p;
-        }
-    }
-    panic!("{bin} not found on PATH: run `make tools` (installs Debian's redis-server with apt)");
+    which(bin).unwrap_or_else(|| {
+        panic!("{bin} not found on PATH: run `make tools` (installs Debian's redis-server with apt)")
+    })
 }
 
 pub struct RedisServer {
