@@ -358,7 +358,7 @@ struct Hopauth {
     grpc: u16,
 }
 
-fn start_hopauth(dir: &Path, name: &str, jwks_file: &Path, revocation: &str) -> Hopauth {
+fn start_hopauth(dir: &Path, name: &str, jwks_file: &Path, revocation: &str, threads: Option<usize>) -> Hopauth {
     let (grpc, http) = (free_port(), free_port());
     let config = format!(
         "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:{http}\nproviders:\n  - name: main\n    issuer: {ISSUER}\n    \
@@ -369,14 +369,13 @@ fn start_hopauth(dir: &Path, name: &str, jwks_file: &Path, revocation: &str) -> 
     let path = dir.join(format!("hopauth-{name}.yaml"));
     std::fs::write(&path, config).unwrap();
     let log = std::fs::File::create(dir.join(format!("hopauth-{name}.log"))).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hopauth"))
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("HOPAUTH_LOG", "warn")
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("start hopauth");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hopauth"));
+    cmd.args(["serve", "--config"]).arg(&path);
+    if let Some(n) = threads {
+        cmd.arg("--worker-threads").arg(n.to_string());
+    }
+    let child =
+        cmd.env("HOPAUTH_LOG", "warn").stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start hopauth");
     wait_port(grpc, "hopauth");
     let end = Instant::now() + Duration::from_secs(20);
     while http_get(http, "/readyz").0 != 200 {
@@ -541,7 +540,29 @@ fn main() {
     closed.insert("ext_authz_allow_all", run_variant("ext_authz_allow_all", &f, &c, &one));
 
     // hopauth, memory backend: cached and uncached; CPU per request from /proc.
-    let h = start_hopauth(dir, "memory", &jwks_file, "");
+    // The same, with one runtime thread: the sidecar setting docs/performance.md discusses.
+    {
+        let h1 = start_hopauth(dir, "memory-1thread", &jwks_file, "", Some(1));
+        let (f, c) = ext_authz(h1.grpc);
+        let pid = h1.proc.0.id();
+        let cpu0 = cpu_seconds(pid);
+        let r = run_variant("hopauth_cached_1thread", &f, &c, &one);
+        extra.insert(
+            "hopauth_cached_1thread_cpu_us_per_check".into(),
+            json!((cpu_seconds(pid) - cpu0) * 1e6 / (r.requests as f64).max(1.0)),
+        );
+        closed.insert("hopauth_cached_1thread", r);
+        let cpu_a = cpu_seconds(pid);
+        if let Some(h2) = h2load_grpc(dir, h1.grpc, &one_token) {
+            extra.insert("grpc_only_1thread_h2load".into(), h2);
+            extra.insert(
+                "grpc_only_1thread_cpu_us_per_check".into(),
+                json!((cpu_seconds(pid) - cpu_a) * 1e6 / 200_000.0),
+            );
+        }
+    }
+
+    let h = start_hopauth(dir, "memory", &jwks_file, "", None);
     let (f, c) = ext_authz(h.grpc);
     let pid = h.proc.0.id();
     let cpu0 = cpu_seconds(pid);
@@ -585,7 +606,7 @@ fn main() {
     let rdir = dir.join("redis");
     let redis = redis_server::RedisServer::start(&rdir, free_port(), &[]);
     let revocation = format!("revocation: {{ backend: redis, redis_url: \"{}\" }}\n", redis.url());
-    let hr = start_hopauth(dir, "redis", &jwks_file, &revocation);
+    let hr = start_hopauth(dir, "redis", &jwks_file, &revocation, None);
     let (f, c) = ext_authz(hr.grpc);
     let listen = free_port();
     let _e = start_envoy(dir, "hopauth_redis", &envoy_config(listen, free_port(), &f, &c), listen);

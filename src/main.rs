@@ -37,6 +37,10 @@ enum Command {
         /// Config file (YAML).
         #[arg(long, short, env = "HOPAUTH_CONFIG")]
         config: PathBuf,
+        /// Async runtime worker threads (default: one per CPU). As a sidecar next to Envoy,
+        /// 1 often gives the most Checks per CPU second; see docs/performance.md.
+        #[arg(long, env = "HOPAUTH_WORKER_THREADS")]
+        worker_threads: Option<usize>,
     },
     /// Validate a config file and print it with every default filled in; exit 1 on errors.
     CheckConfig {
@@ -150,7 +154,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config } => {
+        Command::Serve { config, worker_threads } => {
             let config = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
@@ -158,7 +162,11 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = worker_threads.filter(|n| *n > 0) {
+                builder.worker_threads(n);
+            }
+            let runtime = match builder.enable_all().build() {
                 Ok(r) => r,
                 Err(e) => {
                     eprintln!("cannot start the async runtime: {e}");
