@@ -273,25 +273,8 @@ fn open_loop(port: u16, token: &str, rate: f64, secs: u64, conns: usize) -> Run 
                         std::thread::sleep(next - now);
                     }
                     s.write_all(&request).unwrap();
-                    let mut got = Vec::new();
-                    loop {
-                        let n = s.read(&mut buf).unwrap();
-                        assert!(n > 0, "connection closed");
-                        got.extend_from_slice(&buf[..n]);
-                        if let Some(h) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&got[..h]).to_ascii_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                            if got.len() >= h + 4 + len {
-                                if !head.starts_with("http/1.1 200") {
-                                    bad += 1;
-                                }
-                                break;
-                            }
-                        }
+                    if read_status(&mut s, &mut buf) != 200 {
+                        bad += 1;
                     }
                     lat.push(Instant::now().duration_since(next));
                     next += interval;
@@ -407,28 +390,32 @@ fn until_status(port: u16, token: &str, want: u16, deadline: Duration) -> Option
     let mut buf = vec![0u8; 8192];
     while start.elapsed() < deadline {
         s.write_all(req.as_bytes()).unwrap();
-        let mut got = Vec::new();
-        loop {
-            let n = s.read(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
-            if let Some(h) = got.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&got[..h]).to_ascii_lowercase();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if got.len() >= h + 4 + len {
-                    let code: u16 = head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-                    if code == want {
-                        return Some(start.elapsed());
-                    }
-                    break;
-                }
-            }
+        if read_status(&mut s, &mut buf) == want {
+            return Some(start.elapsed());
         }
     }
     None
+}
+
+/// Reads one HTTP/1.1 response (headers and a `content-length` body) and returns its status.
+fn read_status(s: &mut TcpStream, buf: &mut [u8]) -> u16 {
+    let mut got = Vec::new();
+    loop {
+        let n = s.read(buf).unwrap();
+        assert!(n > 0, "connection closed");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(h) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..h]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= h + 4 + len {
+                return head.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+            }
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {

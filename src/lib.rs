@@ -16,10 +16,12 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`sign`]: signing JWTs (reference issuer, tests, benchmarks).
 //! - [`server`]: start-up and shutdown.
+//! - [`background`]: tasks that share one stop signal and shut down together.
 //! - [`issuer`]: the reference authentication service (login, refresh, logout, JWKS).
 
 pub mod alg;
 pub mod authorizer;
+pub mod background;
 pub mod config;
 pub mod decision;
 pub mod grpc;

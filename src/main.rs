@@ -162,33 +162,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = worker_threads.filter(|n| *n > 0) {
-                builder.worker_threads(n);
-            }
-            let runtime = match builder.enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(async {
-                match hopauth::server::start(config).await {
-                    Ok(running) => {
-                        tokio::select! {
-                            _ = shutdown_signal() => tracing::info!("shutting down"),
-                            _ = running.stopped() => {}
-                        }
-                        running.shutdown().await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+            run_server(worker_threads, || async move { hopauth::server::start(config).await.map(|r| r.background) })
         }
     }
 }
@@ -236,29 +210,7 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
         }
         (Some(IssuerCommand::Serve { config }), _) | (None, Some(config)) => {
             let Some(c) = load(&config) else { return ExitCode::FAILURE };
-            let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("cannot start the async runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            runtime.block_on(async {
-                match hopauth::issuer::start(c).await {
-                    Ok(running) => {
-                        tokio::select! {
-                            _ = shutdown_signal() => tracing::info!("shutting down"),
-                            _ = running.stopped() => {}
-                        }
-                        running.shutdown().await;
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => {
-                        tracing::error!("{e:#}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+            run_server(None, || async move { hopauth::issuer::start(c).await.map(|r| r.background) })
         }
         (None, None) => {
             eprintln!("hopauth issuer: give --config FILE (or a subcommand: serve, hash-password, rotate-keys)");
@@ -320,6 +272,42 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
             revocation.max_token_lifetime.as_secs()
         ))
     }
+}
+
+/// Builds the runtime, starts a server, runs it until SIGINT/SIGTERM (or its own stop) and
+/// shuts it down cleanly.
+fn run_server<F, E>(worker_threads: Option<usize>, start: impl FnOnce() -> F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<hopauth::background::Background, E>>,
+    E: std::fmt::Display,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match start().await {
+            Ok(background) => {
+                tokio::select! {
+                    _ = shutdown_signal() => tracing::info!("shutting down"),
+                    _ = background.stopped() => {}
+                }
+                background.shutdown().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
 }
 
 async fn shutdown_signal() {

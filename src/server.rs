@@ -8,12 +8,11 @@ use std::time::Duration;
 use anyhow::Context;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 use tonic_health::ServingStatus;
 
 use crate::alg::Alg;
 use crate::authorizer::Authorizer;
+use crate::background::Background;
 use crate::config::{Config, RevocationBackend};
 use crate::grpc::AuthorizationService;
 use crate::http::{router, HttpState};
@@ -35,32 +34,21 @@ pub struct Running {
     pub http_addr: SocketAddr,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Metrics,
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    pub background: Background,
 }
 
 impl Running {
     /// Stops accepting, lets in-flight requests finish, and ends background tasks.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                next = self.tasks.join_next() => if next.is_none() { break },
-                _ = &mut deadline => { self.tasks.abort_all(); break }
-            }
-        }
+    pub async fn shutdown(self) {
+        self.background.shutdown().await
     }
 
     /// Resolves when a stop was requested.
     pub async fn stopped(&self) {
-        let mut rx = self.stop.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        self.background.stopped().await
     }
 }
 
-/// Builds the providers, JWKS caches and revocation store described by `config`.
 /// What `build_authorizer` returns: the authorizer and the background work it needs.
 pub struct Built {
     pub authorizer: Arc<Authorizer>,
@@ -170,28 +158,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
 
-    let (stop, _) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let stop_signal = |stop: &watch::Sender<bool>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let mut background = Background::new();
 
     for cache in caches {
-        let done = stop_signal(&stop);
-        tasks.spawn(async move {
-            tokio::select! { _ = cache.run() => {}, _ = done => {} }
-        });
+        background.spawn_until_stopped(cache.run());
     }
 
     if let Some(store) = redis_store {
-        let done = stop_signal(&stop);
-        let sync = store.start();
-        tasks.spawn(async move {
-            tokio::select! { _ = sync => {}, _ = done => {} }
-        });
+        background.spawn_until_stopped(store.start());
     }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -200,31 +174,27 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     {
         let authorizer = authorizer.clone();
         let metrics = metrics.clone();
-        let done = stop_signal(&stop);
-        tasks.spawn(async move {
-            let watch_readiness = async {
-                let mut was_ready = None;
-                loop {
-                    let ready = authorizer.ready();
-                    let store = authorizer.revocation();
-                    metrics.revocation_store_up.set(i64::from(store.ready()));
-                    let (jtis, subjects) = store.entries();
-                    metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
-                    metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
-                    if let Some(age) = store.sync_age() {
-                        metrics.revocation_sync_age.set(age.as_secs_f64());
-                    }
-                    if was_ready != Some(ready) {
-                        let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-                        reporter.set_service_status("", status).await;
-                        reporter.set_service_status(AUTHZ_SERVICE_NAME, status).await;
-                        tracing::info!(ready, "readiness changed");
-                        was_ready = Some(ready);
-                    }
-                    tokio::time::sleep(READINESS_POLL).await;
+        background.spawn_until_stopped(async move {
+            let mut was_ready = None;
+            loop {
+                let ready = authorizer.ready();
+                let store = authorizer.revocation();
+                metrics.revocation_store_up.set(i64::from(store.ready()));
+                let (jtis, subjects) = store.entries();
+                metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
+                metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
+                if let Some(age) = store.sync_age() {
+                    metrics.revocation_sync_age.set(age.as_secs_f64());
                 }
-            };
-            tokio::select! { _ = watch_readiness => {}, _ = done => {} }
+                if was_ready != Some(ready) {
+                    let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
+                    reporter.set_service_status("", status).await;
+                    reporter.set_service_status(AUTHZ_SERVICE_NAME, status).await;
+                    tracing::info!(ready, "readiness changed");
+                    was_ready = Some(ready);
+                }
+                tokio::time::sleep(READINESS_POLL).await;
+            }
         });
     }
 
@@ -235,21 +205,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(AuthorizationServer::new(service))
-        .serve_with_incoming_shutdown(incoming, stop_signal(&stop));
-    tasks.spawn(async move {
+        .serve_with_incoming_shutdown(incoming, background.stop_signal());
+    background.spawn(async move {
         if let Err(error) = grpc.await {
             tracing::error!(%error, "gRPC server stopped");
         }
     });
 
     let app = router(HttpState { authorizer: authorizer.clone(), metrics: metrics.clone(), admin_token });
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(stop_signal(&stop));
-    tasks.spawn(async move {
+    let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
+    background.spawn(async move {
         if let Err(error) = http.await {
             tracing::error!(%error, "HTTP server stopped");
         }
     });
 
     tracing::info!(%grpc_addr, %http_addr, "hopauth serving");
-    Ok(Running { grpc_addr, http_addr, authorizer, metrics, stop, tasks })
+    Ok(Running { grpc_addr, http_addr, authorizer, metrics, background })
 }

@@ -28,8 +28,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use self::config::{IssuerConfig, StoreBackend};
 use self::http::IssuerState;
@@ -38,6 +36,7 @@ use self::metrics::IssuerMetrics;
 use self::refresh::{MemoryRefreshStore, RedisRefreshStore, RefreshStore};
 use self::tokens::TokenService;
 use self::users::UserDb;
+use crate::background::Background;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
 use crate::verify::unix_now;
@@ -52,26 +51,16 @@ pub struct Running {
     /// Metrics and health.
     pub admin_addr: SocketAddr,
     pub service: Arc<TokenService>,
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
+    pub background: Background,
 }
 
 impl Running {
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        let deadline = tokio::time::sleep(Duration::from_secs(5));
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                next = self.tasks.join_next() => if next.is_none() { break },
-                _ = &mut deadline => { self.tasks.abort_all(); break }
-            }
-        }
+    pub async fn shutdown(self) {
+        self.background.shutdown().await
     }
 
     pub async fn stopped(&self) {
-        let mut rx = self.stop.subscribe();
-        let _ = rx.wait_for(|s| *s).await;
+        self.background.stopped().await
     }
 }
 
@@ -147,78 +136,63 @@ pub async fn start_with_listener(config: IssuerConfig, listener: TcpListener) ->
     let addr = listener.local_addr()?;
     let admin_addr = admin_listener.local_addr()?;
 
-    let (stop, _) = watch::channel(false);
-    let mut tasks = JoinSet::new();
-    let stop_signal = |stop: &watch::Sender<bool>| {
-        let mut rx = stop.subscribe();
-        async move {
-            let _ = rx.wait_for(|s| *s).await;
-        }
-    };
+    let mut background = Background::new();
 
     // Key reload: how `rotate-keys` (or a new retiring deadline) reaches a running issuer.
     {
         let service = service.clone();
         let every = config.keys.reload_interval;
-        let done = stop_signal(&stop);
-        tasks.spawn(async move {
-            let reload = async {
-                loop {
-                    tokio::time::sleep(every).await;
-                    match service.keys().reload(unix_now()) {
-                        Ok(false) => {}
-                        Ok(true) => {
-                            service.metrics().record_key_reload(true);
-                            publish_key_counts(&service);
-                        }
-                        Err(error) => {
-                            service.metrics().record_key_reload(false);
-                            tracing::error!(%error, "cannot reload the signing keys; keeping the current ones");
-                        }
+        background.spawn_until_stopped(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match service.keys().reload(unix_now()) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        service.metrics().record_key_reload(true);
+                        publish_key_counts(&service);
+                    }
+                    Err(error) => {
+                        service.metrics().record_key_reload(false);
+                        tracing::error!(%error, "cannot reload the signing keys; keeping the current ones");
                     }
                 }
-            };
-            tokio::select! { _ = reload => {}, _ = done => {} }
+            }
         });
     }
 
     let store_ready = Arc::new(AtomicBool::new(false));
     {
         let (service, ready) = (service.clone(), store_ready.clone());
-        let done = stop_signal(&stop);
-        tasks.spawn(async move {
-            let poll = async {
-                let mut was = None;
-                loop {
-                    let up = service.refresh_store().ping().await;
-                    ready.store(up, Ordering::Release);
-                    service.metrics().store_up.set(i64::from(up));
-                    if was != Some(up) {
-                        tracing::info!(ready = up, backend = service.refresh_store().backend(), "store readiness");
-                        was = Some(up);
-                    }
-                    tokio::time::sleep(STORE_POLL).await;
+        background.spawn_until_stopped(async move {
+            let mut was = None;
+            loop {
+                let up = service.refresh_store().ping().await;
+                ready.store(up, Ordering::Release);
+                service.metrics().store_up.set(i64::from(up));
+                if was != Some(up) {
+                    tracing::info!(ready = up, backend = service.refresh_store().backend(), "store readiness");
+                    was = Some(up);
                 }
-            };
-            tokio::select! { _ = poll => {}, _ = done => {} }
+                tokio::time::sleep(STORE_POLL).await;
+            }
         });
     }
 
     let state = IssuerState { service: service.clone(), jwks_max_age: config.keys.jwks_max_age, store_ready };
     let public = http::public_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
-    let server = axum::serve(listener, public).with_graceful_shutdown(stop_signal(&stop));
-    tasks.spawn(async move {
+    let server = axum::serve(listener, public).with_graceful_shutdown(background.stop_signal());
+    background.spawn(async move {
         if let Err(error) = server.await {
             tracing::error!(%error, "issuer HTTP server stopped");
         }
     });
-    let admin = axum::serve(admin_listener, http::admin_router(state)).with_graceful_shutdown(stop_signal(&stop));
-    tasks.spawn(async move {
+    let admin = axum::serve(admin_listener, http::admin_router(state)).with_graceful_shutdown(background.stop_signal());
+    background.spawn(async move {
         if let Err(error) = admin.await {
             tracing::error!(%error, "issuer admin server stopped");
         }
     });
 
     tracing::info!(%addr, %admin_addr, issuer = %config.issuer, "hopauth issuer serving");
-    Ok(Running { addr, admin_addr, service, stop, tasks })
+    Ok(Running { addr, admin_addr, service, background })
 }
