@@ -388,3 +388,97 @@ fn the_revoke_cli_writes_the_documented_keys() {
     let out = run(&["--redis-url", &redis.url(), "--jti", "x"]);
     assert!(!out.status.success(), "--jti without --exp is refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_master_failure_is_survived() {
+    let dir = tempfile::tempdir().unwrap();
+    let ports: Vec<u16> = (0..6).map(|_| free_port()).collect();
+    let mut nodes: Vec<RedisServer> = ports
+        .iter()
+        .map(|p| {
+            let conf = format!("nodes-{p}.conf");
+            RedisServer::start(
+                dir.path(),
+                *p,
+                &["--cluster-enabled", "yes", "--cluster-config-file", &conf, "--cluster-node-timeout", "1000"],
+            )
+        })
+        .collect();
+    let addrs: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let mut args = vec!["--cluster", "create"];
+    args.extend(addrs.iter().map(String::as_str));
+    args.extend(["--cluster-replicas", "1", "--cluster-yes"]);
+    cli(ports[0], &args);
+    let masters_up = |want: usize| {
+        let ports = ports.clone();
+        move || {
+            let ports = ports.clone();
+            async move {
+                let Some(alive) = ports.iter().find(|p| cli(**p, &["PING"]) == "PONG") else { return false };
+                let info = cli(*alive, &["CLUSTER", "INFO"]);
+                let nodes = cli(*alive, &["CLUSTER", "NODES"]);
+                let masters = nodes.lines().filter(|l| l.contains("master") && !l.contains("fail")).count();
+                info.contains("cluster_state:ok") && masters == want
+            }
+        }
+    };
+    wait_until("cluster with 3 masters and replicas", Duration::from_secs(30), masters_up(3)).await;
+    wait_until("replicas in sync", Duration::from_secs(30), || async {
+        ports.iter().all(|p| {
+            let role = cli(*p, &["INFO", "replication"]);
+            role.contains("role:master") || role.contains("master_link_status:up")
+        })
+    })
+    .await;
+
+    let seeds = addrs.join(",");
+    let store = redis_store(&format!("redis+cluster://{seeds}"), Duration::from_secs(3)).await;
+    let now = now();
+    let revoked = |s: &Arc<RedisStore>, j: &str| {
+        s.check(&TokenIdentity { iss: ISSUER, sub: None, jti: Some(j), iat: Some(now) }) == RevocationStatus::Revoked
+    };
+    let before: Vec<String> = (0..20).map(|i| format!("before-{i}")).collect();
+    for j in &before {
+        assert_eq!(cli(ports[0], &["-c", "SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]), "OK");
+    }
+    let s = store.clone();
+    let b = before.clone();
+    wait_until("pre-failover revocations", Duration::from_secs(10), || {
+        let (s, b) = (s.clone(), b.clone());
+        async move { b.iter().all(|j| revoked(&s, j)) }
+    })
+    .await;
+    // Every master's replica has acknowledged the writes before a master dies.
+    for p in &ports {
+        if cli(*p, &["INFO", "replication"]).contains("role:master") {
+            assert_eq!(cli(*p, &["WAIT", "1", "5000"]), "1", "replica of {p} did not acknowledge");
+        }
+    }
+
+    // Kill a master: its replica is promoted.
+    let victim =
+        ports.iter().position(|p| cli(*p, &["INFO", "replication"]).contains("role:master")).expect("a master");
+    nodes[victim].kill();
+    let survivors: Vec<u16> = ports.iter().copied().filter(|p| *p != ports[victim]).collect();
+    let victim_addr = format!("127.0.0.1:{}", ports[victim]);
+    wait_until("failover", Duration::from_secs(30), || async {
+        let info = cli(survivors[0], &["CLUSTER", "INFO"]);
+        let nodes = cli(survivors[0], &["CLUSTER", "NODES"]);
+        let victim_failed = nodes.lines().any(|l| l.contains(&victim_addr) && l.contains("fail"));
+        let masters = nodes.lines().filter(|l| l.contains("master") && !l.contains("fail")).count();
+        info.contains("cluster_state:ok") && victim_failed && masters == 3
+    })
+    .await;
+
+    let after: Vec<String> = (0..20).map(|i| format!("after-{i}")).collect();
+    for j in &after {
+        assert_eq!(cli(survivors[0], &["-c", "SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]), "OK");
+    }
+    let s = store.clone();
+    let all: Vec<String> = before.iter().chain(after.iter()).cloned().collect();
+    wait_until("every revocation after the failover", Duration::from_secs(20), || {
+        let (s, all) = (s.clone(), all.clone());
+        async move { all.iter().all(|j| revoked(&s, j)) && s.ready() }
+    })
+    .await;
+}
