@@ -59,6 +59,9 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
         Ok(m) => m,
         Err(e) => return e,
     };
+    // In a cluster, the master set this session tracks; a change ends the session.
+    let mut tracked: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+    tracked.sort();
     let (tx, mut pushes) = mpsc::unbounded_channel();
     let mut conns: Vec<MultiplexedConnection> = Vec::with_capacity(masters.len());
     for info in &masters {
@@ -133,6 +136,32 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
                     if let Err(e) = pong {
                         return format!("heartbeat: {e}");
+                    }
+                }
+                if let RedisTarget::Sentinel { .. } = &store.target {
+                    // The sentinels may have moved the master while our connection stayed up
+                    // (a demoted or partitioned old master): follow them.
+                    match store.target.masters(store.settings.connect_timeout).await {
+                        Ok(now) => {
+                            let now: Vec<String> = now.iter().map(|m| m.addr().to_string()).collect();
+                            if now != tracked {
+                                return format!("sentinel master changed: {tracked:?} -> {now:?}");
+                            }
+                        }
+                        Err(e) => return e,
+                    }
+                }
+                if store.target.is_cluster() {
+                    // A failover can promote a replica without breaking any connection we hold.
+                    match super::target::cluster_master_set(&mut conns[0]).await {
+                        Ok(now) => {
+                            let mut now: Vec<String> = now.iter().map(|(h, p)| format!("{h}:{p}")).collect();
+                            now.sort();
+                            if now != tracked {
+                                return format!("cluster masters changed: {tracked:?} -> {now:?}");
+                            }
+                        }
+                        Err(e) => return e,
                     }
                 }
                 store.mark_confirmed();

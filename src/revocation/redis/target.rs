@@ -167,14 +167,17 @@ async fn check_role_master(info: &ConnectionInfo, timeout: Duration) -> Result<(
     }
 }
 
-async fn cluster_masters(seed: &ConnectionInfo, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
-    let mut con = connect_node(seed, timeout).await?;
-    let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut con).await.map_err(|e| e.to_string())?;
-    let tls = matches!(seed.addr(), ConnectionAddr::TcpTls { .. });
+/// Slots in a Redis Cluster.
+const CLUSTER_SLOTS: usize = 16384;
+
+/// The healthy masters in `CLUSTER NODES` text as `host:port`, and how many slots they serve.
+pub(super) fn parse_cluster_nodes(text: &str) -> (Vec<(String, u16)>, usize) {
     let mut masters = Vec::new();
+    let mut covered = 0;
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
+        // `fail?` (suspected) and `fail` both disqualify: its data may be gone or stale.
         if !flags.split(',').any(|f| f == "master") || flags.contains("fail") || flags.contains("noaddr") {
             continue;
         }
@@ -182,10 +185,39 @@ async fn cluster_masters(seed: &ConnectionInfo, timeout: Duration) -> Result<Vec
         let Some((host, port)) = hostport.rsplit_once(':') else { continue };
         let Ok(port) = port.parse::<u16>() else { continue };
         let host = if host.is_empty() { "127.0.0.1".to_string() } else { host.to_string() };
-        let addr = addr_of(&host, port, tls)?;
-        masters.push(seed.clone().set_addr(addr));
+        for range in fields.iter().skip(8).filter(|r| !r.starts_with('[')) {
+            covered += match range.split_once('-') {
+                Some((a, b)) => b.parse::<usize>().unwrap_or(0).saturating_sub(a.parse().unwrap_or(usize::MAX)) + 1,
+                None => usize::from(range.parse::<usize>().is_ok()),
+            };
+        }
+        masters.push((host, port));
+    }
+    masters.sort();
+    (masters, covered)
+}
+
+/// The masters serving every slot; an error while any slot has no healthy master (a
+/// failover in progress), so a shard is never silently left untracked.
+pub(super) async fn cluster_master_set<C: redis::aio::ConnectionLike + Send>(
+    con: &mut C,
+) -> Result<Vec<(String, u16)>, String> {
+    let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(con).await.map_err(|e| e.to_string())?;
+    let (masters, covered) = parse_cluster_nodes(&text);
+    if covered < CLUSTER_SLOTS {
+        return Err(format!("cluster serves {covered} of {CLUSTER_SLOTS} slots from healthy masters"));
     }
     Ok(masters)
+}
+
+async fn cluster_masters(seed: &ConnectionInfo, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
+    let mut con = connect_node(seed, timeout).await?;
+    let tls = matches!(seed.addr(), ConnectionAddr::TcpTls { .. });
+    let mut out = Vec::new();
+    for (host, port) in cluster_master_set(&mut con).await? {
+        out.push(seed.clone().set_addr(addr_of(&host, port, tls)?));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -210,5 +242,20 @@ mod tests {
         }
         assert!(RedisTarget::parse("redis+sentinel://h:1").is_err(), "master name required");
         assert!(RedisTarget::parse("http://h").is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_yield_healthy_masters_and_slot_coverage() {
+        let text = "a 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n\
+                    b 127.0.0.1:7001@17001 master,fail - 0 0 2 connected 5461-10922\n\
+                    c 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383 [5000->-x]\n\
+                    d 127.0.0.1:7003@17003 slave a 0 0 1 connected\n";
+        let (masters, covered) = parse_cluster_nodes(text);
+        assert_eq!(masters, vec![("127.0.0.1".to_string(), 7000), ("127.0.0.1".to_string(), 7002)]);
+        assert_eq!(covered, 5461 + 5461);
+        let promoted = text
+            .replace("d 127.0.0.1:7003@17003 slave a", "d 127.0.0.1:7003@17003 master -")
+            .replace("connected\n", "connected 5461-10922\n");
+        assert_eq!(parse_cluster_nodes(&promoted).1, 16384);
     }
 }
