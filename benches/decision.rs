@@ -181,6 +181,19 @@ fn benches(c: &mut Criterion) {
         });
     }
 
+    // A first sighting: full verification plus the cache insert.
+    let mut n = 0u64;
+    c.bench_function("first_sight_verify_and_insert/ES256", |b| {
+        b.iter_batched(
+            || {
+                n += 1;
+                fx.keys[0].sign_jwt(&claims(&format!("fresh-{n}"))).unwrap()
+            },
+            |t| ready(verifier.verify(&t, now)).unwrap(),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+
     let headers = Headers(vec![("authorization", format!("Bearer {es}")), ("cookie", "a=b; c=d".into())]);
     let sources = vec![
         TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() },
