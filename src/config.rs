@@ -320,7 +320,7 @@ pub struct Problem {
 }
 
 fn format_invalid(file: &Path, problems: &[Problem]) -> String {
-    let mut out = format!("{}: {} problem(s) in the configuration", file.display(), problems.len());
+    let mut out = format!("{}: {} problem(s)", file.display(), problems.len());
     for p in problems {
         out.push_str(&format!("\n  {}: {}: {}", file.display(), p.key, p.message));
     }

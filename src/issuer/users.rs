@@ -3,7 +3,7 @@
 //! made with the same parameters as the real ones.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -11,31 +11,8 @@ use serde::Deserialize;
 
 use crate::config::Problem;
 
-#[derive(Debug, thiserror::Error)]
-pub enum UsersError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {source}")]
-    Parse {
-        file: PathBuf,
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
-    #[error("{}", format_problems(file, problems))]
-    Invalid { file: PathBuf, problems: Vec<Problem> },
-}
-
-fn format_problems(file: &Path, problems: &[Problem]) -> String {
-    let mut out = format!("{}: {} problem(s) in the users file", file.display(), problems.len());
-    for p in problems {
-        out.push_str(&format!("\n  {}: {}: {}", file.display(), p.key, p.message));
-    }
-    out
-}
+/// Errors reading the users file: the same shape as the config's, key and file named.
+pub type UsersError = crate::config::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {
