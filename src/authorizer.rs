@@ -70,8 +70,13 @@ impl Authorizer {
             Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), start.elapsed()),
             Decision::Deny(reason) => {
                 self.metrics.record_deny(reason, start.elapsed());
-                let fp = token.map(fingerprint).unwrap_or_default();
-                tracing::info!(reason = reason.as_str(), token = %fp, path = %log_path(req.path()), "denied");
+                // Fields are evaluated only when the line is enabled: no hashing with logs off.
+                tracing::info!(
+                    reason = reason.as_str(),
+                    token = %token.map(fingerprint).unwrap_or_default(),
+                    path = %log_path(req.path()),
+                    "denied"
+                );
             }
         }
         decision
