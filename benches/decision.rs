@@ -12,13 +12,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
+use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use hopauth::alg::Alg;
 use hopauth::authorizer::Authorizer;
 use hopauth::config::FailureMode;
-use hopauth::decision::{Allowed, Decision};
+use hopauth::grpc::wire::CheckView;
 use hopauth::grpc::{render, AuthorizationService};
 use hopauth::jwks::{http_client, parse_jwks, JwksCache, JwksSettings, JwksSource};
 use hopauth::metrics::Metrics;
@@ -26,6 +27,7 @@ use hopauth::revocation::{MemoryStore, RevocationStore, TokenIdentity};
 use hopauth::sign::SigningKey;
 use hopauth::token::{extract, RequestView, TokenSource};
 use hopauth::verify::{unix_now, Provider, Verifier};
+use prost::Message;
 use serde_json::json;
 
 struct Counting;
@@ -110,14 +112,42 @@ fn fixture() -> Fixture {
     Fixture { keys, authorizer, service, metrics }
 }
 
+/// Shaped like what Envoy sends with the shipped `allowed_headers`: both peers, the request
+/// id, pseudo-headers and the Authorization header.
 fn check_request(token: &str) -> CheckRequest {
+    use envoy_types::pb::envoy::config::core::v3::{address::Address as Kind, socket_address::PortSpecifier};
+    use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress};
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::Peer;
+    let peer = |port: u32| Peer {
+        address: Some(Address {
+            address: Some(Kind::SocketAddress(SocketAddress {
+                address: "127.0.0.1".into(),
+                port_specifier: Some(PortSpecifier::PortValue(port)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    };
+    let headers = [
+        (":authority", "orders.local".to_string()),
+        (":method", "GET".to_string()),
+        (":path", "/orders/7".to_string()),
+        (":scheme", "http".to_string()),
+        ("authorization", format!("Bearer {token}")),
+    ];
     CheckRequest {
         attributes: Some(AttributeContext {
+            source: Some(peer(53122)),
+            destination: Some(peer(10000)),
             request: Some(Request {
                 http: Some(HttpRequest {
+                    id: "9313446170218916151".into(),
                     method: "GET".into(),
                     path: "/orders/7".into(),
-                    headers: [("authorization".to_string(), format!("Bearer {token}"))].into(),
+                    host: "orders.local".into(),
+                    scheme: "http".into(),
+                    protocol: "HTTP/1.1".into(),
+                    headers: headers.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -154,10 +184,19 @@ fn benches(c: &mut Criterion) {
     let verifier = fx.authorizer.verifier();
     ready(verifier.verify(&es, now)).unwrap();
     let req = check_request(&es);
-    assert!(ready(fx.service.check_request(&req)).http_response.is_some());
 
     c.bench_function("cached_verdict_lookup", |b| b.iter(|| ready(verifier.verify(black_box(&es), now)).unwrap()));
-    c.bench_function("check_cache_hit", |b| b.iter(|| ready(fx.service.check_request(black_box(&req)))));
+    // A whole Check as the server sees it: the request's protobuf bytes in, the response's
+    // out. The prost round trip of the same message is measured beside it for scale.
+    let wire = Bytes::from(req.encode_to_vec());
+    let check_wire = || {
+        let view = CheckView::parse(wire.clone()).unwrap();
+        ready(fx.service.check_wire(&view))
+    };
+    assert!(!check_wire().is_empty());
+    c.bench_function("check_cache_hit", |b| b.iter(|| black_box(check_wire())));
+    c.bench_function("check_request_parse", |b| b.iter(|| CheckView::parse(black_box(wire.clone())).unwrap()));
+    c.bench_function("check_request_prost_decode", |b| b.iter(|| CheckRequest::decode(black_box(&wire[..])).unwrap()));
 
     for key in &fx.keys {
         let token = key.sign_jwt(&claims("bob")).unwrap();
@@ -202,10 +241,20 @@ fn benches(c: &mut Criterion) {
     ];
     c.bench_function("token_extraction", |b| b.iter(|| extract(black_box(&headers), &sources).unwrap()));
 
-    let verified = ready(verifier.verify(&es, now)).unwrap();
-    let decision = Decision::Allow(Allowed::Verified(verified));
+    // Rendering and encoding an allow happens once per token, on first sight.
     let identity = fx.authorizer.identity_headers().to_vec();
-    c.bench_function("render_allow_response", |b| b.iter(|| render(black_box(&decision), &identity)));
+    let parts = hopauth::jws::parse(&es).unwrap();
+    c.bench_function("render_allow_response_first_sight", |b| {
+        b.iter(|| {
+            let allow = render::allow(
+                &identity,
+                [("x-jwt-sub", "alice"), ("x-jwt-scope", "orders:read")],
+                Some(("x-jwt-payload", parts.payload_b64)),
+                Some(black_box(&parts.payload_json)),
+            );
+            render::encode(&allow)
+        })
+    });
 
     let store = MemoryStore::new(Duration::from_secs(86400));
     for i in 0..10_000 {
@@ -215,7 +264,7 @@ fn benches(c: &mut Criterion) {
     c.bench_function("revocation_lookup_10k_entries", |b| b.iter(|| store.check(black_box(&id))));
 
     let per_lookup = allocations(10_000, || ready(verifier.verify(&es, now)).unwrap());
-    let per_check = allocations(10_000, || ready(fx.service.check_request(&req)));
+    let per_check = allocations(10_000, check_wire);
     let per_revocation = allocations(10_000, || store.check(&id));
     println!("allocations per cached verdict lookup: {per_lookup:.2}");
     println!("allocations per whole Check (cache hit): {per_check:.2}");

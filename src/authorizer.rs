@@ -20,8 +20,6 @@ pub struct Authorizer {
     verifier: Verifier,
     revocation: Arc<dyn RevocationStore>,
     failure_mode: FailureMode,
-    /// Every header any provider sets: stripped from what the client sent, always.
-    identity_headers: Vec<String>,
     metrics: Metrics,
 }
 
@@ -34,19 +32,11 @@ impl Authorizer {
         failure_mode: FailureMode,
         metrics: Metrics,
     ) -> Self {
-        let mut identity_headers: Vec<String> = Vec::new();
-        for p in verifier.providers() {
-            for h in p.claims_to_headers.iter().map(|(_, h)| h).chain(p.payload_header.iter()) {
-                if !identity_headers.iter().any(|known| **known == **h) {
-                    identity_headers.push(h.to_string());
-                }
-            }
-        }
-        Authorizer { sources, max_token_bytes, verifier, revocation, failure_mode, identity_headers, metrics }
+        Authorizer { sources, max_token_bytes, verifier, revocation, failure_mode, metrics }
     }
 
     pub fn identity_headers(&self) -> &[String] {
-        &self.identity_headers
+        self.verifier.identity_headers()
     }
 
     pub fn verifier(&self) -> &Verifier {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
@@ -14,7 +13,7 @@ use crate::alg::Alg;
 use crate::authorizer::Authorizer;
 use crate::background::Background;
 use crate::config::{Config, RevocationBackend};
-use crate::grpc::AuthorizationService;
+use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
 use crate::http::{router, HttpState};
 use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, VerifyKey};
 use crate::metrics::Metrics;
@@ -23,8 +22,6 @@ use crate::revocation::{MemoryStore, RevocationStore};
 use crate::token::TokenSource;
 use crate::verify::{Provider, Verifier};
 
-/// The gRPC service name Envoy's health check asks about.
-pub const AUTHZ_SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 /// How often readiness is re-evaluated for grpc.health.v1 and the store gauge.
 const READINESS_POLL: Duration = Duration::from_millis(100);
 

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use moka::sync::Cache;
 use serde_json::Value;
 
 use crate::alg::Alg;
 use crate::decision::DenyReason;
+use crate::grpc::render;
 use crate::jwks::{JwksCache, KeyLookup};
 use crate::jws::{self, JwsError};
 
@@ -37,12 +39,10 @@ pub struct VerifiedToken {
     pub exp: i64,
     pub leeway_secs: i64,
     pub scopes: Box<[Box<str>]>,
-    /// Identity headers from `claims_to_headers`, already rendered.
-    pub headers: Box<[(Arc<str>, Box<str>)]>,
-    /// The provider's `payload_header`; its value is base64url of `claims_json`.
-    pub payload_header: Option<Arc<str>>,
-    /// The verified claims as the token carried them (decoded JSON object text).
-    pub claims_json: Box<str>,
+    /// The encoded CheckResponse that allows this token: identity headers from
+    /// `claims_to_headers` and `payload_header`, the claims as dynamic metadata. Rendered
+    /// once here, so a cache hit answers without building or encoding anything.
+    pub allow_response: Bytes,
 }
 
 /// Seconds since the Unix epoch.
@@ -66,6 +66,8 @@ impl moka::Expiry<Box<str>, Arc<VerifiedToken>> for UntilExp {
 
 pub struct Verifier {
     providers: Vec<Provider>,
+    /// Every header any provider sets: stripped from what the client sent, always.
+    identity_headers: Vec<String>,
     /// Keyed by the whole token string: only the identical token can hit an entry.
     cache: Cache<Box<str>, Arc<VerifiedToken>, foldhash::fast::RandomState>,
     metrics: crate::metrics::Metrics,
@@ -77,7 +79,19 @@ impl Verifier {
             .max_capacity(cache_entries)
             .expire_after(UntilExp)
             .build_with_hasher(foldhash::fast::RandomState::default());
-        Verifier { providers, cache, metrics }
+        let mut identity_headers: Vec<String> = Vec::new();
+        for p in &providers {
+            for h in p.claims_to_headers.iter().map(|(_, h)| h).chain(p.payload_header.iter()) {
+                if !identity_headers.iter().any(|known| **known == **h) {
+                    identity_headers.push(h.to_string());
+                }
+            }
+        }
+        Verifier { providers, identity_headers, cache, metrics }
+    }
+
+    pub fn identity_headers(&self) -> &[String] {
+        &self.identity_headers
     }
 
     /// Lets the cache finish pending housekeeping (tests and benches measure after it).
@@ -160,11 +174,17 @@ impl Verifier {
         if !c.aud.iter().any(|a| provider.audiences.contains(a)) {
             return Err(DenyReason::BadAudience);
         }
-        let headers: Vec<(Arc<str>, Box<str>)> = provider
+        let headers: Vec<(&str, String)> = provider
             .claims_to_headers
             .iter()
-            .filter_map(|(claim, header)| Some((header.clone(), render_header_value(c.all.get(claim)?)?.into())))
+            .filter_map(|(claim, header)| Some((&**header, render_header_value(c.all.get(claim)?)?)))
             .collect();
+        let allow = render::allow(
+            &self.identity_headers,
+            headers.iter().map(|(h, v)| (*h, v.as_str())),
+            provider.payload_header.as_deref().map(|h| (h, jws.payload_b64)),
+            Some(&jws.payload_json),
+        );
         Ok(VerifiedToken {
             provider: provider.name.clone(),
             iss,
@@ -174,9 +194,7 @@ impl Verifier {
             exp,
             leeway_secs: leeway,
             scopes: c.scopes.into_iter().map(Into::into).collect(),
-            headers: headers.into(),
-            payload_header: provider.payload_header.clone(),
-            claims_json: jws.payload_json.into(),
+            allow_response: render::encode(&allow),
         })
     }
 }

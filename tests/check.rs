@@ -270,3 +270,87 @@ async fn discovery_file_and_hmac_providers() {
         assert_eq!(outcome(&r).0, want, "{:?}", outcome(&r));
     }
 }
+
+/// Bytes in, bytes out: lets the test send a body prost would never produce.
+#[derive(Clone, Copy)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(&mut self, item: Vec<u8>, dst: &mut tonic::codec::EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put_slice(dst, &item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(&mut self, src: &mut tonic::codec::DecodeBuf<'_>) -> Result<Option<Vec<u8>>, tonic::Status> {
+        let n = bytes::Buf::remaining(src);
+        Ok(Some(bytes::Buf::copy_to_bytes(src, n).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
+    use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let (running, _) = service(&config_yaml(&jwks.url(), "", "")).await;
+    wait_ready(&running).await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", running.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+
+    // The generated client decodes the pre-encoded responses: first sight, then a cache hit.
+    let mut client = AuthorizationClient::new(channel.clone());
+    let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
+    for _ in 0..2 {
+        let r = client.check(request(&[("authorization", &auth)], "/x", &[])).await.unwrap().into_inner();
+        assert_eq!(outcome(&r).0, 200);
+        let meta = r.dynamic_metadata.expect("claims metadata");
+        let Some(Kind::StructValue(claims)) = &meta.fields["hopauth"].kind else { panic!("{meta:?}") };
+        assert_eq!(claims.fields["sub"].kind, Some(Kind::StringValue("alice".into())));
+    }
+    let r = client.check(request(&[], "/x", &[])).await.unwrap().into_inner();
+    assert_eq!(outcome(&r).0, 401);
+
+    // Bytes that are not a CheckRequest: INVALID_ARGUMENT, never an allow.
+    let raw = tonic::client::Grpc::new(channel.clone());
+    let call = |body: Vec<u8>, path: &'static str| {
+        let mut raw = raw.clone();
+        async move {
+            raw.ready().await.unwrap();
+            raw.unary(tonic::Request::new(body), tonic::codegen::http::uri::PathAndQuery::from_static(path), RawCodec)
+                .await
+        }
+    };
+    const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
+    for garbage in [vec![0x0a, 0x7f, 0x01], vec![0xff; 12], vec![0x08, 0x01]] {
+        let err = call(garbage.clone(), CHECK).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{garbage:?}: {err:?}");
+    }
+    // The same route accepts what prost encodes.
+    let ok = call(prost::Message::encode_to_vec(&request(&[("authorization", &auth)], "/x", &[])), CHECK).await;
+    let r = <CheckResponse as prost::Message>::decode(&ok.unwrap().into_inner()[..]).unwrap();
+    assert_eq!(outcome(&r).0, 200);
+    let err = call(vec![], "/envoy.service.auth.v3.Authorization/Other").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+}

@@ -1,28 +1,23 @@
-//! The gRPC adapter: `envoy.service.auth.v3.Authorization/Check` in, `Decision` out as a
-//! `CheckResponse`. Every outcome, deny and 503 included, is a normal response with gRPC
-//! status OK: a gRPC error is what Envoy's `failure_mode_allow` could turn into an allow.
+//! CheckResponses as Envoy reads them, encoded once: an allow is rendered when its token is
+//! first verified and the cache keeps the bytes, so a cache hit sends them as they are.
+//! Denies are rendered per reason once, except `insufficient_scope`, which names the
+//! route's scopes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
+use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
 };
 use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
-use envoy_types::pb::envoy::service::auth::v3::authorization_server::Authorization;
 use envoy_types::pb::envoy::service::auth::v3::{
-    attribute_context::HttpRequest, check_response::HttpResponse, CheckRequest, CheckResponse, DeniedHttpResponse,
-    OkHttpResponse,
+    check_response::HttpResponse, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value as PbValue};
 use envoy_types::pb::google::rpc::Status;
+use prost::Message;
 
-use crate::authorizer::Authorizer;
-use crate::decision::{Allowed, Decision, DenyReason, DenyStatus};
-use crate::policy::RoutePolicy;
-use crate::token::RequestView;
+use crate::decision::{DenyReason, DenyStatus};
 
 /// gRPC status codes placed in `CheckResponse.status` (google.rpc.Code).
 const RPC_OK: i32 = 0;
@@ -35,59 +30,35 @@ pub const METADATA_NAMESPACE: &str = "hopauth";
 /// Seconds a client should wait after a 503.
 const RETRY_AFTER_SECS: &str = "5";
 
-pub struct AuthorizationService {
-    authorizer: Arc<Authorizer>,
+/// A message as the bytes of its protobuf encoding.
+pub fn encode(response: &CheckResponse) -> Bytes {
+    response.encode_to_vec().into()
 }
 
-impl AuthorizationService {
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
-        AuthorizationService { authorizer }
+/// The allow for a verified token: `headers` set (overwriting what the client sent), every
+/// other identity header removed, and the claims (a JSON object, already validated) as
+/// dynamic metadata under `hopauth`. `payload` is the `payload_header` name and the
+/// token's payload segment. With no claims, the allow of an anonymous request.
+pub fn allow<'a>(
+    identity_headers: &[String],
+    headers: impl IntoIterator<Item = (&'a str, &'a str)>,
+    payload: Option<(&'a str, &'a str)>,
+    claims_json: Option<&str>,
+) -> CheckResponse {
+    let mut ok = OkHttpResponse { headers_to_remove: identity_headers.to_vec(), ..Default::default() };
+    for (name, value) in headers.into_iter().chain(payload) {
+        ok.headers.push(header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd));
     }
-
-    /// The whole Check, without the tonic envelope; benches and tests call this directly.
-    pub async fn check_request(&self, request: &CheckRequest) -> CheckResponse {
-        let attrs = request.attributes.as_ref();
-        let http = attrs.and_then(|a| a.request.as_ref()).and_then(|r| r.http.as_ref());
-        let empty = HashMap::new();
-        let extensions = attrs.map_or(&empty, |a| &a.context_extensions);
-        let policy = RoutePolicy::from_extensions(|k| extensions.get(k).map(String::as_str));
-        let view = HttpView(http);
-        let decision = self.authorizer.check(&view, policy).await;
-        render(&decision, self.authorizer.identity_headers())
-    }
-}
-
-#[tonic::async_trait]
-impl Authorization for AuthorizationService {
-    async fn check(
-        &self,
-        request: tonic::Request<CheckRequest>,
-    ) -> Result<tonic::Response<CheckResponse>, tonic::Status> {
-        Ok(tonic::Response::new(self.check_request(request.get_ref()).await))
-    }
-}
-
-/// Headers as Envoy sent them: the `headers` map, or raw `header_map` bytes when
-/// `encode_raw_headers: true`. A request without HTTP attributes has no headers at all.
-struct HttpView<'a>(Option<&'a HttpRequest>);
-
-impl RequestView for HttpView<'_> {
-    fn header_values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s [u8]> {
-        let (map, raw) = match self.0 {
-            Some(h) => (h.headers.get(name).map(String::as_bytes), h.header_map.as_ref()),
-            None => (None, None),
-        };
-        let name = name.to_owned();
-        let raw_values = raw
-            .into_iter()
-            .flat_map(|m| m.headers.iter())
-            .filter(move |hv| hv.key.eq_ignore_ascii_case(&name))
-            .map(|hv| if hv.raw_value.is_empty() { hv.value.as_bytes() } else { hv.raw_value.as_slice() });
-        map.into_iter().chain(raw_values)
-    }
-
-    fn path(&self) -> &str {
-        self.0.map_or("", |h| h.path.as_str())
+    // Removal is applied after the set headers; do not remove what we just set.
+    ok.headers_to_remove.retain(|h| !ok.headers.iter().any(|set| set.header.as_ref().is_some_and(|s| s.key == *h)));
+    let metadata = claims_json.map(|json| {
+        let claims = serde_json::from_str::<PbJson>(json).map_or_else(|_| PbValue::default(), |v| v.0);
+        Struct { fields: HashMap::from([(METADATA_NAMESPACE.to_string(), claims)]) }
+    });
+    CheckResponse {
+        status: Some(Status { code: RPC_OK, ..Default::default() }),
+        http_response: Some(HttpResponse::OkResponse(ok)),
+        dynamic_metadata: metadata,
     }
 }
 
@@ -99,39 +70,8 @@ fn header(key: &str, value: impl Into<String>, action: HeaderAppendAction) -> He
     }
 }
 
-/// Turns a decision into the CheckResponse Envoy acts on.
-pub fn render(decision: &Decision, identity_headers: &[String]) -> CheckResponse {
-    match decision {
-        Decision::Allow(allowed) => {
-            let mut ok = OkHttpResponse { headers_to_remove: identity_headers.to_vec(), ..Default::default() };
-            let mut metadata = None;
-            if let Allowed::Verified(token) = allowed {
-                for (name, value) in token.headers.iter() {
-                    ok.headers.push(header(name, &**value, HeaderAppendAction::OverwriteIfExistsOrAdd));
-                }
-                if let Some(name) = &token.payload_header {
-                    let value = URL_SAFE_NO_PAD.encode(token.claims_json.as_bytes());
-                    ok.headers.push(header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd));
-                }
-                // Removal is applied after the set headers; do not remove what we just set.
-                ok.headers_to_remove
-                    .retain(|h| !ok.headers.iter().any(|set| set.header.as_ref().is_some_and(|s| s.key == *h)));
-                // The claims were validated as a JSON object when the token was verified.
-                let claims =
-                    serde_json::from_str::<PbJson>(&token.claims_json).map_or_else(|_| PbValue::default(), |v| v.0);
-                metadata = Some(Struct { fields: HashMap::from([(METADATA_NAMESPACE.to_string(), claims)]) });
-            }
-            CheckResponse {
-                status: Some(Status { code: RPC_OK, ..Default::default() }),
-                http_response: Some(HttpResponse::OkResponse(ok)),
-                dynamic_metadata: metadata,
-            }
-        }
-        Decision::Deny(reason) => render_deny(reason),
-    }
-}
-
-fn render_deny(reason: &DenyReason) -> CheckResponse {
+/// The deny Envoy turns into the client's 401, 403 or 503.
+pub fn deny(reason: &DenyReason) -> CheckResponse {
     let (http, rpc) = match reason.status() {
         DenyStatus::Unauthorized => (StatusCode::Unauthorized, RPC_UNAUTHENTICATED),
         DenyStatus::Forbidden => (StatusCode::Forbidden, RPC_PERMISSION_DENIED),
@@ -257,7 +197,7 @@ mod tests {
 
     #[test]
     fn missing_token_has_no_error_code() {
-        let r = render(&Decision::Deny(DenyReason::MissingToken), &[]);
+        let r = deny(&DenyReason::MissingToken);
         assert_eq!(r.status.as_ref().unwrap().code, RPC_UNAUTHENTICATED);
         let d = denied(&r);
         assert_eq!(d.status.as_ref().unwrap().code, StatusCode::Unauthorized as i32);
@@ -266,7 +206,7 @@ mod tests {
 
     #[test]
     fn invalid_token_and_scope_follow_rfc6750() {
-        let r = render(&Decision::Deny(DenyReason::Expired), &[]);
+        let r = deny(&DenyReason::Expired);
         let d = denied(&r);
         let challenge = header_value(d, "www-authenticate").unwrap();
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
@@ -274,7 +214,7 @@ mod tests {
         assert_eq!(body["error"], "invalid_token");
         assert_eq!(body["error_description"], "token has expired");
 
-        let r = render(&Decision::Deny(DenyReason::InsufficientScope("orders:write\"x".into())), &[]);
+        let r = deny(&DenyReason::InsufficientScope("orders:write\"x".into()));
         let d = denied(&r);
         assert_eq!(d.status.as_ref().unwrap().code, StatusCode::Forbidden as i32);
         let challenge = header_value(d, "www-authenticate").unwrap();
@@ -283,7 +223,7 @@ mod tests {
 
     #[test]
     fn unavailable_is_503_with_retry_after_inside_a_normal_response() {
-        let r = render(&Decision::Deny(DenyReason::KeysUnavailable), &[]);
+        let r = deny(&DenyReason::KeysUnavailable);
         let d = denied(&r);
         assert_eq!(d.status.as_ref().unwrap().code, StatusCode::ServiceUnavailable as i32);
         assert_eq!(header_value(d, "retry-after"), Some(RETRY_AFTER_SECS));
@@ -292,10 +232,33 @@ mod tests {
 
     #[test]
     fn anonymous_allow_strips_identity_headers() {
-        let r = render(&Decision::Allow(Allowed::Anonymous), &["x-jwt-sub".to_string()]);
+        let r = allow(&["x-jwt-sub".to_string()], [], None, None);
         let Some(HttpResponse::OkResponse(ok)) = r.http_response else { panic!() };
         assert_eq!(ok.headers_to_remove, vec!["x-jwt-sub"]);
         assert!(ok.headers.is_empty());
         assert_eq!(r.status.unwrap().code, RPC_OK);
+        assert!(r.dynamic_metadata.is_none());
+    }
+
+    #[test]
+    fn verified_allow_sets_headers_and_claims_metadata() {
+        let identity = ["x-jwt-sub".to_string(), "x-jwt-scope".to_string(), "x-jwt-payload".to_string()];
+        let r = allow(
+            &identity,
+            [("x-jwt-sub", "alice")],
+            Some(("x-jwt-payload", "eyJzdWIiOiJhbGljZSJ9")),
+            Some(r#"{"sub":"alice","n":[1,true,null]}"#),
+        );
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else { panic!() };
+        let set: Vec<(&str, &str)> =
+            ok.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.as_str(), h.value.as_str())).collect();
+        assert_eq!(set, vec![("x-jwt-sub", "alice"), ("x-jwt-payload", "eyJzdWIiOiJhbGljZSJ9")]);
+        // What was set is not also removed; what was not set is.
+        assert_eq!(ok.headers_to_remove, vec!["x-jwt-scope"]);
+        let claims = &r.dynamic_metadata.unwrap().fields[METADATA_NAMESPACE];
+        let Some(Kind::StructValue(s)) = &claims.kind else { panic!("{claims:?}") };
+        assert_eq!(s.fields["sub"].kind, Some(Kind::StringValue("alice".into())));
+        let Some(Kind::ListValue(list)) = &s.fields["n"].kind else { panic!() };
+        assert_eq!(list.values.len(), 3);
     }
 }

@@ -1,0 +1,154 @@
+//! The gRPC adapter: `envoy.service.auth.v3.Authorization/Check` in, `Decision` out as a
+//! `CheckResponse`. Every outcome, deny and 503 included, is a normal response with gRPC
+//! status OK: a gRPC error is what Envoy's `failure_mode_allow` could turn into an allow.
+//!
+//! The hot path never builds protobuf structs: the request is read in place (`wire`), and
+//! the response is bytes rendered once (`render`): a verified token's allow when it was
+//! verified, the anonymous allow at start, each deny the first time it is given.
+
+pub mod render;
+pub mod wire;
+
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
+use prost::Message;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{http, BoxFuture, Service};
+use tonic::server::{Grpc, NamedService, UnaryService};
+
+use crate::authorizer::Authorizer;
+use crate::decision::{Allowed, Decision, DenyReason};
+use crate::policy::RoutePolicy;
+use wire::CheckView;
+
+/// The gRPC service name, for routing and health.
+pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
+pub struct AuthorizationService {
+    authorizer: Arc<Authorizer>,
+    anonymous: Bytes,
+    /// Denies by `DenyReason::index`, encoded on first use.
+    denies: [OnceLock<Bytes>; DenyReason::NAMES.len()],
+}
+
+impl AuthorizationService {
+    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+        let anonymous = render::encode(&render::allow(authorizer.identity_headers(), [], None, None));
+        AuthorizationService { authorizer, anonymous, denies: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    /// One Check, from the request's protobuf bytes to the response's.
+    pub async fn check_wire(&self, request: &CheckView) -> Bytes {
+        let policy = RoutePolicy::from_extensions(|k| request.context_extension(k));
+        match self.authorizer.check(request, policy).await {
+            Decision::Allow(Allowed::Verified(token)) => token.allow_response.clone(),
+            Decision::Allow(Allowed::Anonymous) => self.anonymous.clone(),
+            Decision::Deny(reason @ DenyReason::InsufficientScope(_)) => render::encode(&render::deny(&reason)),
+            Decision::Deny(reason) => {
+                self.denies[reason.index()].get_or_init(|| render::encode(&render::deny(&reason))).clone()
+            }
+        }
+    }
+
+    /// The same Check on decoded messages, through the same wire path (tests, examples).
+    pub async fn check_request(&self, request: &CheckRequest) -> CheckResponse {
+        let view = CheckView::parse(request.encode_to_vec().into()).expect("prost encodes valid protobuf");
+        let reply = self.check_wire(&view).await;
+        CheckResponse::decode(reply).expect("hopauth encodes valid CheckResponses")
+    }
+}
+
+/// The tower service tonic's router calls: `Check` through [`CheckCodec`], anything else
+/// `UNIMPLEMENTED`, as the generated server would answer.
+#[derive(Clone)]
+pub struct AuthorizationServer {
+    service: Arc<AuthorizationService>,
+}
+
+impl AuthorizationServer {
+    pub fn new(service: AuthorizationService) -> Self {
+        AuthorizationServer { service: Arc::new(service) }
+    }
+}
+
+impl NamedService for AuthorizationServer {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+struct CheckMethod(Arc<AuthorizationService>);
+
+impl UnaryService<CheckView> for CheckMethod {
+    type Response = Bytes;
+    type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
+
+    fn call(&mut self, request: tonic::Request<CheckView>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { Ok(tonic::Response::new(service.check_wire(request.get_ref()).await)) })
+    }
+}
+
+impl<B> Service<http::Request<B>> for AuthorizationServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() == CHECK_PATH {
+            let method = CheckMethod(self.service.clone());
+            return Box::pin(async move { Ok(Grpc::new(CheckCodec).unary(method, request).await) });
+        }
+        Box::pin(async move { Ok(tonic::Status::unimplemented("hopauth serves Authorization/Check only").into_http()) })
+    }
+}
+
+/// Requests stay in the bytes they arrived in; responses are already encoded.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckCodec;
+
+impl Codec for CheckCodec {
+    type Encode = Bytes;
+    type Decode = CheckView;
+    type Encoder = CheckCodec;
+    type Decoder = CheckCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        CheckCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        CheckCodec
+    }
+}
+
+impl Encoder for CheckCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for CheckCodec {
+    type Item = CheckView;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckView>, tonic::Status> {
+        // A split of tonic's receive buffer, not a copy.
+        let bytes = src.copy_to_bytes(src.remaining());
+        CheckView::parse(bytes).map(Some).map_err(|e| tonic::Status::invalid_argument(format!("CheckRequest: {e}")))
+    }
+}
