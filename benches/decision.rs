@@ -269,6 +269,7 @@ fn benches(c: &mut Criterion) {
     println!("allocations per cached verdict lookup: {per_lookup:.2}");
     println!("allocations per whole Check (cache hit): {per_check:.2}");
     println!("allocations per revocation lookup: {per_revocation:.2}");
+    println!("encoded allow response (stored per cached token): {} bytes", check_wire().len());
     println!("verify cache hits so far: {}", fx.metrics.verify_cache_hits.get());
 
     // Live heap per cached token: verify 20k distinct tokens, let moka settle, compare.
