@@ -60,8 +60,6 @@ pub struct UnverifiedJws<'t> {
     pub signing_input: &'t str,
     /// The payload segment: base64url of the claims JSON, forwarded as `payload_header`.
     pub payload_b64: &'t str,
-    /// The decoded claims JSON text, as the token carries it.
-    pub payload_json: String,
     pub signature: Vec<u8>,
 }
 
@@ -106,13 +104,11 @@ pub fn split(token: &str) -> Result<SignedParts<'_>, JwsError> {
 pub fn parse(token: &str) -> Result<UnverifiedJws<'_>, JwsError> {
     let parts = split(token)?;
     let claims = parse_claims(&parts.payload)?;
-    let payload_json = String::from_utf8(parts.payload).map_err(|_| JwsError::BadJson)?;
     Ok(UnverifiedJws {
         header: parts.header,
         claims,
         signing_input: parts.signing_input,
         payload_b64: parts.payload_b64,
-        payload_json,
         signature: parts.signature,
     })
 }

@@ -183,7 +183,7 @@ impl Verifier {
             &self.identity_headers,
             headers.iter().map(|(h, v)| (*h, v.as_str())),
             provider.payload_header.as_deref().map(|h| (h, jws.payload_b64)),
-            Some(&jws.payload_json),
+            Some(&c.all),
         );
         Ok(VerifiedToken {
             provider: provider.name.clone(),
@@ -194,7 +194,7 @@ impl Verifier {
             exp,
             leeway_secs: leeway,
             scopes: c.scopes.into_iter().map(Into::into).collect(),
-            allow_response: render::encode(&allow),
+            allow_response: allow,
         })
     }
 }

@@ -38,7 +38,7 @@ pub struct AuthorizationService {
 
 impl AuthorizationService {
     pub fn new(authorizer: Arc<Authorizer>) -> Self {
-        let anonymous = render::encode(&render::allow(authorizer.identity_headers(), [], None, None));
+        let anonymous = render::allow(authorizer.identity_headers(), [], None, None);
         AuthorizationService { authorizer, anonymous, denies: std::array::from_fn(|_| OnceLock::new()) }
     }
 

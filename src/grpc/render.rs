@@ -3,8 +3,6 @@
 //! Denies are rendered per reason once, except `insufficient_scope`, which names the
 //! route's scopes.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use envoy_types::pb::envoy::config::core::v3::{
     header_value_option::HeaderAppendAction, HeaderValue, HeaderValueOption,
@@ -13,9 +11,10 @@ use envoy_types::pb::envoy::r#type::v3::{HttpStatus, StatusCode};
 use envoy_types::pb::envoy::service::auth::v3::{
     check_response::HttpResponse, CheckResponse, DeniedHttpResponse, OkHttpResponse,
 };
-use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value as PbValue};
 use envoy_types::pb::google::rpc::Status;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
+use serde_json::{Map, Value};
 
 use crate::decision::{DenyReason, DenyStatus};
 
@@ -35,31 +34,37 @@ pub fn encode(response: &CheckResponse) -> Bytes {
     response.encode_to_vec().into()
 }
 
-/// The allow for a verified token: `headers` set (overwriting what the client sent), every
-/// other identity header removed, and the claims (a JSON object, already validated) as
-/// dynamic metadata under `hopauth`. `payload` is the `payload_header` name and the
-/// token's payload segment. With no claims, the allow of an anonymous request.
+/// The allow for a verified token, encoded: `headers` set (overwriting what the client
+/// sent), every other identity header removed, and the verified claims as dynamic
+/// metadata under `hopauth`. `payload` is the `payload_header` name and the token's
+/// payload segment. With no claims, the allow of an anonymous request.
 pub fn allow<'a>(
     identity_headers: &[String],
     headers: impl IntoIterator<Item = (&'a str, &'a str)>,
     payload: Option<(&'a str, &'a str)>,
-    claims_json: Option<&str>,
-) -> CheckResponse {
+    claims: Option<&Map<String, Value>>,
+) -> Bytes {
     let mut ok = OkHttpResponse { headers_to_remove: identity_headers.to_vec(), ..Default::default() };
     for (name, value) in headers.into_iter().chain(payload) {
         ok.headers.push(header(name, value, HeaderAppendAction::OverwriteIfExistsOrAdd));
     }
     // Removal is applied after the set headers; do not remove what we just set.
     ok.headers_to_remove.retain(|h| !ok.headers.iter().any(|set| set.header.as_ref().is_some_and(|s| s.key == *h)));
-    let metadata = claims_json.map(|json| {
-        let claims = serde_json::from_str::<PbJson>(json).map_or_else(|_| PbValue::default(), |v| v.0);
-        Struct { fields: HashMap::from([(METADATA_NAMESPACE.to_string(), claims)]) }
-    });
-    CheckResponse {
+    let response = CheckResponse {
         status: Some(Status { code: RPC_OK, ..Default::default() }),
         http_response: Some(HttpResponse::OkResponse(ok)),
-        dynamic_metadata: metadata,
+        dynamic_metadata: None,
+    };
+    // Fields of a protobuf message may come in any order: the metadata is appended as a
+    // `dynamic_metadata` field written straight from the parsed claims.
+    let metadata = claims.map(metadata_len).unwrap_or(0);
+    let mut buf = Vec::with_capacity(response.encoded_len() + metadata + 8);
+    response.encode_raw(&mut buf);
+    if let Some(claims) = claims {
+        encode_len_field(CHECK_RESPONSE_DYNAMIC_METADATA, metadata, &mut buf);
+        write_metadata(claims, &mut buf);
     }
+    buf.into()
 }
 
 fn header(key: &str, value: impl Into<String>, action: HeaderAppendAction) -> HeaderValueOption {
@@ -122,67 +127,123 @@ fn quote_safe(s: &str) -> String {
     s.chars().filter(|c| *c == ' ' || (c.is_ascii_graphic() && *c != '"' && *c != '\\')).collect()
 }
 
-/// JSON read straight into protobuf `Value`s (no intermediate `serde_json::Value`).
-struct PbJson(PbValue);
+// ---- The claims as a `google.protobuf.Struct`, written without building one.
+// Struct { map<string, Value> fields = 1 }; a map entry is { key = 1; value = 2 };
+// Value { null_value = 1; number_value = 2; string_value = 3; bool_value = 4;
+// struct_value = 5; list_value = 6 }; ListValue { repeated Value values = 1 }.
 
-impl<'de> serde::Deserialize<'de> for PbJson {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(PbJsonVisitor)
+const CHECK_RESPONSE_DYNAMIC_METADATA: u32 = 4;
+
+fn encode_len_field(tag: u32, len: usize, buf: &mut Vec<u8>) {
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+}
+
+/// Bytes of a length-delimited field `tag` whose content is `len` bytes.
+fn len_field(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// `Struct { fields: { "hopauth": Value { struct_value: claims } } }`
+fn metadata_len(claims: &Map<String, Value>) -> usize {
+    len_field(1, entry_len(METADATA_NAMESPACE, len_field(5, struct_len(claims))))
+}
+
+fn write_metadata(claims: &Map<String, Value>, buf: &mut Vec<u8>) {
+    let value = len_field(5, struct_len(claims));
+    encode_len_field(1, entry_len(METADATA_NAMESPACE, value), buf);
+    encode_len_field(1, METADATA_NAMESPACE.len(), buf);
+    buf.extend_from_slice(METADATA_NAMESPACE.as_bytes());
+    encode_len_field(2, value, buf);
+    encode_len_field(5, struct_len(claims), buf);
+    write_struct(claims, buf);
+}
+
+fn entry_len(key: &str, value_len: usize) -> usize {
+    len_field(1, key.len()) + len_field(2, value_len)
+}
+
+fn struct_len(map: &Map<String, Value>) -> usize {
+    map.iter().map(|(k, v)| len_field(1, entry_len(k, value_len(v)))).sum()
+}
+
+fn write_struct(map: &Map<String, Value>, buf: &mut Vec<u8>) {
+    for (k, v) in map {
+        let len = value_len(v);
+        encode_len_field(1, entry_len(k, len), buf);
+        encode_len_field(1, k.len(), buf);
+        buf.extend_from_slice(k.as_bytes());
+        encode_len_field(2, len, buf);
+        write_value(v, buf);
     }
 }
 
-struct PbJsonVisitor;
-
-fn pb(kind: Kind) -> PbJson {
-    PbJson(PbValue { kind: Some(kind) })
+/// Length of a `Value` message's content.
+fn value_len(v: &Value) -> usize {
+    match v {
+        Value::Null | Value::Bool(_) => 2,
+        Value::Number(_) => 9,
+        Value::String(s) => len_field(3, s.len()),
+        Value::Object(m) => len_field(5, struct_len(m)),
+        Value::Array(items) => len_field(6, list_len(items)),
+    }
 }
 
-impl<'de> serde::de::Visitor<'de> for PbJsonVisitor {
-    type Value = PbJson;
+fn list_len(items: &[Value]) -> usize {
+    items.iter().map(|v| len_field(1, value_len(v))).sum()
+}
 
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("JSON")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<PbJson, E> {
-        Ok(pb(Kind::BoolValue(v)))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<PbJson, E> {
-        Ok(pb(Kind::NumberValue(v as f64)))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<PbJson, E> {
-        Ok(pb(Kind::NumberValue(v as f64)))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<PbJson, E> {
-        Ok(pb(Kind::NumberValue(v)))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<PbJson, E> {
-        Ok(pb(Kind::StringValue(v.to_owned())))
-    }
-    fn visit_string<E>(self, v: String) -> Result<PbJson, E> {
-        Ok(pb(Kind::StringValue(v)))
-    }
-    fn visit_unit<E>(self) -> Result<PbJson, E> {
-        Ok(pb(Kind::NullValue(0)))
-    }
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<PbJson, A::Error> {
-        let mut values = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(PbJson(v)) = seq.next_element()? {
-            values.push(v);
+fn write_value(v: &Value, buf: &mut Vec<u8>) {
+    match v {
+        Value::Null => {
+            encode_key(1, WireType::Varint, buf);
+            encode_varint(0, buf);
         }
-        Ok(pb(Kind::ListValue(ListValue { values })))
-    }
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<PbJson, A::Error> {
-        let mut fields = HashMap::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some((k, PbJson(v))) = map.next_entry::<String, PbJson>()? {
-            fields.insert(k, v);
+        Value::Bool(b) => {
+            encode_key(4, WireType::Varint, buf);
+            encode_varint(u64::from(*b), buf);
         }
-        Ok(pb(Kind::StructValue(Struct { fields })))
+        Value::Number(n) => {
+            encode_key(2, WireType::SixtyFourBit, buf);
+            buf.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+        }
+        Value::String(s) => {
+            encode_len_field(3, s.len(), buf);
+            buf.extend_from_slice(s.as_bytes());
+        }
+        Value::Object(m) => {
+            encode_len_field(5, struct_len(m), buf);
+            write_struct(m, buf);
+        }
+        Value::Array(items) => {
+            encode_len_field(6, list_len(items), buf);
+            for item in items {
+                encode_len_field(1, value_len(item), buf);
+                write_value(item, buf);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value as PbValue};
+
+    /// The reference: serde_json → prost's own types.
+    fn to_pb(v: &Value) -> PbValue {
+        let kind = match v {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(*b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            Value::String(s) => Kind::StringValue(s.clone()),
+            Value::Array(a) => Kind::ListValue(ListValue { values: a.iter().map(to_pb).collect() }),
+            Value::Object(m) => {
+                Kind::StructValue(Struct { fields: m.iter().map(|(k, v)| (k.clone(), to_pb(v))).collect() })
+            }
+        };
+        PbValue { kind: Some(kind) }
+    }
 
     fn denied(r: &CheckResponse) -> &DeniedHttpResponse {
         match r.http_response.as_ref() {
@@ -232,7 +293,7 @@ mod tests {
 
     #[test]
     fn anonymous_allow_strips_identity_headers() {
-        let r = allow(&["x-jwt-sub".to_string()], [], None, None);
+        let r = CheckResponse::decode(allow(&["x-jwt-sub".to_string()], [], None, None)).unwrap();
         let Some(HttpResponse::OkResponse(ok)) = r.http_response else { panic!() };
         assert_eq!(ok.headers_to_remove, vec!["x-jwt-sub"]);
         assert!(ok.headers.is_empty());
@@ -243,22 +304,25 @@ mod tests {
     #[test]
     fn verified_allow_sets_headers_and_claims_metadata() {
         let identity = ["x-jwt-sub".to_string(), "x-jwt-scope".to_string(), "x-jwt-payload".to_string()];
-        let r = allow(
+        let claims = serde_json::json!({
+            "sub": "alice", "n": [1, true, null, -2.5, "x", [], {}], "o": {"k": {"deep": ""}}, "e": ""
+        });
+        let bytes = allow(
             &identity,
             [("x-jwt-sub", "alice")],
             Some(("x-jwt-payload", "eyJzdWIiOiJhbGljZSJ9")),
-            Some(r#"{"sub":"alice","n":[1,true,null]}"#),
+            claims.as_object(),
         );
+        let r = CheckResponse::decode(bytes).unwrap();
         let Some(HttpResponse::OkResponse(ok)) = r.http_response else { panic!() };
         let set: Vec<(&str, &str)> =
             ok.headers.iter().filter_map(|h| h.header.as_ref()).map(|h| (h.key.as_str(), h.value.as_str())).collect();
         assert_eq!(set, vec![("x-jwt-sub", "alice"), ("x-jwt-payload", "eyJzdWIiOiJhbGljZSJ9")]);
         // What was set is not also removed; what was not set is.
         assert_eq!(ok.headers_to_remove, vec!["x-jwt-scope"]);
-        let claims = &r.dynamic_metadata.unwrap().fields[METADATA_NAMESPACE];
-        let Some(Kind::StructValue(s)) = &claims.kind else { panic!("{claims:?}") };
-        assert_eq!(s.fields["sub"].kind, Some(Kind::StringValue("alice".into())));
-        let Some(Kind::ListValue(list)) = &s.fields["n"].kind else { panic!() };
-        assert_eq!(list.values.len(), 3);
+        // The hand-written Struct decodes to the same value prost builds from the JSON.
+        let metadata = r.dynamic_metadata.unwrap();
+        assert_eq!(metadata.fields.len(), 1);
+        assert_eq!(metadata.fields[METADATA_NAMESPACE], to_pb(&claims));
     }
 }
