@@ -150,7 +150,8 @@ fn ext_authz(port: u16) -> (String, String) {
               grpc_service: { envoy_grpc: { cluster_name: authz }, timeout: 0.2s }
               failure_mode_allow: false
               status_on_error: { code: ServiceUnavailable }
-              allowed_headers: { patterns: [ { exact: authorization }, { exact: cookie } ] }"#
+              allowed_headers: { patterns: [ { exact: authorization }, { exact: cookie } ] }
+              encode_raw_headers: true"#
         .to_string();
     let cluster = format!(
         r#"
