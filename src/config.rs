@@ -17,7 +17,8 @@ pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9001";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9002";
 /// Largest token accepted, checked before any decoding (RFC 8725 §3.x; CVE-2025-30204 class).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Verified-token cache capacity; each entry is well under 1 KiB.
+/// Verified-token cache capacity; an entry is ~1.5 KiB with a 384-byte token
+/// (docs/performance.md), so the default bounds the cache near 150 MiB.
 pub const DEFAULT_VERIFY_CACHE_ENTRIES: u64 = 100_000;
 /// Clock skew tolerated on `exp`/`nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
