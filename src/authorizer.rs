@@ -1,6 +1,7 @@
 //! The decision path: token → verified identity (cache, then signature and claims) →
 //! route policy → revocation → `Decision`. Records the metric and the log line for each.
 
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -21,6 +22,7 @@ pub struct Authorizer {
     revocation: Arc<dyn RevocationStore>,
     failure_mode: FailureMode,
     metrics: Metrics,
+    deny_log: LogBudget,
 }
 
 impl Authorizer {
@@ -32,7 +34,15 @@ impl Authorizer {
         failure_mode: FailureMode,
         metrics: Metrics,
     ) -> Self {
-        Authorizer { sources, max_token_bytes, verifier, revocation, failure_mode, metrics }
+        Authorizer {
+            sources,
+            max_token_bytes,
+            verifier,
+            revocation,
+            failure_mode,
+            metrics,
+            deny_log: LogBudget::default(),
+        }
     }
 
     pub fn identity_headers(&self) -> &[String] {
@@ -60,13 +70,23 @@ impl Authorizer {
             Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), start.elapsed()),
             Decision::Deny(reason) => {
                 self.metrics.record_deny(reason, start.elapsed());
-                // Fields are evaluated only when the line is enabled: no hashing with logs off.
-                tracing::info!(
-                    reason = reason.as_str(),
-                    token = %token.map(fingerprint).unwrap_or_default(),
-                    path = %log_path(req.path()),
-                    "denied"
-                );
+                // A flood of bad tokens must not become a flood of log writes: lines past the
+                // budget are counted, and the count is logged when the next second starts.
+                // The metric above still counts every deny.
+                if tracing::enabled!(tracing::Level::INFO) {
+                    let (write, suppressed) = self.deny_log.take(unix_now());
+                    if suppressed > 0 {
+                        tracing::info!(suppressed, "deny log lines over {DENY_LOG_LINES_PER_SEC}/s were not written");
+                    }
+                    if write {
+                        tracing::info!(
+                            reason = reason.as_str(),
+                            token = %token.map(fingerprint).unwrap_or_default(),
+                            path = %log_path(req.path()),
+                            "denied"
+                        );
+                    }
+                }
             }
         }
         decision
@@ -113,6 +133,36 @@ impl Authorizer {
     }
 }
 
+/// Deny lines written per second at most (SECURITY.md F12: logs rate-limited).
+pub const DENY_LOG_LINES_PER_SEC: u32 = 50;
+
+/// A per-second budget of log lines, shared by every thread without a lock.
+#[derive(Default)]
+struct LogBudget {
+    second: AtomicI64,
+    used: AtomicU32,
+    suppressed: AtomicU64,
+}
+
+impl LogBudget {
+    /// Whether one more line may be written in unix second `now`, and, on the first call
+    /// of a new second, how many lines earlier seconds did not write.
+    fn take(&self, now: i64) -> (bool, u64) {
+        let mut suppressed = 0;
+        let current = self.second.load(Ordering::Relaxed);
+        if now != current && self.second.compare_exchange(current, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            self.used.store(0, Ordering::Relaxed);
+            suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+        }
+        if self.used.fetch_add(1, Ordering::Relaxed) < DENY_LOG_LINES_PER_SEC {
+            (true, suppressed)
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            (false, suppressed)
+        }
+    }
+}
+
 /// First 8 bytes of SHA-256, hex: enough to correlate log lines, useless to replay.
 pub fn fingerprint(token: &str) -> String {
     let digest = Sha256::digest(token.as_bytes());
@@ -126,4 +176,32 @@ fn log_path(path: &str) -> &str {
         end -= 1;
     }
     &path[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deny_log_budget_caps_each_second_and_reports_what_it_dropped() {
+        let budget = LogBudget::default();
+        for _ in 0..DENY_LOG_LINES_PER_SEC {
+            assert_eq!(budget.take(100), (true, 0));
+        }
+        assert_eq!(budget.take(100), (false, 0));
+        assert_eq!(budget.take(100), (false, 0));
+        // The next second writes again and reports the two lines it could not.
+        assert_eq!(budget.take(101), (true, 2));
+        assert_eq!(budget.take(101), (true, 0));
+        // A quiet second in between changes nothing: the count is per second seen.
+        assert_eq!(budget.take(105), (true, 0));
+    }
+
+    #[test]
+    fn log_path_drops_the_query_and_bounds_the_length() {
+        assert_eq!(log_path("/a/b?access_token=x"), "/a/b");
+        assert_eq!(log_path("/a#frag"), "/a");
+        let long = "é".repeat(200);
+        assert!(log_path(&long).len() <= 256 && long.starts_with(log_path(&long)));
+    }
 }
