@@ -141,7 +141,7 @@ fn jwt_authn_filter(jwks: &str, cache: bool) -> String {
     )
 }
 
-/// The ext_authz settings shipped in envoy/hopauth.yaml, pointed at `port`.
+/// The ext_authz filter and cluster settings shipped in envoy/hopauth.yaml, pointed at `port`.
 fn ext_authz(port: u16) -> (String, String) {
     let filter = r#"          - name: envoy.filters.http.ext_authz
             typed_config:
@@ -161,7 +161,7 @@ fn ext_authz(port: u16) -> (String, String) {
     typed_extension_protocol_options:
       envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
         "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: {{ http2_protocol_options: {{ initial_stream_window_size: 1048576, initial_connection_window_size: 4194304 }} }}
+        explicit_http_config: {{ http2_protocol_options: {{}} }}
     load_assignment:
       cluster_name: authz
       endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }} ] }} ]"#
