@@ -107,7 +107,15 @@ fn fixture() -> Fixture {
     let verifier = Verifier::new(vec![provider], 100_000, metrics.clone());
     let sources = vec![TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() }];
     let store: Arc<dyn RevocationStore> = Arc::new(MemoryStore::new(Duration::from_secs(86400)));
-    let authorizer = Arc::new(Authorizer::new(sources, 8192, verifier, store, FailureMode::Deny, metrics.clone()));
+    let authorizer = Arc::new(Authorizer::new(
+        sources,
+        8192,
+        verifier,
+        store,
+        FailureMode::Deny,
+        hopauth::config::DEFAULT_MAX_QUEUE_DELAY,
+        metrics.clone(),
+    ));
     let service = AuthorizationService::new(authorizer.clone());
     Fixture { keys, authorizer, service, metrics }
 }
@@ -182,16 +190,18 @@ fn benches(c: &mut Criterion) {
     let now = unix_now();
     let es = fx.keys[0].sign_jwt(&claims("alice")).unwrap();
     let verifier = fx.authorizer.verifier();
-    ready(verifier.verify(&es, now)).unwrap();
+    ready(verifier.verify(&es, now, None)).unwrap();
     let req = check_request(&es);
 
-    c.bench_function("cached_verdict_lookup", |b| b.iter(|| ready(verifier.verify(black_box(&es), now)).unwrap()));
+    c.bench_function("cached_verdict_lookup", |b| {
+        b.iter(|| ready(verifier.verify(black_box(&es), now, None)).unwrap())
+    });
     // A whole Check as the server sees it: the request's protobuf bytes in, the response's
     // out. The prost round trip of the same message is measured beside it for scale.
     let wire = Bytes::from(req.encode_to_vec());
     let check_wire = || {
         let view = CheckView::parse(wire.clone()).unwrap();
-        ready(fx.service.check_wire(&view))
+        ready(fx.service.check_wire(&view, std::time::Instant::now()))
     };
     assert!(!check_wire().is_empty());
     c.bench_function("check_cache_hit", |b| b.iter(|| black_box(check_wire())));
@@ -230,7 +240,7 @@ fn benches(c: &mut Criterion) {
                 n += 1;
                 fx.keys[0].sign_jwt(&claims(&format!("fresh-{n}"))).unwrap()
             },
-            |t| ready(verifier.verify(&t, unix_now())).unwrap(),
+            |t| ready(verifier.verify(&t, unix_now(), None)).unwrap(),
             criterion::BatchSize::SmallInput,
         )
     });
@@ -264,7 +274,7 @@ fn benches(c: &mut Criterion) {
     let id = TokenIdentity { iss: ISSUER, sub: Some("alice"), jti: Some("jti-alice"), iat: Some(now) };
     c.bench_function("revocation_lookup_10k_entries", |b| b.iter(|| store.check(black_box(&id))));
 
-    let per_lookup = allocations(10_000, || ready(verifier.verify(&es, now)).unwrap());
+    let per_lookup = allocations(10_000, || ready(verifier.verify(&es, now, None)).unwrap());
     let per_check = allocations(10_000, check_wire);
     let per_revocation = allocations(10_000, || store.check(&id));
     println!("allocations per cached verdict lookup: {per_lookup:.2}");
@@ -280,7 +290,7 @@ fn benches(c: &mut Criterion) {
     let before = LIVE.load(Ordering::Relaxed);
     let now = unix_now();
     for t in &tokens {
-        ready(verifier.verify(t, now)).unwrap();
+        ready(verifier.verify(t, now, None)).unwrap();
     }
     verifier.run_pending_tasks();
     let grown = LIVE.load(Ordering::Relaxed).saturating_sub(before);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
-use tokio::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::FailureMode;
 use crate::decision::{Allowed, Decision, DenyReason};
@@ -21,6 +21,8 @@ pub struct Authorizer {
     verifier: Verifier,
     revocation: Arc<dyn RevocationStore>,
     failure_mode: FailureMode,
+    /// A Check that waited this long gets no full verification (503 `overloaded`).
+    max_queue_delay: Duration,
     metrics: Metrics,
     deny_log: LogBudget,
 }
@@ -32,6 +34,7 @@ impl Authorizer {
         verifier: Verifier,
         revocation: Arc<dyn RevocationStore>,
         failure_mode: FailureMode,
+        max_queue_delay: Duration,
         metrics: Metrics,
     ) -> Self {
         Authorizer {
@@ -40,6 +43,7 @@ impl Authorizer {
             verifier,
             revocation,
             failure_mode,
+            max_queue_delay,
             metrics,
             deny_log: LogBudget::default(),
         }
@@ -62,10 +66,11 @@ impl Authorizer {
         self.verifier.providers().iter().all(|p| p.keys.usable()) && self.revocation.ready()
     }
 
-    /// Decides, then records the metric and (for a deny) one log line.
-    pub async fn check<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>) -> Decision {
+    /// Decides, then records the metric and (for a deny) one log line. `arrived` is when
+    /// the request reached the server: past `max_queue_delay` only cache hits are served.
+    pub async fn check<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>, arrived: Instant) -> Decision {
         let start = Instant::now();
-        let (decision, token) = self.decide(req, policy).await;
+        let (decision, token) = self.decide(req, policy, arrived + self.max_queue_delay).await;
         match &decision {
             Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), start.elapsed()),
             Decision::Deny(reason) => {
@@ -92,7 +97,12 @@ impl Authorizer {
         decision
     }
 
-    async fn decide<'r, R: RequestView>(&self, req: &'r R, policy: RoutePolicy<'_>) -> (Decision, Option<&'r str>) {
+    async fn decide<'r, R: RequestView>(
+        &self,
+        req: &'r R,
+        policy: RoutePolicy<'_>,
+        start_by: Instant,
+    ) -> (Decision, Option<&'r str>) {
         let token = match token::extract(req, &self.sources) {
             Ok(Some(t)) => t,
             Ok(None) if policy.anonymous => return (Decision::Allow(Allowed::Anonymous), None),
@@ -103,7 +113,7 @@ impl Authorizer {
             return (Decision::Deny(DenyReason::TokenTooLarge), None);
         }
         let now = unix_now();
-        let verified = match self.verifier.verify(token, now).await {
+        let verified = match self.verifier.verify(token, now, Some(start_by)).await {
             Ok(v) => v,
             Err(reason) => return (Decision::Deny(reason), Some(token)),
         };

@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
 /// Verified-token cache capacity; an entry is ~1.5 KiB with a 384-byte token
 /// (docs/performance.md), so the default bounds the cache near 150 MiB.
 pub const DEFAULT_VERIFY_CACHE_ENTRIES: u64 = 100_000;
+/// Queueing after which a Check needing a full verification is shed: well under Envoy's
+/// 200 ms Check timeout, so the client gets a reasoned 503 rather than a timeout.
+pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
 /// Clock skew tolerated on `exp`/`nbf`.
 pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
 pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(5 * 60);
@@ -63,6 +66,10 @@ pub struct Config {
     pub max_token_bytes: usize,
     #[serde(default)]
     pub verify_cache: VerifyCacheConfig,
+    /// A Check that waited longer than this gets 503 `overloaded` instead of a full
+    /// verification; cache hits are still answered.
+    #[serde(default = "default_max_queue_delay", with = "duration")]
+    pub max_queue_delay: Duration,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -236,6 +243,10 @@ fn default_http_listen() -> SocketAddr {
 fn default_sources() -> Vec<Source> {
     vec![Source { header: Some("authorization".into()), prefix: Some("Bearer ".into()), ..Source::default() }]
 }
+fn default_max_queue_delay() -> Duration {
+    DEFAULT_MAX_QUEUE_DELAY
+}
+
 fn default_max_token_bytes() -> usize {
     DEFAULT_MAX_TOKEN_BYTES
 }
@@ -372,6 +383,9 @@ impl Config {
         }
         if self.max_token_bytes < 64 || self.max_token_bytes > 1024 * 1024 {
             bad("max_token_bytes".into(), "must be between 64 and 1048576".into());
+        }
+        if self.max_queue_delay.is_zero() || self.max_queue_delay > Duration::from_secs(10) {
+            bad("max_queue_delay".into(), "must be more than 0 and at most 10s".into());
         }
         if self.verify_cache.max_entries == 0 {
             bad("verify_cache.max_entries".into(), "must be at least 1".into());

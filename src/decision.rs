@@ -55,11 +55,13 @@ pub enum DenyReason {
     InsufficientScope(String),
     KeysUnavailable,
     RevocationUnavailable,
+    /// The Check waited longer than `max_queue_delay` and would need a full verification.
+    Overloaded,
 }
 
 impl DenyReason {
     /// Every reason, for pre-registering metric series.
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 22] = [
         "missing_token",
         "multiple_tokens",
         "token_too_large",
@@ -81,6 +83,7 @@ impl DenyReason {
         "insufficient_scope",
         "keys_unavailable",
         "revocation_unavailable",
+        "overloaded",
     ];
 
     /// Index into `NAMES`.
@@ -107,6 +110,7 @@ impl DenyReason {
             DenyReason::InsufficientScope(_) => 18,
             DenyReason::KeysUnavailable => 19,
             DenyReason::RevocationUnavailable => 20,
+            DenyReason::Overloaded => 21,
         }
     }
 
@@ -117,7 +121,9 @@ impl DenyReason {
     pub fn status(&self) -> DenyStatus {
         match self {
             DenyReason::InsufficientScope(_) => DenyStatus::Forbidden,
-            DenyReason::KeysUnavailable | DenyReason::RevocationUnavailable => DenyStatus::Unavailable,
+            DenyReason::KeysUnavailable | DenyReason::RevocationUnavailable | DenyReason::Overloaded => {
+                DenyStatus::Unavailable
+            }
             _ => DenyStatus::Unauthorized,
         }
     }
@@ -146,6 +152,7 @@ impl DenyReason {
             DenyReason::InsufficientScope(_) => "token lacks a required scope",
             DenyReason::KeysUnavailable => "signing keys are temporarily unavailable",
             DenyReason::RevocationUnavailable => "revocation status is temporarily unavailable",
+            DenyReason::Overloaded => "the authorization service is overloaded",
         }
     }
 }
@@ -165,6 +172,8 @@ mod tests {
         assert_eq!(DenyReason::RevocationUnavailable.as_str(), "revocation_unavailable");
         assert_eq!(DenyReason::InsufficientScope("a".into()).status(), DenyStatus::Forbidden);
         assert_eq!(DenyReason::KeysUnavailable.status(), DenyStatus::Unavailable);
+        assert_eq!(DenyReason::Overloaded.status(), DenyStatus::Unavailable);
+        assert_eq!(DenyReason::Overloaded.as_str(), "overloaded");
         assert_eq!(DenyReason::Expired.status(), DenyStatus::Unauthorized);
     }
 }

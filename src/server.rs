@@ -127,6 +127,7 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         verifier,
         store,
         config.revocation.failure_mode,
+        config.max_queue_delay,
         metrics.clone(),
     );
     Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })

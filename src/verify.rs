@@ -2,7 +2,7 @@
 //! a repeated token cost one hash lookup.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use moka::sync::Cache;
@@ -104,7 +104,14 @@ impl Verifier {
     }
 
     /// A verified token for `token` at time `now`: from the cache, or by full verification.
-    pub async fn verify(&self, token: &str, now: i64) -> Result<Arc<VerifiedToken>, DenyReason> {
+    /// A full verification is not started after `start_by` (the request has waited too
+    /// long): that is `Overloaded`, while a cache hit is still answered.
+    pub async fn verify(
+        &self,
+        token: &str,
+        now: i64,
+        start_by: Option<Instant>,
+    ) -> Result<Arc<VerifiedToken>, DenyReason> {
         if let Some(hit) = self.cache.get(token) {
             self.metrics.verify_cache_hits.inc();
             if now >= hit.exp + hit.leeway_secs {
@@ -113,6 +120,9 @@ impl Verifier {
             return Ok(hit);
         }
         self.metrics.verify_cache_misses.inc();
+        if start_by.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Err(DenyReason::Overloaded);
+        }
         let verified = Arc::new(self.verify_uncached(token, now).await?);
         if verified.exp > now {
             self.cache.insert(token.into(), verified.clone());

@@ -354,3 +354,41 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
     let err = call(vec![], "/envoy.service.auth.v3.Authorization/Other").await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::Unimplemented);
 }
+
+#[tokio::test]
+async fn a_check_that_queued_too_long_is_shed_unless_it_is_a_cache_hit() {
+    use hopauth::grpc::wire::CheckView;
+    use prost::Message;
+    use std::time::Instant;
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let yaml = format!("{}max_queue_delay: 20ms\n", config_yaml(&jwks.url(), "", ""));
+    let (running, svc) = service(&yaml).await;
+    wait_ready(&running).await;
+    let check = |token: &str, arrived: Instant| {
+        let view =
+            CheckView::parse(request(&[("authorization", &bearer(token))], "/x", &[]).encode_to_vec().into()).unwrap();
+        let svc = &svc;
+        async move { CheckResponse::decode(svc.check_wire(&view, arrived).await).unwrap() }
+    };
+    let cached = keys.es.sign_jwt(&claims("alice")).unwrap();
+    let fresh = keys.rs.sign_jwt(&claims("bob")).unwrap();
+    let long_ago = Instant::now() - Duration::from_millis(500);
+
+    assert_eq!(outcome(&check(&cached, Instant::now()).await).0, 200);
+    // Waited past max_queue_delay: a token that needs a signature check gets a fast 503...
+    let shed = check(&fresh, long_ago).await;
+    assert_eq!(outcome(&shed).0, 503);
+    assert_eq!(shed.status.as_ref().unwrap().message, "overloaded");
+    assert_eq!(denied_header(&shed, "retry-after"), Some("5"));
+    // ...while a cached token is still answered, and the shed token passes once on time.
+    assert_eq!(outcome(&check(&cached, long_ago).await).0, 200);
+    assert_eq!(outcome(&check(&fresh, Instant::now()).await).0, 200);
+    let metrics = running.metrics.render();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("hopauth_checks_total") && l.contains("reason=\"overloaded\"") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+}

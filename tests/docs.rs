@@ -63,6 +63,7 @@ revocation: {{ backend: redis, redis_url: "redis://127.0.0.1:6379/0", max_stalen
               failure_mode: deny, max_token_lifetime: 24h }}
 admin: {{ token_env: HOPAUTH_ADMIN_TOKEN }}
 max_token_bytes: 8192
+max_queue_delay: 50ms
 verify_cache: {{ max_entries: 1000 }}
 "#,
         file = jwks_file.path().display().to_string()

@@ -12,6 +12,7 @@ pub mod wire;
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
@@ -42,10 +43,11 @@ impl AuthorizationService {
         AuthorizationService { authorizer, anonymous, denies: std::array::from_fn(|_| OnceLock::new()) }
     }
 
-    /// One Check, from the request's protobuf bytes to the response's.
-    pub async fn check_wire(&self, request: &CheckView) -> Bytes {
+    /// One Check, from the request's protobuf bytes to the response's; `arrived` is when
+    /// the server received it (for `max_queue_delay`).
+    pub async fn check_wire(&self, request: &CheckView, arrived: Instant) -> Bytes {
         let policy = RoutePolicy::from_extensions(|k| request.context_extension(k));
-        match self.authorizer.check(request, policy).await {
+        match self.authorizer.check(request, policy, arrived).await {
             Decision::Allow(Allowed::Verified(token)) => token.allow_response.clone(),
             Decision::Allow(Allowed::Anonymous) => self.anonymous.clone(),
             Decision::Deny(reason @ DenyReason::InsufficientScope(_)) => render::encode(&render::deny(&reason)),
@@ -58,7 +60,7 @@ impl AuthorizationService {
     /// The same Check on decoded messages, through the same wire path (tests, examples).
     pub async fn check_request(&self, request: &CheckRequest) -> CheckResponse {
         let view = CheckView::parse(request.encode_to_vec().into()).expect("prost encodes valid protobuf");
-        let reply = self.check_wire(&view).await;
+        let reply = self.check_wire(&view, Instant::now()).await;
         CheckResponse::decode(reply).expect("hopauth encodes valid CheckResponses")
     }
 }
@@ -80,15 +82,16 @@ impl NamedService for AuthorizationServer {
     const NAME: &'static str = SERVICE_NAME;
 }
 
-struct CheckMethod(Arc<AuthorizationService>);
+/// One call: the service and when the request arrived.
+struct CheckMethod(Arc<AuthorizationService>, Instant);
 
 impl UnaryService<CheckView> for CheckMethod {
     type Response = Bytes;
     type Future = BoxFuture<tonic::Response<Bytes>, tonic::Status>;
 
     fn call(&mut self, request: tonic::Request<CheckView>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move { Ok(tonic::Response::new(service.check_wire(request.get_ref()).await)) })
+        let (service, arrived) = (self.0.clone(), self.1);
+        Box::pin(async move { Ok(tonic::Response::new(service.check_wire(request.get_ref(), arrived).await)) })
     }
 }
 
@@ -107,7 +110,9 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path() == CHECK_PATH {
-            let method = CheckMethod(self.service.clone());
+            // hyper calls the service as the request's headers arrive; the time spent from
+            // here until the Check runs is the queueing `max_queue_delay` bounds.
+            let method = CheckMethod(self.service.clone(), Instant::now());
             return Box::pin(async move { Ok(Grpc::new(CheckCodec).unary(method, request).await) });
         }
         Box::pin(async move { Ok(tonic::Status::unimplemented("hopauth serves Authorization/Check only").into_http()) })
