@@ -3,9 +3,9 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use std::time::{Duration, Instant};
 
 use crate::config::FailureMode;
 use crate::decision::{Allowed, Decision, DenyReason};
@@ -67,14 +67,14 @@ impl Authorizer {
     }
 
     /// Decides, then records the metric and (for a deny) one log line. `arrived` is when
-    /// the request reached the server: past `max_queue_delay` only cache hits are served.
+    /// the request reached the server: past `max_queue_delay` only cache hits are served,
+    /// and the duration recorded counts from it, so queueing shows in the histogram.
     pub async fn check<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>, arrived: Instant) -> Decision {
-        let start = Instant::now();
         let (decision, token) = self.decide(req, policy, arrived + self.max_queue_delay).await;
         match &decision {
-            Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), start.elapsed()),
+            Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), arrived.elapsed()),
             Decision::Deny(reason) => {
-                self.metrics.record_deny(reason, start.elapsed());
+                self.metrics.record_deny(reason, arrived.elapsed());
                 // A flood of bad tokens must not become a flood of log writes: lines past the
                 // budget are counted, and the count is logged when the next second starts.
                 // The metric above still counts every deny.

@@ -43,7 +43,7 @@ impl Metrics {
             &["decision", "reason"],
         )?;
         let check_duration = Histogram::with_opts(
-            HistogramOpts::new("hopauth_check_duration_seconds", "Time to decide one Check")
+            HistogramOpts::new("hopauth_check_duration_seconds", "Time from a Check reaching hopauth to its decision")
                 .buckets(CHECK_BUCKETS.to_vec()),
         )?;
         let verify_cache_hits =
