@@ -104,8 +104,8 @@ impl Verifier {
     }
 
     /// A verified token for `token` at time `now`: from the cache, or by full verification.
-    /// A full verification is not started after `start_by` (the request has waited too
-    /// long): that is `Overloaded`, while a cache hit is still answered.
+    /// Past `start_by` (the request has waited too long) a cache hit is still answered, a
+    /// miss is `Overloaded` instead of a signature check.
     pub async fn verify(
         &self,
         token: &str,
@@ -120,18 +120,22 @@ impl Verifier {
             return Ok(hit);
         }
         self.metrics.verify_cache_misses.inc();
-        if start_by.is_some_and(|deadline| Instant::now() >= deadline) {
-            return Err(DenyReason::Overloaded);
-        }
-        let verified = Arc::new(self.verify_uncached(token, now).await?);
+        let verified = Arc::new(self.verify_uncached(token, now, start_by).await?);
         if verified.exp > now {
             self.cache.insert(token.into(), verified.clone());
         }
         Ok(verified)
     }
 
-    /// Full verification without the cache (benchmarks measure this path).
-    pub async fn verify_uncached(&self, token: &str, now: i64) -> Result<VerifiedToken, DenyReason> {
+    /// Full verification without the cache (benchmarks measure this path). Past
+    /// `start_by`, the token is refused as `Overloaded` once its cheap checks pass, before
+    /// the signature check (or a refetch for an unknown `kid`) would spend time on it.
+    pub async fn verify_uncached(
+        &self,
+        token: &str,
+        now: i64,
+        start_by: Option<Instant>,
+    ) -> Result<VerifiedToken, DenyReason> {
         let jws = jws::parse(token).map_err(|e| match e {
             JwsError::Malformed | JwsError::BadJson => DenyReason::Malformed,
             JwsError::BadAlg => DenyReason::AlgNotAllowed,
@@ -149,6 +153,9 @@ impl Verifier {
         }
         if !provider.keys.usable() {
             return Err(DenyReason::KeysUnavailable);
+        }
+        if start_by.is_some_and(|deadline| Instant::now() >= deadline) {
+            return Err(DenyReason::Overloaded);
         }
         let kid = jws.header.kid.as_deref();
         let check = |lookup: KeyLookup<'_>| match lookup {

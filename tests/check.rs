@@ -381,7 +381,9 @@ async fn a_check_that_queued_too_long_is_shed_unless_it_is_a_cache_hit() {
     assert_eq!(outcome(&shed).0, 503);
     assert_eq!(shed.status.as_ref().unwrap().message, "overloaded");
     assert_eq!(denied_header(&shed, "retry-after"), Some("5"));
-    // ...while a cached token is still answered, and the shed token passes once on time.
+    // ...a malformed one is still refused for what it is (no signature work to save)...
+    assert_eq!(outcome(&check("not-a-jwt", long_ago).await).0, 401);
+    // ...a cached token is still answered, and the shed token passes once on time.
     assert_eq!(outcome(&check(&cached, long_ago).await).0, 200);
     assert_eq!(outcome(&check(&fresh, Instant::now()).await).0, 200);
     let metrics = running.metrics.render();
