@@ -191,7 +191,9 @@ async fn outages_follow_the_failure_mode_and_recover_with_what_was_missed() {
     let known = claims("known");
     let known_token = keys.es.sign_jwt(&known).unwrap();
     redis.cli(&["SET", &format!("hopauth:revoked:jti:{}", known["jti"].as_str().unwrap()), "1", "EX", "300"]);
+    // Both instances must hold it before the outage: each learns it on its own connection.
     wait_status(&deny_svc, &known_token, 401, "known revocation").await;
+    wait_status(&allow_svc, &known_token, 401, "known revocation (allow)").await;
     assert_eq!(status(&deny_svc, &token).await, 200);
 
     redis.kill();
