@@ -143,6 +143,11 @@ fn once(slot: &mut Option<Range<usize>>, base: &[u8], f: &Field<'_>) -> Result<(
     Ok(())
 }
 
+/// The bytes of a recorded field position; none when the field was absent.
+fn part_of<'b>(b: &'b [u8], range: &Option<Range<usize>>) -> &'b [u8] {
+    range.as_ref().map_or(&[][..], |r| &b[r.clone()])
+}
+
 /// (key, value) of a `map<string, string>` entry; absent members are empty.
 fn map_entry(entry: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
     let (mut key, mut value) = (&[][..], &[][..]);
@@ -183,7 +188,7 @@ impl CheckView {
             }
         }
         let mut request = None;
-        for f in fields(view.slice(b, &view.attributes)) {
+        for f in fields(part_of(b, &view.attributes)) {
             let f = f?;
             match f.number {
                 field::ATTR_REQUEST => once(&mut request, b, &f)?,
@@ -196,13 +201,13 @@ impl CheckView {
                 _ => {}
             }
         }
-        for f in fields(view.slice(b, &request)) {
+        for f in fields(part_of(b, &request)) {
             let f = f?;
             if f.number == field::REQUEST_HTTP {
                 once(&mut view.http, b, &f)?;
             }
         }
-        for f in fields(view.slice(b, &view.http)) {
+        for f in fields(part_of(b, &view.http)) {
             let f = f?;
             match f.number {
                 field::HTTP_PATH => once(&mut view.path, b, &f)?,
@@ -213,10 +218,10 @@ impl CheckView {
                 _ => {}
             }
         }
-        if std::str::from_utf8(view.slice(b, &view.path)).is_err() {
+        if std::str::from_utf8(part_of(b, &view.path)).is_err() {
             return Err(WireError::Utf8(field::HTTP_PATH));
         }
-        for f in fields(view.slice(b, &view.header_map)) {
+        for f in fields(part_of(b, &view.header_map)) {
             let f = f?;
             if f.number == field::HEADER_MAP_HEADERS {
                 header_value(bytes_of(&f)?)?;
@@ -226,12 +231,8 @@ impl CheckView {
         Ok(view)
     }
 
-    fn slice<'b>(&self, b: &'b [u8], range: &Option<Range<usize>>) -> &'b [u8] {
-        range.as_ref().map_or(&[][..], |r| &b[r.clone()])
-    }
-
     fn part(&self, range: &Option<Range<usize>>) -> &[u8] {
-        self.slice(&self.bytes, range)
+        part_of(&self.bytes, range)
     }
 
     /// A `context_extensions` value (the route's per-filter config); the last entry wins,
@@ -381,10 +382,19 @@ mod tests {
         // The same `attributes` field twice: prost merges, hopauth refuses.
         let twice = [one.clone(), one.clone()].concat();
         assert_eq!(CheckView::parse(twice.into()).unwrap_err(), WireError::Repeated(1));
-        // Every truncation of a valid message is an error or a shorter valid message.
+        // Every truncation of a valid message is refused or read without a panic; cutting
+        // the last byte leaves `attributes` shorter than its length prefix: refused.
+        let mut refused = 0;
         for cut in 0..one.len() {
-            let _ = CheckView::parse(Bytes::copy_from_slice(&one[..cut]));
+            match CheckView::parse(Bytes::copy_from_slice(&one[..cut])) {
+                Ok(v) => {
+                    let _ = (v.header_values("authorization").count(), v.path());
+                }
+                Err(_) => refused += 1,
+            }
         }
+        assert!(refused > 0);
+        assert!(CheckView::parse(Bytes::copy_from_slice(&one[..one.len() - 1])).is_err());
         assert_eq!(CheckView::parse(Bytes::from_static(&[0x0a, 0x05, 0x01])).unwrap_err(), WireError::Malformed);
         // attributes as a varint.
         assert_eq!(CheckView::parse(Bytes::from_static(&[0x08, 0x01])).unwrap_err(), WireError::WireType(1));
