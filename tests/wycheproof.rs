@@ -1,4 +1,4 @@
-//! Wycheproof's JWS and JWK vectors (../shared/vectors/wycheproof) run against hopauth's
+//! Wycheproof's JWS and JWK vectors (tests/vectors/wycheproof, Apache-2.0, see its README) run against hopauth's
 //! signature layer: strict JWS splitting, JWKS hygiene, key selection and aws-lc
 //! verification. Every `invalid` vector must be refused; a `valid` one refused on purpose
 //! is listed in `DEVIATIONS` with the reason.
@@ -37,9 +37,9 @@ const JWK_DEVIATIONS: &[(u64, &str)] = &[
 ];
 
 fn vectors(file: &str) -> Value {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/wycheproof").join(file);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors/wycheproof").join(file);
     let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (the vectors live in ../shared/vectors beside the repo)", path.display()));
+        .unwrap_or_else(|e| panic!("{}: {e} (the vectors live in tests/vectors/wycheproof)", path.display()));
     serde_json::from_str(&text).unwrap()
 }
 
