@@ -335,6 +335,27 @@ async fn f8_half_open_shorter_than_max_staleness_is_invisible_and_misses_nothing
     );
 }
 
+/// How the path to Redis breaks in the long-outage tests.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// Open connections stall and new ones hang (a network partition).
+    Partition,
+    /// Every connection is reset and new ones are refused (Redis down, port closed).
+    Refused,
+}
+
+impl Outage {
+    fn apply(self, proxy: &FaultProxy) {
+        match self {
+            Outage::Partition => proxy.partition(),
+            Outage::Refused => {
+                proxy.set_refuse(true);
+                proxy.reset_all();
+            }
+        }
+    }
+}
+
 /// F8, long: a partition (open connections stall, new ones hang) outlasting
 /// `max_staleness`. Until then answers continue; past it, deny mode answers 503
 /// `revocation_unavailable` and allow mode lets verified tokens through, counted in
@@ -342,6 +363,16 @@ async fn f8_half_open_shorter_than_max_staleness_is_invisible_and_misses_nothing
 /// written during the partition is enforced by both once it heals.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f8_partition_past_max_staleness_applies_failure_mode_and_heals_with_what_was_missed() {
+    outage_past_max_staleness(Outage::Partition).await;
+}
+
+/// F8, long, Redis refusing connections (the server down): the same contract.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f8_refused_connections_past_max_staleness_apply_failure_mode() {
+    outage_past_max_staleness(Outage::Refused).await;
+}
+
+async fn outage_past_max_staleness(outage: Outage) {
     let max_staleness = Duration::from_secs(2);
     let heartbeat = max_staleness / 4;
     let f = Fixture::start(&[("2s", "deny"), ("2s", "allow")]).await;
@@ -356,7 +387,7 @@ async fn f8_partition_past_max_staleness_applies_failure_mode_and_heals_with_wha
     guard.revoked(&known);
 
     let (x, x_key) = token_and_key(&f.keys, "x");
-    f.proxy.partition();
+    outage.apply(&f.proxy);
     f.revoke_direct(&x_key);
     let mut before_503 = BTreeMap::new();
     let to_503 =
@@ -390,12 +421,12 @@ async fn f8_partition_past_max_staleness_applies_failure_mode_and_heals_with_wha
     wait_status(&deny, &valid, 200, ENFORCE_WITHIN, "deny mode recovers", &mut seen).await;
     let valid_again = healed.elapsed();
     eprintln!(
-        "F8 partition: first 503 {to_503:?} after the fault (max_staleness {max_staleness:?}); after healing: \
+        "F8 {outage:?}: first 503 {to_503:?} after the fault (max_staleness {max_staleness:?}); after healing: \
          missed revocation enforced within {enforce_deny:?} (deny) / {enforce_allow:?} (allow), \
          valid allowed again within {valid_again:?}"
     );
     let (wrong, checks, valid_seen) = guard.finish().await;
-    eprintln!("F8 guard: {checks} checks of revoked tokens; valid token answers {valid_seen:?}");
+    eprintln!("F8 {outage:?} guard: {checks} checks of revoked tokens; valid token answers {valid_seen:?}");
     assert_eq!(wrong, 0, "a revoked token was allowed during the partition");
     assert!(!valid_seen.contains_key(&401) && !before_503.contains_key(&401), "{valid_seen:?}");
     assert!(to_503 < max_staleness + Duration::from_secs(3), "failure_mode applied only after {to_503:?}");
