@@ -385,6 +385,12 @@ async fn f11_hopauth_killed_behind_envoy_fails_closed_as_shipped() {
         }
     }
     assert_eq!(closed.stat("cluster.app.upstream_rq_total").await, upstream_closed, "the app saw a request");
+    // The stat docs/deploy.md says to alert on: no hopauth is healthy.
+    let end = Instant::now() + Duration::from_secs(10);
+    while closed.stat("cluster.hopauth.membership_healthy").await != 0 {
+        assert!(Instant::now() < end, "the health check never marked the killed hopauth unhealthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let to_open = wait_through(&http_client, &open, &forged, 200, "fail open").await;
     let before = open.stat("http.ingress.ext_authz.failure_mode_allowed").await;
@@ -408,6 +414,7 @@ async fn f11_hopauth_killed_behind_envoy_fails_closed_as_shipped() {
     let back_closed = wait_through(&http_client, &closed, &valid, 200, "checking resumes (closed)").await;
     let back_open = wait_through(&http_client, &open, &forged, 401, "checking resumes (open)").await;
     assert_eq!(get(&http_client, &closed, &forged).await.status, 401);
+    assert_eq!(closed.stat("cluster.hopauth.membership_healthy").await, 1);
     eprintln!(
         "F11: restart -> ready and checking again in {:?} (closed {back_closed:?}, open {back_open:?} after ready)",
         restarted.elapsed()
