@@ -218,7 +218,7 @@ fn rss_kib() -> u64 {
 fn forged_rsa(i: usize) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
-    let (alg, kid) = if i % 2 == 0 { ("RS256", "rs-1") } else { ("PS256", "ps-1") };
+    let (alg, kid) = if i.is_multiple_of(2) { ("RS256", "rs-1") } else { ("PS256", "ps-1") };
     let header = json!({"alg": alg, "kid": kid, "typ": "JWT"});
     let signature: Vec<u8> = (0..256).map(|_| rand::random::<u8>()).collect();
     format!(
@@ -256,7 +256,7 @@ async fn f10_a_flood_of_forged_rsa_tokens_leaves_cached_traffic_and_metrics_serv
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let valid: Arc<str> = keys.es.sign_jwt(&claims("cached")).unwrap().into();
     assert_eq!(status(&svc, &valid).await, 200);
-    let flood: Arc<Vec<String>> = Arc::new((0..4000).map(|i| forged_rsa(i)).collect());
+    let flood: Arc<Vec<String>> = Arc::new((0..4000).map(forged_rsa).collect());
     assert_eq!(status(&svc, &flood[0]).await, 401);
     assert_eq!(status(&svc, &flood[1]).await, 401);
 
