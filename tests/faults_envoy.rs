@@ -176,9 +176,9 @@ async fn f9_checks_abandoned_mid_verification_never_allow_and_leave_nothing_behi
     let proxy = FaultProxy::start(slow_jwks.addr).await;
     let slow = format!(
         "  - name: slow\n    issuer: {SLOW_ISSUER}\n    audiences: [{AUDIENCE}]\n    algorithms: [ES256]\n    \
-         jwks:\n      uri: http://{}/jwks.json\n      timeout: 3s\n      kid_refetch_interval: 1s\n      \
+         jwks:\n      uri: {}\n      timeout: 3s\n      kid_refetch_interval: 1s\n      \
          kid_refetch_wait: 1s\n",
-        proxy.addr
+        proxy.http_url("/jwks.json")
     );
     let hopauth = start_hopauth(&config_yaml(&jwks.url(), &slow, "")).await;
     wait_ready(&hopauth).await;

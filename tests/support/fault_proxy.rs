@@ -148,6 +148,11 @@ impl FaultProxy {
         format!("redis://{}/0", self.addr)
     }
 
+    /// `http://<proxy><path>`, for an HTTP target such as a JWKS server.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
     /// Delay added to every chunk travelling in `dir`, from now on.
     pub fn set_latency(&self, dir: Dir, latency: Duration) {
         self.shared.faults.send_modify(|f| match dir {
