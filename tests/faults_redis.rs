@@ -353,11 +353,12 @@ async fn f5_a_resync_cut_halfway_never_replaces_the_complete_view() {
     wait_for("the resync to be cut", ENFORCE_WITHIN, || proxy.fired() == 1).await;
     let mut seen = BTreeMap::new();
     wait_status(&svc, &x, 401, ENFORCE_WITHIN, "revocation written before the cut resync", &mut seen).await;
-    guard.revoked(&x);
     let took = fault.elapsed();
     let lenient_svc = AuthorizationService::new(lenient.authorizer.clone());
     wait_status(&lenient_svc, &x, 401, ENFORCE_WITHIN, "revocation written before the cut resync (allow)", &mut seen)
         .await;
+    // Guarded only once both instances enforce it.
+    guard.revoked(&x);
     wait_status(&svc, &valid, 200, ENFORCE_WITHIN, "recovery", &mut seen).await;
     assert_eq!(hopauth.authorizer.revocation().entries().0, 3041, "the complete view is back");
     assert_eq!(lenient.authorizer.revocation().entries().0, 3041);
