@@ -53,7 +53,8 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// Resets at the first occurrence of `pattern` in `dir`; nothing of it is forwarded.
+    /// Resets at the first occurrence of `pattern` in `dir`, forwarding nothing from the
+    /// pattern on (but a pattern split over two reads has had its first part forwarded).
     pub fn on(dir: Dir, pattern: &[u8]) -> Trigger {
         assert!(!pattern.is_empty() && pattern.len() <= CARRY, "pattern of 1..={CARRY} bytes");
         Trigger { dir, pattern: Some(pattern.to_vec()), after: 0 }
