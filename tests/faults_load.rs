@@ -195,8 +195,10 @@ async fn f12_random_iss_kid_and_sub_keep_metric_series_fixed_and_deny_logs_rate_
     );
     assert!(seen.token_leaks.is_empty(), "a log field holds a token: {:?}", &seen.token_leaks[..1]);
     assert_eq!(seen.denied + seen.suppressed, denies, "every deny is either written or counted as suppressed");
+    // This layer stamps a line with its own clock read, a moment after hopauth charged it to
+    // a second: lines at a second's edge can land in the next, never twice a budget's worth.
     for (second, lines) in &seen.per_second {
-        assert!(*lines <= u64::from(DENY_LOG_LINES_PER_SEC), "{lines} deny lines in second {second}");
+        assert!(*lines <= 2 * u64::from(DENY_LOG_LINES_PER_SEC), "{lines} deny lines in second {second}");
     }
     let seconds = (now() - first_second + 1) as u64;
     assert!(seen.denied <= (seconds + 1) * u64::from(DENY_LOG_LINES_PER_SEC), "{seen:?}");
