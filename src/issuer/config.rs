@@ -357,6 +357,9 @@ mod tests {
         assert_eq!(c.access_token_lifetime, DEFAULT_ACCESS_TOKEN_LIFETIME);
         assert_eq!(c.keys.algorithm, Alg::ES256);
         assert_eq!(c.store.backend, StoreBackend::Memory);
+        assert_eq!(c.throttle.refresh_in_flight, DEFAULT_REFRESH_IN_FLIGHT);
+        assert_eq!(c.throttle.revoke_per_address, DEFAULT_REVOKE_PER_ADDRESS);
+        assert_eq!(c.throttle.refresh_per_address, DEFAULT_REFRESH_PER_ADDRESS);
         assert_eq!(c.users_file, dir.path().join("users.yaml"));
         assert_eq!(c.keys.dir, dir.path().join("keys"));
         assert_eq!(c.key_retention(), Duration::from_secs(300 + 30 + 10));
