@@ -873,6 +873,14 @@ async fn a_burst_of_refreshes_sheds_with_429_and_rotation_stays_exact() {
     // Loose: the machine is shared (2 cores, often a load of 15+). What is checked is that
     // admitted work does not queue without bound, not speed.
     assert!(percentile(&b_admitted, 0.99) < Duration::from_secs(5), "admitted p99 unbounded");
+    let shed_metric = service
+        .metrics()
+        .render()
+        .lines()
+        .find(|l| l.starts_with(r#"hopauth_issuer_throttled_total{limit="refresh_in_flight"}"#))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+        .unwrap_or(0);
+    assert_eq!(shed_metric, n_shed + b_shed, "every shed refresh is counted");
     let admitted_total = n_admitted.len() + b_admitted.len();
     assert_eq!(successors.lock().unwrap().len(), admitted_total, "one distinct successor per admitted refresh");
 
