@@ -1353,6 +1353,19 @@ async fn hopauth_allows_nothing_jwt_authn_refuses() {
         println!("  {class} ({}): {shown:?}{}", labels.len(), if labels.len() > 40 { " …" } else { "" });
     }
 
+    // Accepted variants (outside `valid`) are worth knowing too: both verifiers took them.
+    let mut both: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for o in outcomes.iter().filter(|o| o.class != "valid" && o.hopauth.allowed && o.jwt_authn.allowed) {
+        both.entry(o.class).or_default().push(&o.label);
+    }
+    println!("\ndifferential: variants both allow:");
+    for (class, mut labels) in both {
+        labels.sort();
+        let n = labels.len();
+        labels.truncate(40);
+        println!("  {class} ({n}): {labels:?}");
+    }
+
     // The set-up is comparable only if both accept every valid token.
     let valid = per_class.get("valid").copied().unwrap_or_default();
     assert!(valid.total() >= 32 && valid.both_allow == valid.total(), "valid tokens must pass both listeners: {:?}", {
