@@ -58,7 +58,15 @@ const RANDOM_JSON_MUTANTS: usize = 1400;
 
 /// Cases where hopauth may allow what jwt_authn refuses: `(class, label prefix, reason)`.
 /// Every entry must match at least one case, so a stale entry fails the test.
-const LOOSER_THAN_JWT_AUTHN: &[(&str, &str, &str)] = &[];
+const LOOSER_THAN_JWT_AUTHN: &[(&str, &str, &str)] = &[
+    (
+        "credentials",
+        "bearer lowercase",
+        "RFC 7235 §2.1: an auth-scheme is case-insensitive, and the token is verified in full; \
+         jwt_authn matches the prefix `Bearer ` byte for byte",
+    ),
+    ("credentials", "BEARER uppercase", "as `bearer`: the scheme's case says nothing about the token"),
+];
 
 // ---------------------------------------------------------------------------------------
 // The Envoy side.
@@ -285,10 +293,16 @@ fn noncanonical(seg: &str) -> Option<String> {
 type Mint = Arc<dyn Fn(i64) -> String + Send + Sync>;
 
 enum Tok {
+    /// Sent as `Authorization: Bearer <token>`.
     Ready(String),
-    /// Minted at send time from the current second.
+    /// Minted at send time from the current second, sent as `Ready`.
     Timed(Mint),
+    /// A whole credential shape: these headers, and this query string after the path.
+    Request(Headers, String),
 }
+
+/// Request headers as (name, value) pairs.
+type Headers = Vec<(&'static str, String)>;
 
 struct Case {
     class: &'static str,
@@ -308,6 +322,10 @@ struct Gen {
 impl Gen {
     fn add(&mut self, class: &'static str, label: impl Into<String>, token: String) {
         self.cases.push(Case { class, label: label.into(), tok: Tok::Ready(token) });
+    }
+
+    fn request(&mut self, label: impl Into<String>, headers: Headers, query: String) {
+        self.cases.push(Case { class: "credentials", label: label.into(), tok: Tok::Request(headers, query) });
     }
 
     fn timed(
@@ -330,7 +348,7 @@ impl Gen {
             .filter(|c| c.class == "valid")
             .filter_map(|c| match &c.tok {
                 Tok::Ready(t) => Some(t.clone()),
-                Tok::Timed(_) => None,
+                Tok::Timed(_) | Tok::Request(..) => None,
             })
             .collect()
     }
@@ -353,8 +371,139 @@ impl Gen {
         self.json_unicode();
         self.json_numbers();
         self.json_syntax();
+        self.claim_combinations();
+        self.credentials();
         self.random_tokens();
         self.random_json();
+    }
+
+    /// Every registered claim at once drawn from a pool of good, edge and wrong-typed
+    /// values: how the checks combine, past any single-claim case.
+    fn claim_combinations(&mut self) {
+        let now = self.now;
+        let (exp, nbf, late) = ((now + 300).to_string(), (now - 5).to_string(), (now + 3600).to_string());
+        let pools: Vec<(&str, Vec<String>)> = vec![
+            (
+                "iss",
+                vec![
+                    q(ISSUER),
+                    q(ISSUER),
+                    q("https://issuer.test/"),
+                    "null".into(),
+                    format!("[{}]", q(ISSUER)),
+                    DROP.into(),
+                ],
+            ),
+            (
+                "aud",
+                vec![
+                    q(AUDIENCE),
+                    q(URL_AUDIENCE),
+                    r#"["x","orders"]"#.into(),
+                    q("x"),
+                    "[]".into(),
+                    "1".into(),
+                    DROP.into(),
+                ],
+            ),
+            (
+                "exp",
+                vec![
+                    exp.clone(),
+                    exp.clone(),
+                    format!("{exp}.5"),
+                    q(&exp),
+                    (now - 3600).to_string(),
+                    "0".into(),
+                    DROP.into(),
+                ],
+            ),
+            ("nbf", vec![nbf.clone(), nbf, late.clone(), q("0"), "-1".into(), DROP.into()]),
+            ("iat", vec![now.to_string(), late, "null".into(), "1e400".into(), DROP.into()]),
+            ("sub", vec![q("user-1"), q(""), "1".into(), "[]".into(), DROP.into()]),
+            ("jti", vec![q("jti-1"), "1".into(), DROP.into()]),
+        ];
+        let keys = self.keys.clone();
+        for i in 0..300 {
+            let mut set: Vec<(&str, String)> = Vec::new();
+            for (name, pool) in &pools {
+                set.push((name, pool[self.rng.random_range(0..pool.len())].clone()));
+            }
+            let label = set.iter().map(|(n, v)| format!("{n}={}", truncate(v, 24))).collect::<Vec<_>>().join(" ");
+            let set: Vec<(&str, &str)> = set.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            let key = if i % 2 == 0 { &keys.ed } else { &keys.es };
+            let t = token(key, &[], &set, now);
+            self.add("claim-combos", format!("#{i} {label}"), t);
+        }
+    }
+
+    /// Where the token is and how many there are: schemes, the query parameter, several
+    /// credentials (jwt_authn verifies every token it finds; hopauth refuses two different
+    /// ones).
+    fn credentials(&mut self) {
+        let now = self.now;
+        let good = token(&self.keys.es, &[], &[], now);
+        let other = token(&self.keys.ed, &[], &[("sub", r#""user-2""#)], now);
+        let bad = with_sig(&good, &[0; 64]);
+        let expired = token(&self.keys.es, &[], &[("exp", &(now - 3600).to_string())], now);
+        let auth = |v: &str| ("authorization", v.to_string());
+        let qs = |t: &str| format!("?access_token={t}");
+        let none = String::new();
+        let cases: Vec<(&str, Headers, String)> = vec![
+            ("Bearer (control)", vec![auth(&format!("Bearer {good}"))], none.clone()),
+            ("bearer lowercase", vec![auth(&format!("bearer {good}"))], none.clone()),
+            ("BEARER uppercase", vec![auth(&format!("BEARER {good}"))], none.clone()),
+            ("Bearer without a space", vec![auth(&format!("Bearer{good}"))], none.clone()),
+            ("Bearer alone", vec![auth("Bearer")], none.clone()),
+            ("Bearer and a space", vec![auth("Bearer ")], none.clone()),
+            ("token without a scheme", vec![auth(&good)], none.clone()),
+            ("Basic scheme", vec![auth("Basic dXNlcjpwYXNz")], none.clone()),
+            ("Basic scheme + good query token", vec![auth("Basic dXNlcjpwYXNz")], qs(&good)),
+            ("query token only", vec![], qs(&good)),
+            ("query token, bad", vec![], qs(&bad)),
+            ("query token twice, same", vec![], format!("{}&access_token={good}", qs(&good))),
+            ("query tokens good + bad", vec![], format!("{}&access_token={bad}", qs(&good))),
+            ("query tokens bad + good", vec![], format!("{}&access_token={good}", qs(&bad))),
+            ("header + query, same token", vec![auth(&format!("Bearer {good}"))], qs(&good)),
+            ("header good + query bad", vec![auth(&format!("Bearer {good}"))], qs(&bad)),
+            ("header bad + query good", vec![auth(&format!("Bearer {bad}"))], qs(&good)),
+            ("header good + query expired", vec![auth(&format!("Bearer {good}"))], qs(&expired)),
+            ("header good + query other good", vec![auth(&format!("Bearer {good}"))], qs(&other)),
+            ("two headers, same", vec![auth(&format!("Bearer {good}")), auth(&format!("Bearer {good}"))], none.clone()),
+            (
+                "two headers, good + bad",
+                vec![auth(&format!("Bearer {good}")), auth(&format!("Bearer {bad}"))],
+                none.clone(),
+            ),
+            (
+                "two headers, bad + good",
+                vec![auth(&format!("Bearer {bad}")), auth(&format!("Bearer {good}"))],
+                none.clone(),
+            ),
+            (
+                "two headers, good + other good",
+                vec![auth(&format!("Bearer {good}")), auth(&format!("Bearer {other}"))],
+                none.clone(),
+            ),
+            (
+                "one header, 'Bearer good, Bearer bad'",
+                vec![auth(&format!("Bearer {good}, Bearer {bad}"))],
+                none.clone(),
+            ),
+            (
+                "one header, 'Bearer bad, Bearer good'",
+                vec![auth(&format!("Bearer {bad}, Bearer {good}"))],
+                none.clone(),
+            ),
+            ("one header, 'Bearer good,good'", vec![auth(&format!("Bearer {good},{good}"))], none.clone()),
+            ("query token under another name", vec![], format!("?token={good}")),
+            ("query name percent-encoded (access%5Ftoken)", vec![], format!("?access%5Ftoken={good}")),
+            ("query value percent-encoded dot", vec![], qs(&good.replacen('.', "%2E", 1))),
+            ("no credentials", vec![], none.clone()),
+        ];
+        for (label, headers, query) in cases {
+            self.request(label, headers, query);
+        }
     }
 
     fn valid(&mut self) {
@@ -1191,12 +1340,17 @@ struct Answer {
     status: u16,
 }
 
-/// One request with the token as a Bearer credential; a 503 (hopauth shedding load, or an
-/// upstream hiccup) is asked again, since it says nothing about the token.
-async fn ask(client: &reqwest::Client, url: &str, auth: &HeaderValue) -> Answer {
+/// One request (`/anything` + `query`, with `headers`); a 503 (hopauth shedding load, or
+/// an upstream hiccup) is asked again, since it says nothing about the token.
+async fn ask(client: &reqwest::Client, base: &str, headers: &[(&'static str, HeaderValue)], query: &str) -> Answer {
+    let url = format!("{base}{query}");
     let mut status = 0;
     for _ in 0..5 {
-        let resp = client.get(url).header("authorization", auth.clone()).send().await;
+        let mut req = client.get(&url);
+        for (name, value) in headers {
+            req = req.header(*name, value.clone());
+        }
+        let resp = req.send().await;
         let resp = resp.unwrap_or_else(|e| panic!("GET {url}: {e}"));
         status = resp.status().as_u16();
         let body = resp.bytes().await.unwrap_or_default();
@@ -1288,13 +1442,22 @@ async fn hopauth_allows_nothing_jwt_authn_refuses() {
             let _permit = permits.acquire_owned().await.unwrap();
             for _attempt in 0..5 {
                 let minted_at = now();
-                let token = match &case.tok {
-                    Tok::Ready(t) => t.clone(),
-                    Tok::Timed(mint) => mint(minted_at),
+                let (headers, query) = match &case.tok {
+                    Tok::Ready(t) => (vec![("authorization", format!("Bearer {t}"))], String::new()),
+                    Tok::Timed(mint) => (vec![("authorization", format!("Bearer {}", mint(minted_at)))], String::new()),
+                    Tok::Request(headers, query) => (headers.clone(), query.clone()),
                 };
-                let auth = HeaderValue::from_str(&format!("Bearer {token}"))
-                    .unwrap_or_else(|e| panic!("case {} {:?} is not a header value: {e}", case.class, case.label));
-                let (h, j) = tokio::join!(ask(&client, &urls.0, &auth), ask(&client, &urls.1, &auth));
+                let headers: Vec<(&'static str, HeaderValue)> = headers
+                    .into_iter()
+                    .map(|(name, v)| {
+                        let v = HeaderValue::from_str(&v).unwrap_or_else(|e| {
+                            panic!("case {} {:?}: {name} is not a header value: {e}", case.class, case.label)
+                        });
+                        (name, v)
+                    })
+                    .collect();
+                let (h, j) =
+                    tokio::join!(ask(&client, &urls.0, &headers, &query), ask(&client, &urls.1, &headers, &query));
                 // A time-dependent token whose answers straddle a second is asked again.
                 if matches!(case.tok, Tok::Timed(_)) && now() != minted_at {
                     continue;
