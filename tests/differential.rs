@@ -278,23 +278,17 @@ const ED25519_L: [u8; 32] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
 ];
 
-/// `seg` (base64url of `n` bytes, `n % 3 != 0`) with an unused trailing bit set: decoders
+/// `seg` (base64url of `n` bytes, `n % 3 != 0`) with an unused trailing bit flipped: decoders
 /// that ignore those bits read the same bytes, a strict one refuses it.
 fn noncanonical(seg: &str) -> Option<String> {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let unused = match seg.len() % 4 {
-        2 => 0b1111,
-        3 => 0b11,
-        _ => return None,
-    };
-    let last = *seg.as_bytes().last()?;
-    let v = ALPHABET.iter().position(|&c| c == last)?;
-    let flipped = (v | 1) & 0x3f;
-    let flipped = if flipped & unused == v & unused { v | (unused & 0b10) } else { flipped };
-    if flipped == v {
+    // With 2 or 3 characters in the last quantum, the lowest bit of the last one is unused.
+    if seg.len() % 4 < 2 {
         return None;
     }
-    Some(format!("{}{}", &seg[..seg.len() - 1], ALPHABET[flipped] as char))
+    let last = *seg.as_bytes().last()?;
+    let v = ALPHABET.iter().position(|&c| c == last)?;
+    Some(format!("{}{}", &seg[..seg.len() - 1], ALPHABET[v ^ 1] as char))
 }
 
 // ---------------------------------------------------------------------------------------
