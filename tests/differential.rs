@@ -1362,28 +1362,31 @@ struct Answer {
     status: u16,
 }
 
-/// One request (`/anything` + `query`, with `headers`); a 503 (hopauth shedding load, or
-/// an upstream hiccup) is asked again, since it says nothing about the token.
+/// One request (`/anything` + `query`, with `headers`). A 503 with `retry-after` is hopauth
+/// shedding load (`overloaded`), which says nothing about the token: it is asked again after
+/// a short backoff. Any other answer, 503s from Envoy included, is final.
 async fn ask(client: &reqwest::Client, base: &str, headers: &[(&'static str, HeaderValue)], query: &str) -> Answer {
     let url = format!("{base}{query}");
-    let mut status = 0;
-    for _ in 0..5 {
+    let mut backoff = Duration::from_millis(25);
+    loop {
         let mut req = client.get(&url);
         for (name, value) in headers {
             req = req.header(*name, value.clone());
         }
         let resp = req.send().await;
         let resp = resp.unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        status = resp.status().as_u16();
+        let status = resp.status().as_u16();
+        let shed = status == 503 && resp.headers().contains_key("retry-after");
         let body = resp.bytes().await.unwrap_or_default();
-        if status == 503 {
+        if shed && backoff < Duration::from_secs(2) {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
             continue;
         }
         // Allowed means the echo app answered (it returns the request headers as JSON).
         let echoed = serde_json::from_slice::<serde_json::Value>(&body).is_ok_and(|v| v["headers"].is_object());
         return Answer { allowed: status == 200 && echoed, status };
     }
-    Answer { allowed: false, status }
 }
 
 struct Outcome {
