@@ -376,6 +376,7 @@ impl Gen {
         self.json_numbers();
         self.json_syntax();
         self.claim_combinations();
+        self.sizes();
         self.credentials();
         self.random_tokens();
         self.random_json();
@@ -440,6 +441,27 @@ impl Gen {
             let key = if i % 2 == 0 { &keys.ed } else { &keys.es };
             let t = token(key, &[], &set, now);
             self.add("claim-combos", format!("#{i} {label}"), t);
+        }
+    }
+
+    /// Tokens around hopauth's `max_token_bytes` (8192) and well past it; jwt_authn has no
+    /// limit of its own below Envoy's 60 KiB of request headers.
+    fn sizes(&mut self) {
+        let now = self.now;
+        for target in [4096usize, 8191, 8192, 8193, 12_000, 30_000] {
+            // The ES256 signature segment is always 86 characters: find the claim length
+            // that makes the whole token `target` long (or the nearest below).
+            let len_for = |n: usize| {
+                let blob = q(&"s".repeat(n));
+                b64(header(&self.keys.es, &[])).len() + 2 + b64(payload(now, &[("blob", &blob)])).len() + 86
+            };
+            let mut n = target * 3 / 4;
+            while n > 0 && len_for(n) > target {
+                n -= 1;
+            }
+            let blob = q(&"s".repeat(n));
+            let t = token(&self.keys.es, &[], &[("blob", &blob)], now);
+            self.add("size", format!("{target} bytes (got {})", t.len()), t);
         }
     }
 
