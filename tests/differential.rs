@@ -47,7 +47,7 @@ use support::*;
 /// The default seed; `HOPAUTH_DIFF_SEED` overrides it.
 const DEFAULT_SEED: u64 = 0x6a77_745f_6175_7468;
 /// hopauth's default `leeway`, given to jwt_authn as `clock_skew_seconds`.
-const SKEW: i64 = 30;
+const SKEW: i64 = hopauth::config::DEFAULT_LEEWAY.as_secs() as i64;
 /// The second configured audience: a URL, where jwt_verify_lib's normalisation matters.
 const URL_AUDIENCE: &str = "https://api.orders.test";
 /// Requests in flight at once (each case is two requests).
@@ -82,7 +82,7 @@ const LOOSER_THAN_JWT_AUTHN: &[(&str, &str, &str)] = &[
 // The Envoy side.
 
 /// The jwt_authn listener: a provider mirroring hopauth's, required on every route.
-/// `@PORT@`, `@JWKS@` are filled in by `envoy_config`.
+/// `@PORT@`, `@SKEW@`, `@JWKS@` are filled in by `envoy_config`.
 const JWT_AUTHN_LISTENER: &str = r#"
   - name: jwt_authn
     address:
@@ -113,7 +113,7 @@ const JWT_AUTHN_LISTENER: &str = r#"
                   audiences: [orders, "https://api.orders.test"]
                   local_jwks:
                     inline_string: '@JWKS@'
-                  clock_skew_seconds: 30          # = hopauth's leeway
+                  clock_skew_seconds: @SKEW@      # = hopauth's leeway
                   require_expiration: true        # hopauth always requires exp
                   forward: true                   # the upstream sees the token, as with hopauth
                   # Default token locations: `Authorization: Bearer …` and ?access_token=,
@@ -135,7 +135,10 @@ fn envoy_config(ext_authz_port: u16, jwt_port: u16, hopauth: u16, app: u16, jwks
         .replace("port_value: 9901", "port_value: 0")
         .replace("port_value: 9001", &format!("port_value: {hopauth}"))
         .replace("port_value: 8080", &format!("port_value: {app}"));
-    let listener = JWT_AUTHN_LISTENER.replace("@PORT@", &jwt_port.to_string()).replace("@JWKS@", jwks);
+    let listener = JWT_AUTHN_LISTENER
+        .replace("@PORT@", &jwt_port.to_string())
+        .replace("@SKEW@", &SKEW.to_string())
+        .replace("@JWKS@", jwks);
     let anchor = "static_resources:\n  listeners:\n";
     assert!(shipped.contains(anchor), "envoy/hopauth.yaml no longer starts its listeners with {anchor:?}");
     shipped.replacen(anchor, &format!("{anchor}{}\n", listener.trim_start_matches('\n')), 1)
@@ -1357,10 +1360,10 @@ impl Gen {
 }
 
 fn truncate(s: &str, n: usize) -> String {
-    if s.len() <= n {
+    if s.chars().count() <= n {
         s.to_string()
     } else {
-        format!("{}…", &s[..n])
+        format!("{}…", s.chars().take(n).collect::<String>())
     }
 }
 
