@@ -32,6 +32,7 @@ pub struct Metrics {
     pub revocation_entries: IntGaugeVec,
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
+    admin_auth_failures: IntCounterVec,
     revocation_syncs: IntCounterVec,
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
@@ -82,6 +83,16 @@ impl Metrics {
         )?;
         let revocations_enforced =
             IntCounter::new("hopauth_revocations_enforced_total", "Checks denied because the token was revoked")?;
+        let admin_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "hopauth_admin_auth_failures_total",
+                "Admin calls refused for a missing or wrong token (`wrong_token`) or while failed attempts are throttled (`throttled`)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["wrong_token", "throttled"] {
+            admin_auth_failures.with_label_values(&[outcome]);
+        }
         let admin_revocations = IntCounterVec::new(
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
@@ -118,6 +129,7 @@ impl Metrics {
         registry.register(Box::new(revocation_entries.clone()))?;
         registry.register(Box::new(revocations_enforced.clone()))?;
         registry.register(Box::new(admin_revocations.clone()))?;
+        registry.register(Box::new(admin_auth_failures.clone()))?;
         Ok(Metrics {
             registry: registry.clone(),
             allow_verified: checks.with_label_values(&["allow", "verified"]),
@@ -136,6 +148,7 @@ impl Metrics {
             revocation_entries,
             revocations_enforced,
             admin_revocations,
+            admin_auth_failures,
             revocation_syncs,
             revocation_push_messages,
             revocation_sync_age,
@@ -187,6 +200,11 @@ impl Metrics {
 
     pub fn record_revocation_sync(&self, ok: bool) {
         self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
+    }
+
+    /// An admin call refused before its body was read: `throttled` or `wrong_token`.
+    pub fn record_admin_auth_failure(&self, throttled: bool) {
+        self.admin_auth_failures.with_label_values(&[if throttled { "throttled" } else { "wrong_token" }]).inc();
     }
 
     pub fn record_admin_revocation(&self, kind: &'static str, ok: bool) {

@@ -214,7 +214,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    let app = router(HttpState { authorizer: authorizer.clone(), metrics: metrics.clone(), admin_token });
+    let app = router(HttpState {
+        authorizer: authorizer.clone(),
+        metrics: metrics.clone(),
+        admin_token,
+        admin_failures: Default::default(),
+    });
     let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
     background.spawn(async move {
         if let Err(error) = http.await {
