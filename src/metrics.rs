@@ -33,6 +33,7 @@ pub struct Metrics {
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
     admin_auth_failures: IntCounterVec,
+    jwks_key_age: prometheus::GaugeVec,
     revocation_syncs: IntCounterVec,
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
@@ -97,10 +98,34 @@ impl Metrics {
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
         )?;
+        for kind in ["jti", "subject"] {
+            for result in ["ok", "error"] {
+                admin_revocations.with_label_values(&[kind, result]);
+            }
+        }
         let revocation_syncs = IntCounterVec::new(
             Opts::new("hopauth_revocation_syncs_total", "Full revocation resyncs (start, reconnect) by result"),
             &["result"],
         )?;
+        for result in ["success", "error"] {
+            revocation_syncs.with_label_values(&[result]);
+        }
+        let jwks_key_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "hopauth_jwks_key_age_seconds",
+                "Seconds since each provider's keys were last fetched successfully (-1: never)",
+            ),
+            &["provider"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("hopauth_build_info", "Always 1; the labels say which hopauth this is"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(jwks_key_age.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let revocation_push_messages =
             IntCounter::new("hopauth_revocation_push_messages_total", "Invalidation pushes received from Redis")?;
         let revocation_sync_age = prometheus::Gauge::new(
@@ -149,6 +174,7 @@ impl Metrics {
             revocations_enforced,
             admin_revocations,
             admin_auth_failures,
+            jwks_key_age,
             revocation_syncs,
             revocation_push_messages,
             revocation_sync_age,
@@ -182,6 +208,25 @@ impl Metrics {
     pub fn record_verify_cache(&self, (entries, bytes): (u64, u64)) {
         self.verify_cache_entries.set(entries as i64);
         self.verify_cache_bytes.set(bytes as i64);
+    }
+
+    /// Creates every series of `provider` at 0 (or -1 for the key age), so alerts and
+    /// dashboards see them before the first event.
+    pub fn register_provider(&self, provider: &str, rejection_reasons: &[&str]) {
+        for result in ["success", "error"] {
+            self.jwks_refresh.with_label_values(&[provider, result]);
+        }
+        self.jwks_keys.with_label_values(&[provider]);
+        self.jwks_last_success.with_label_values(&[provider]);
+        self.jwks_key_age.with_label_values(&[provider]).set(-1.0);
+        for reason in rejection_reasons {
+            self.jwks_keys_rejected.with_label_values(&[provider, reason]);
+        }
+    }
+
+    /// Seconds since `provider`'s keys were last fetched (`None`: never, or no fetched keys).
+    pub fn record_jwks_key_age(&self, provider: &str, age: Option<Duration>) {
+        self.jwks_key_age.with_label_values(&[provider]).set(age.map_or(-1.0, |a| a.as_secs_f64()));
     }
 
     pub fn record_jwks_refresh(&self, provider: &str, ok: bool, keys: Option<usize>) {
