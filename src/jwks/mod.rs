@@ -150,9 +150,13 @@ impl JwksCache {
         !state.keys.is_empty() && state.fetched_at.is_some_and(|t| t.elapsed() <= self.settings.max_stale)
     }
 
-    /// Time since the keys in use were fetched; `None` before the first fetch (and for a
-    /// provider with configured secrets only).
+    /// Time since the keys in use were fetched; `None` before the first fetch; zero for a
+    /// provider with configured secrets only.
     pub fn key_age(&self) -> Option<Duration> {
+        if matches!(self.source, JwksSource::None) {
+            // Configured secrets: as fresh as the config itself.
+            return Some(Duration::ZERO);
+        }
         self.state.load().fetched_at.map(|t| t.elapsed())
     }
 
