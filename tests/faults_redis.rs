@@ -287,7 +287,8 @@ async fn f5_resets_mid_scan_mid_push_and_mid_lookup_never_allow_a_revoked_token(
     assert_eq!(wrong, 0, "a revoked token was allowed during the resets");
     assert!(checks > 0);
     assert!(!valid_seen.contains_key(&401), "a valid token was refused as revoked: {valid_seen:?}");
-    // PRODUCT.md: a connection lost and restored within max_staleness (3s) is invisible.
+    // docs/revocation.md: a connection lost and restored within max_staleness (3s) is
+    // invisible to clients.
     assert!(
         !valid_seen.contains_key(&503) && !seen.contains_key(&503),
         "resets shorter than max_staleness were visible to clients: valid token {valid_seen:?}, while waiting {seen:?}"
@@ -408,7 +409,7 @@ async fn f8_half_open_shorter_than_max_staleness_is_invisible_and_misses_nothing
     let (wrong, _, valid_seen) = guard.finish().await;
     assert_eq!(wrong, 0, "a revoked token was allowed");
     assert!(!valid_seen.contains_key(&401), "{valid_seen:?}");
-    // PRODUCT.md: a loss shorter than max_staleness is invisible to clients.
+    // docs/revocation.md: a loss shorter than max_staleness is invisible to clients.
     assert!(
         !valid_seen.contains_key(&503) && !seen.contains_key(&503),
         "a {:?} half-open link (max_staleness {max_staleness:?}) was visible: valid token {valid_seen:?}",
@@ -511,9 +512,10 @@ async fn outage_past_max_staleness(outage: Outage) {
     assert_eq!(wrong, 0, "a revoked token was allowed during the partition");
     assert!(!valid_seen.contains_key(&401) && !before_503.contains_key(&401), "{valid_seen:?}");
     assert!(to_503 < max_staleness + Duration::from_secs(3), "failure_mode applied only after {to_503:?}");
-    // PRODUCT.md: with failure_mode allow, a stale store never makes hopauth unready.
+    // docs/configuration.md (readiness): with failure_mode allow, a stale store never
+    // makes hopauth unready.
     assert!(allow_ready_when_stale, "allow mode went unready when the store went stale");
-    // PRODUCT.md: answers continue from the view for max_staleness after the last
+    // docs/revocation.md: answers continue from the view for max_staleness after the last
     // confirmation, which is about one heartbeat before the fault (300 ms of slack for a
     // late tick on a loaded machine).
     assert!(
