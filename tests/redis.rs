@@ -57,7 +57,11 @@ async fn behaviour_suite(store: &dyn RevocationStore) {
 }
 
 async fn redis_store(url: &str, staleness: Duration) -> Arc<RedisStore> {
-    let store = Arc::new(RedisStore::new(url, settings(staleness), Metrics::standalone()).unwrap());
+    redis_store_with(url, staleness, Metrics::standalone()).await
+}
+
+async fn redis_store_with(url: &str, staleness: Duration, metrics: Metrics) -> Arc<RedisStore> {
+    let store = Arc::new(RedisStore::new(url, settings(staleness), metrics).unwrap());
     tokio::spawn(store.start());
     let s = store.clone();
     wait_until("redis store synced", Duration::from_secs(10), || {
@@ -503,4 +507,90 @@ async fn cluster_master_failure_is_survived() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// A raw command with binary arguments, which `redis-cli` argv cannot carry.
+fn raw(port: u16, args: &[&[u8]]) -> redis::Value {
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut con).unwrap()
+}
+
+fn jti_revoked(store: &RedisStore, jti: &str) -> bool {
+    store.check(&TokenIdentity { iss: ISSUER, sub: None, jti: Some(jti), iat: Some(now()) })
+        == RevocationStatus::Revoked
+}
+
+fn subject_revoked(store: &RedisStore, sub: &str) -> bool {
+    store.check(&TokenIdentity { iss: ISSUER, sub: Some(sub), jti: Some("unrelated"), iat: Some(now()) })
+        == RevocationStatus::Revoked
+}
+
+/// Hole: one key of the wrong type, or one key name that is not UTF-8, used to fail every
+/// resync (and every invalidation read) forever; a value that is not UTF-8 lifted a `jti`
+/// revocation. Garbage is counted, fails closed where it names something, and never stops
+/// the sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_under_the_prefix_is_counted_and_never_stops_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let p = redis.port;
+    let plant = |tag: &str| {
+        redis.cli(&["HSET", &format!("hopauth:revoked:jti:{tag}-wrongtype"), "a", "b"]);
+        redis.cli(&["RPUSH", &format!("hopauth:revoked:sub:{ISSUER}|{tag}-list"), "x"]);
+        let mut not_utf8 = format!("hopauth:revoked:jti:{tag}-").into_bytes();
+        not_utf8.extend_from_slice(b"\xff\xfe");
+        raw(p, &[b"SET", &not_utf8, b"1", b"EX", b"300"]);
+        raw(p, &[b"SET", format!("hopauth:revoked:jti:{tag}-binary").as_bytes(), b"\xff\x00\xfe", b"EX", b"300"]);
+        redis.cli(&["SET", &format!("hopauth:revoked:sub:{ISSUER}|{tag}-garbled"), "not-a-time", "EX", "300"]);
+        redis.cli(&["SET", &format!("hopauth:revoked:jti:{tag}-good"), "1", "EX", "300"]);
+    };
+    plant("start");
+    let metrics = Metrics::standalone();
+    let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
+    for j in ["start-good", "start-wrongtype", "start-binary"] {
+        assert!(jti_revoked(&store, j), "{j}: a jti key revokes whatever its value or type");
+    }
+    for s in ["start-list", "start-garbled"] {
+        assert!(subject_revoked(&store, s), "{s}: an unreadable subject revocation fails closed");
+    }
+    let m = metrics.render();
+    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#), 2.0, "{m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_key"}"#), 1.0, "{m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_value"}"#), 1.0, "{m}");
+
+    // The same garbage arriving as invalidations while connected.
+    plant("live");
+    let s = store.clone();
+    wait_until("live revocations beside garbage", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move {
+            ["live-good", "live-wrongtype", "live-binary"].iter().all(|j| jti_revoked(&s, j))
+                && ["live-list", "live-garbled"].iter().all(|u| subject_revoked(&s, u))
+        }
+    })
+    .await;
+    // Deleting the wrong-type key lifts it like any other.
+    redis.cli(&["DEL", "hopauth:revoked:jti:live-wrongtype"]);
+    let s = store.clone();
+    wait_until("DEL of a wrong-type key", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { !jti_revoked(&s, "live-wrongtype") }
+    })
+    .await;
+    let m = metrics.render();
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "no session broke: {m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 1.0, "{m}");
+    assert!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#) >= 4.0, "{m}");
+    assert!(store.ready());
 }

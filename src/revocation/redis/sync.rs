@@ -114,8 +114,16 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                 match push.kind {
                     PushKind::Invalidate => match push.data.first() {
                         Some(Value::Array(keys)) => {
-                            let keys: Vec<String> = keys.iter().filter_map(|k| redis::from_redis_value_ref(k).ok()).collect();
-                            if let Err(e) = keyed.load(&keys, &store.view.load()).await {
+                            // Names as bytes: one that is not UTF-8 is counted, not fatal.
+                            let keys: Vec<Vec<u8>> = keys
+                                .iter()
+                                .filter_map(|k| match k {
+                                    Value::BulkString(b) => Some(b.clone()),
+                                    Value::SimpleString(s) => Some(s.clone().into_bytes()),
+                                    _ => None,
+                                })
+                                .collect();
+                            if let Err(e) = keyed.load(store, &keys, &store.view.load()).await {
                                 return format!("reading invalidated keys: {e}");
                             }
                             store.mark_confirmed();
@@ -178,7 +186,8 @@ async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Resu
     for con in conns.iter_mut() {
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            // Names as bytes: one that is not UTF-8 must not fail the whole scan.
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
@@ -187,7 +196,7 @@ async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Resu
                 .query_async(con)
                 .await
                 .map_err(|e| format!("SCAN: {e}"))?;
-            load_keys(con, &keys, &view).await.map_err(|e| format!("loading revocations: {e}"))?;
+            load_keys(store, con, &keys, &view).await.map_err(|e| format!("loading revocations: {e}"))?;
             if next == 0 {
                 break;
             }
@@ -223,13 +232,13 @@ impl KeyedReader {
         }
     }
 
-    async fn load(&mut self, keys: &[String], view: &LocalView) -> redis::RedisResult<()> {
+    async fn load(&mut self, store: &RedisStore, keys: &[Vec<u8>], view: &LocalView) -> redis::RedisResult<()> {
         match self {
-            KeyedReader::Node(c) => load_keys(c, keys, view).await,
+            KeyedReader::Node(c) => load_keys(store, c, keys, view).await,
             // Keys may live on different shards: one at a time through the router.
             KeyedReader::Cluster(c) => {
                 for k in keys {
-                    load_keys(c, std::slice::from_ref(k), view).await?;
+                    load_keys(store, c, std::slice::from_ref(k), view).await?;
                 }
                 Ok(())
             }
