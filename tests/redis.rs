@@ -177,8 +177,10 @@ async fn a_plain_redis_cli_set_reaches_envoy_without_a_redis_hop_per_request() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outages_follow_the_failure_mode_and_recover_with_what_was_missed() {
+/// An outage longer than `max_staleness`: deny mode answers 503, allow mode lets verified
+/// tokens through and counts them, known revocations hold; on return what was written
+/// meanwhile is enforced. Prints the time to 503 and to recovery.
+async fn outage_past_max_staleness(outage: Outage) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut redis = RedisServer::start(dir.path(), port, &[]);
@@ -200,29 +202,45 @@ async fn outages_follow_the_failure_mode_and_recover_with_what_was_missed() {
     wait_status(&allow_svc, &known_token, 401, "known revocation (allow)").await;
     assert_eq!(status(&deny_svc, &token).await, 200);
 
-    redis.kill();
-    wait_status(&deny_svc, &token, 503, "deny mode after max_staleness").await;
-    assert_eq!(status(&allow_svc, &token).await, 200, "allow mode lets verified tokens through");
-    assert!(allow.metrics.revocation_fail_open.get() > 0);
+    outage.apply(&mut redis);
+    let to_503 = wait_status(&deny_svc, &token, 503, "deny mode after max_staleness").await;
+    // Each instance goes stale on its own clock (its last heartbeat), so wait for this one.
+    let fail_open = allow.metrics.revocation_fail_open.clone();
+    wait_until("allow mode counts a fail-open", Duration::from_secs(10), || {
+        let (svc, token, fail_open) = (&allow_svc, &token, fail_open.clone());
+        async move { status(svc, token).await == 200 && fail_open.get() > 0 }
+    })
+    .await;
     assert_eq!(status(&deny_svc, &known_token).await, 401, "a known revocation holds during the outage");
     assert_eq!(status(&allow_svc, &known_token).await, 401, "even in allow mode");
     assert!(!deny.authorizer.ready());
 
     // Written while hopauth is disconnected: another process on the same data.
-    let side_port = free_port();
-    {
-        let side = RedisServer::start(dir.path(), side_port, &[]);
-        side.cli(&["SET", &format!("hopauth:revoked:jti:{}", c["jti"].as_str().unwrap()), "1", "EX", "300"]);
-        assert_eq!(side.cli(&["SHUTDOWN"]), "");
-    }
-    redis.restart();
+    write_while_down(&redis, &format!("hopauth:revoked:jti:{}", c["jti"].as_str().unwrap()));
+    redis.start_again();
+    let back = Instant::now();
     wait_status(&deny_svc, &token, 401, "revocation written while disconnected").await;
     wait_status(&allow_svc, &token, 401, "revocation written while disconnected (allow)").await;
     let fresh = keys.es.sign_jwt(&claims("fresh")).unwrap();
     wait_status(&deny_svc, &fresh, 200, "recovery").await;
+    let recovered = back.elapsed();
+    eprintln!(
+        "{outage:?} past max_staleness 500ms: 503 after {to_503:?}; 200 again {recovered:?} after Redis returned"
+    );
     assert!(deny.authorizer.ready());
     let m = deny.metrics.render();
     assert!(m.contains("hopauth_revocation_syncs_total{result=\"success\"}"), "{m}");
+    assert_eq!(metric(&m, "hopauth_revocation_store_connected"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_past_max_staleness_follows_the_failure_mode_and_recovers_with_what_was_missed() {
+    outage_past_max_staleness(Outage::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_past_max_staleness_follows_the_failure_mode_and_recovers_with_what_was_missed() {
+    outage_past_max_staleness(Outage::Stop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -593,4 +611,118 @@ async fn garbage_under_the_prefix_is_counted_and_never_stops_the_sync() {
     assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 1.0, "{m}");
     assert!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#) >= 4.0, "{m}");
     assert!(store.ready());
+}
+
+/// How Redis goes away in an outage test.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SIGKILL: a crash.
+    Kill,
+    /// `SHUTDOWN`: a clean stop, as in a rolling restart.
+    Stop,
+}
+
+impl Outage {
+    fn apply(self, redis: &mut RedisServer) {
+        match self {
+            Outage::Kill => redis.kill(),
+            Outage::Stop => redis.stop(),
+        }
+    }
+}
+
+/// Writes `key` into the data of the stopped `redis` through another process on the same
+/// directory, so the write is there when `redis` starts again but hopauth cannot have seen it.
+fn write_while_down(redis: &RedisServer, key: &str) {
+    let side = RedisServer::start(&redis.dir, free_port(), &[]);
+    assert_eq!(side.cli(&["SET", key, "1", "EX", "300"]), "OK");
+    assert_eq!(side.cli(&["SHUTDOWN"]), "");
+}
+
+/// Checks one token and reads `/readyz` in a loop until stopped; counts every answer.
+struct Watch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(std::collections::BTreeMap<i32, u64>, u64)>,
+}
+
+impl Watch {
+    fn start(running: &hopauth::server::Running, token: String) -> Watch {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let svc = AuthorizationService::new(running.authorizer.clone());
+        let readyz = format!("http://{}/readyz", running.http_addr);
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut answers, mut not_ready) = (std::collections::BTreeMap::new(), 0);
+            let http = reqwest::Client::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                *answers.entry(status(&svc, &token).await).or_insert(0) += 1;
+                if http.get(&readyz).send().await.unwrap().status() != 200 {
+                    not_ready += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (answers, not_ready)
+        });
+        Watch { stop, task }
+    }
+
+    async fn finish(self) -> (std::collections::BTreeMap<i32, u64>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// Issue: a Redis restart was a mesh-wide outage (503 within 0.5 s of a clean stop). A
+/// connection lost and restored within `max_staleness` is invisible to clients, and the
+/// resync on reconnect applies what was written meanwhile.
+async fn restart_within_max_staleness(outage: Outage) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let running = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "3s", "deny"))).await;
+    wait_ready(&running).await;
+    let svc = AuthorizationService::new(running.authorizer.clone());
+    let token = keys.es.sign_jwt(&claims("alice")).unwrap();
+    let missed = claims("missed");
+    let missed_token = keys.es.sign_jwt(&missed).unwrap();
+    assert_eq!(status(&svc, &token).await, 200);
+    assert_eq!(status(&svc, &missed_token).await, 200);
+    let syncs = |m: &Metrics| metric(&m.render(), r#"hopauth_revocation_syncs_total{result="success"}"#);
+    let first_syncs = syncs(&running.metrics);
+
+    let watch = Watch::start(&running, token.clone());
+    let down = Instant::now();
+    outage.apply(&mut redis);
+    write_while_down(&redis, &format!("hopauth:revoked:jti:{}", missed["jti"].as_str().unwrap()));
+    redis.start_again();
+    let back = Instant::now();
+    let m = running.metrics.clone();
+    wait_until("resynced after the restart", Duration::from_secs(10), || {
+        let m = m.clone();
+        async move { syncs(&m) > first_syncs }
+    })
+    .await;
+    let resynced = back.elapsed();
+    let (answers, not_ready) = watch.finish().await;
+    eprintln!(
+        "{outage:?}: Redis down {:?}, resynced {resynced:?} after it returned; answers {answers:?}, /readyz not ready {not_ready}x",
+        back - down
+    );
+    assert!(back - down < Duration::from_secs(3), "the restart itself took longer than max_staleness");
+    assert_eq!(answers.keys().copied().collect::<Vec<_>>(), vec![200], "every answer during the restart was 200");
+    assert_eq!(not_ready, 0, "/readyz stayed ready");
+    // Written while hopauth was disconnected; the resync enforces it.
+    assert_eq!(status(&svc, &missed_token).await, 401);
+    assert!(running.authorizer.ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_and_restart_within_max_staleness_is_invisible() {
+    restart_within_max_staleness(Outage::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_redis_restart_within_max_staleness_is_invisible() {
+    restart_within_max_staleness(Outage::Stop).await;
 }

@@ -77,6 +77,20 @@ impl RedisServer {
         }
     }
 
+    /// Clean stop (`SHUTDOWN`, as `systemctl stop` does): Redis closes every client first.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            self.cli(&["SHUTDOWN"]);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again (after `kill` or `stop`) on the same port and data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server on {} is still running", self.port);
+        self.spawn();
+    }
+
     /// Starts the same node again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();

@@ -76,8 +76,12 @@ pub struct RedisStore {
     target: RedisTarget,
     settings: RedisSettings,
     view: ArcSwap<LocalView>,
+    /// A full sync has completed: the view is worth answering from. Never cleared, since
+    /// freshness is `confirmed_ms`'s business: a lost connection does not by itself make
+    /// the view wrong, only old.
     synced: AtomicBool,
-    /// Milliseconds after `epoch` of the last moment the view was confirmed current.
+    /// Milliseconds after `epoch` of the last moment the view was confirmed current (when
+    /// the last full scan or heartbeat that succeeded began). Only moves forward.
     confirmed_ms: AtomicU64,
     epoch: Instant,
     writer: tokio::sync::Mutex<Option<Writer>>,
@@ -106,21 +110,27 @@ impl RedisStore {
         run(self.clone())
     }
 
-    fn mark_confirmed(&self) {
-        self.confirmed_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+    /// Records that the view held everything Redis held at `at` (the moment the command
+    /// that proved it was sent, so the time spent waiting for the answer is not counted).
+    fn mark_confirmed(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.confirmed_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
     /// Time since the view was last confirmed current; `None` before the first sync.
     pub fn sync_age(&self) -> Option<Duration> {
-        if self.confirmed_ms.load(Ordering::Acquire) == 0 && !self.synced.load(Ordering::Acquire) {
+        if !self.synced.load(Ordering::Acquire) {
             return None;
         }
         let confirmed = Duration::from_millis(self.confirmed_ms.load(Ordering::Acquire));
         Some(self.epoch.elapsed().saturating_sub(confirmed))
     }
 
+    /// The view may answer "not revoked": synced once, and confirmed within
+    /// `max_staleness`, whether or not a connection is up right now (a Redis restart within
+    /// it is invisible; the resync on reconnect applies what was written meanwhile).
     fn fresh(&self) -> bool {
-        self.synced.load(Ordering::Acquire) && self.sync_age().is_some_and(|age| age <= self.settings.max_staleness)
+        self.sync_age().is_some_and(|age| age <= self.settings.max_staleness)
     }
 
     async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Writer>>, RevocationError> {

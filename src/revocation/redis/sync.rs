@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{PushKind, Value};
@@ -14,15 +14,22 @@ use tokio::sync::mpsc;
 use super::{load_keys, target::RedisTarget, RedisStore, KEY_PREFIX};
 use crate::revocation::LocalView;
 
-/// First reconnect delay; doubles per failure up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// First reconnect delay: short, since most outages are a restart; doubles per failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest reconnect delay, whatever `max_staleness` is.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Keys per SCAN call.
 const SCAN_COUNT: usize = 1000;
 
+/// The reconnect delay stops growing here: a quarter of `max_staleness` (so several
+/// attempts fit before the view goes stale), within `FIRST_BACKOFF..=MAX_BACKOFF`.
+pub(super) fn backoff_cap(max_staleness: Duration) -> Duration {
+    (max_staleness / 4).clamp(FIRST_BACKOFF, MAX_BACKOFF)
+}
+
 /// Reconnect delay after `failures` in a row, ±20 % jitter (`jitter` in [0, 1)).
-pub(super) fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_BACKOFF);
+pub(super) fn backoff(failures: u32, jitter: f64, max_staleness: Duration) -> Duration {
+    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(backoff_cap(max_staleness));
     base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
@@ -37,18 +44,20 @@ pub async fn run(store: Arc<RedisStore>) {
     let mut was_up = None;
     loop {
         let error = session(&store, &mut failures, &mut was_up).await;
-        store.synced.store(false, Ordering::Release);
-        store.metrics.revocation_store_up.set(0);
+        // The view stays: it answers until `max_staleness` after its last confirmation
+        // (`RedisStore::fresh`), so a short outage is invisible.
+        store.metrics.revocation_store_connected.set(0);
         store.metrics.record_revocation_sync(false);
         failures = failures.saturating_add(1);
         if was_up != Some(false) {
             tracing::warn!(%error, max_staleness = ?store.settings.max_staleness,
-                "revocation store unreachable; reconnecting (revocations already known stay enforced)");
+                "revocation store unreachable; reconnecting (the local view answers for max_staleness after its \
+                 last confirmation, revocations already known stay enforced)");
             was_up = Some(false);
         } else {
             tracing::debug!(%error, "revocation store still unreachable");
         }
-        tokio::time::sleep(backoff(failures, rand::random())).await;
+        tokio::time::sleep(backoff(failures, rand::random(), store.settings.max_staleness)).await;
     }
 }
 
@@ -126,7 +135,6 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                             if let Err(e) = keyed.load(store, &keys, &store.view.load()).await {
                                 return format!("reading invalidated keys: {e}");
                             }
-                            store.mark_confirmed();
                         }
                         // A null invalidation means FLUSHALL/FLUSHDB: start over.
                         _ => {
@@ -140,6 +148,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                 }
             }
             _ = tick.tick() => {
+                let sent = Instant::now();
                 for con in conns.iter_mut() {
                     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
                     if let Err(e) = pong {
@@ -172,7 +181,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                         Err(e) => return e,
                     }
                 }
-                store.mark_confirmed();
+                store.mark_confirmed(sent);
             }
         }
     }
@@ -181,6 +190,8 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
 /// SCANs every master into a fresh view and installs it, so keys deleted while
 /// disconnected are gone too.
 async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Result<(), String> {
+    // Tracking is already on, so anything written after this moment arrives as a push.
+    let started = Instant::now();
     let view = LocalView::new();
     let pattern = format!("{KEY_PREFIX}*");
     for con in conns.iter_mut() {
@@ -204,8 +215,9 @@ async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Resu
         }
     }
     store.view.store(Arc::new(view));
+    store.mark_confirmed(started);
     store.synced.store(true, Ordering::Release);
-    store.mark_confirmed();
+    store.metrics.revocation_store_connected.set(1);
     store.metrics.revocation_store_up.set(1);
     store.metrics.record_revocation_sync(true);
     Ok(())
@@ -252,10 +264,15 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(1, 0.5), Duration::from_millis(100));
-        assert_eq!(backoff(2, 0.5), Duration::from_millis(200));
-        assert_eq!(backoff(20, 0.5), MAX_BACKOFF);
-        assert!(backoff(3, 0.0) >= Duration::from_millis(320) && backoff(3, 0.99) <= Duration::from_millis(480));
+        let staleness = Duration::from_secs(5);
+        assert_eq!(backoff(1, 0.5, staleness), Duration::from_millis(50));
+        assert_eq!(backoff(2, 0.5, staleness), Duration::from_millis(100));
+        assert!(backoff(3, 0.0, staleness) >= Duration::from_millis(160));
+        assert!(backoff(3, 0.99, staleness) <= Duration::from_millis(240));
+        // A quarter of max_staleness, so reconnect attempts happen well within it.
+        assert_eq!(backoff(20, 0.5, staleness), Duration::from_millis(1250));
+        assert_eq!(backoff(20, 0.5, Duration::from_secs(600)), MAX_BACKOFF);
+        assert_eq!(backoff(20, 0.5, Duration::from_millis(200)), FIRST_BACKOFF);
     }
 
     #[test]
