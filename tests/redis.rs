@@ -17,7 +17,7 @@ use hopauth::grpc::AuthorizationService;
 use hopauth::metrics::Metrics;
 use hopauth::revocation::redis::{RedisSettings, RedisStore};
 use hopauth::revocation::{MemoryStore, RevocationStatus, RevocationStore, TokenIdentity};
-use redis_server::{cli, free_port, RedisServer};
+use redis_server::{cli, free_port, RedisServer, Sentinel};
 use serde_json::json;
 use support::*;
 
@@ -325,25 +325,8 @@ async fn sentinel_failover_is_survived() {
     let _master = RedisServer::start(&dir.path().join("m"), mp, &[]);
     let mp_s = mp.to_string();
     let _replica = RedisServer::start(&dir.path().join("r"), rp, &["--replicaof", "127.0.0.1", &mp_s]);
-    let sdir = dir.path().join("s");
-    std::fs::create_dir_all(&sdir).unwrap();
-    let conf = sdir.join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {sp}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel monitor mymaster 127.0.0.1 {mp} 1\n\
-             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
-            sdir.display()
-        ),
-    )
-    .unwrap();
-    let mut sentinel = std::process::Command::new("redis-server")
-        .arg(&conf)
-        .arg("--sentinel")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server --sentinel");
+    let sentinel = Sentinel::start(dir.path(), mp, 1);
+    let sp = sentinel.port;
     wait_until("replica in sync", Duration::from_secs(20), || async {
         cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
     })
@@ -385,8 +368,6 @@ async fn sentinel_failover_is_survived() {
         }
     })
     .await;
-    let _ = sentinel.kill();
-    let _ = sentinel.wait();
 }
 
 #[test]
@@ -725,4 +706,54 @@ async fn a_redis_crash_and_restart_within_max_staleness_is_invisible() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_redis_restart_within_max_staleness_is_invisible() {
     restart_within_max_staleness(Outage::Stop).await;
+}
+
+/// Hole: the master was taken from the first sentinel that answered, so one stale sentinel
+/// (here one that still monitors an isolated old master under the same name, listed first)
+/// pinned hopauth to a master nobody writes to. The master a majority of the configured
+/// sentinels names is followed, through a failover too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_sentinel_is_outvoted_through_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_port, mp, rp) = (free_port(), free_port(), free_port());
+    let _old = RedisServer::start(&dir.path().join("old"), old_port, &[]);
+    let _master = RedisServer::start(&dir.path().join("m"), mp, &[]);
+    let _replica = RedisServer::start(&dir.path().join("r"), rp, &["--replicaof", "127.0.0.1", &mp.to_string()]);
+    wait_until("replica in sync", Duration::from_secs(20), || async {
+        cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    let stale = Sentinel::start(dir.path(), old_port, 1);
+    let (s1, s2) = (Sentinel::start(dir.path(), mp, 2), Sentinel::start(dir.path(), mp, 2));
+    let url = format!("redis+sentinel://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}/mymaster", stale.port, s1.port, s2.port);
+    let store = redis_store(&url, Duration::from_secs(3)).await;
+
+    cli(old_port, &["SET", "hopauth:revoked:jti:on-the-old-master", "1", "EX", "300"]);
+    cli(mp, &["SET", "hopauth:revoked:jti:before-failover", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("the majority's master is tracked", Duration::from_secs(10), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "before-failover") }
+    })
+    .await;
+    assert!(!jti_revoked(&store, "on-the-old-master"), "read from the stale sentinel's master");
+
+    wait_until("replicated", Duration::from_secs(5), || async {
+        cli(rp, &["GET", "hopauth:revoked:jti:before-failover"]) == "1"
+    })
+    .await;
+    assert_eq!(cli(s1.port, &["SENTINEL", "FAILOVER", "mymaster"]), "OK");
+    wait_until("both sentinels name the promoted replica", Duration::from_secs(30), || async {
+        cli(rp, &["ROLE"]).starts_with("master") && s1.master_port() == Some(rp) && s2.master_port() == Some(rp)
+    })
+    .await;
+    cli(rp, &["SET", "hopauth:revoked:jti:after-failover", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("post-failover revocation from the new master", Duration::from_secs(20), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "after-failover") && jti_revoked(&s, "before-failover") && s.ready() }
+    })
+    .await;
+    assert!(!jti_revoked(&store, "on-the-old-master"));
+    assert_eq!(stale.master_port(), Some(old_port), "the stale sentinel still names the old master");
 }

@@ -96,25 +96,30 @@ impl RedisTarget {
         matches!(self, RedisTarget::Cluster { .. })
     }
 
-    /// The current master(s): the node itself, the master the sentinels name (checked with
-    /// ROLE so a demoted node is never read), or every master of the cluster.
+    /// The current master(s): the node itself, the master a majority of the sentinels names
+    /// (checked with ROLE so a demoted node is never read), or every master of the cluster.
     pub async fn masters(&self, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
         match self {
             RedisTarget::Single(info) => Ok(vec![info.clone()]),
             RedisTarget::Sentinel { sentinels, master_name, settings, tls } => {
-                let mut last = String::from("no sentinel answered");
-                for s in sentinels {
-                    match ask_sentinel(s, master_name, timeout).await {
-                        Ok((host, port)) => {
-                            let addr = addr_of(&host, port, *tls)?;
-                            let info = s.clone().set_addr(addr).set_redis_settings(settings.clone());
-                            check_role_master(&info, timeout).await?;
-                            return Ok(vec![info]);
-                        }
-                        Err(e) => last = e,
-                    }
+                // Every sentinel at once, so one that does not answer costs one timeout.
+                let mut asks = tokio::task::JoinSet::new();
+                for (i, s) in sentinels.iter().enumerate() {
+                    let (s, name) = (s.clone(), master_name.clone());
+                    asks.spawn(async move { (i, ask_sentinel(&s, &name, timeout).await) });
                 }
-                Err(last)
+                let mut answers: Vec<(usize, Result<(String, u16), String>)> = Vec::with_capacity(sentinels.len());
+                while let Some(joined) = asks.join_next().await {
+                    answers.push(joined.map_err(|e| e.to_string())?);
+                }
+                // In URL order, so the error message reads the same way every time.
+                answers.sort_by_key(|(i, _)| *i);
+                let answers: Vec<_> = answers.into_iter().map(|(_, a)| a).collect();
+                let (host, port) = quorum_master(sentinels.len(), &answers)?;
+                let addr = addr_of(&host, port, *tls)?;
+                let info = sentinels[0].clone().set_addr(addr).set_redis_settings(settings.clone());
+                check_role_master(&info, timeout).await?;
+                Ok(vec![info])
             }
             RedisTarget::Cluster { seeds } => {
                 let mut last = String::from("no seed answered");
@@ -129,6 +134,34 @@ impl RedisTarget {
             }
         }
     }
+}
+
+/// The master named by a majority (more than half) of the `configured` sentinels. A
+/// sentinel that is partitioned away can still name a master that is no longer written
+/// to; the majority is what Sentinel's own failover agreement rests on, so a minority's
+/// answer is never taken, and without a majority there is no master (an error: the view
+/// goes stale and `failure_mode` applies).
+pub(super) fn quorum_master(
+    configured: usize,
+    answers: &[Result<(String, u16), String>],
+) -> Result<(String, u16), String> {
+    let mut votes: Vec<(&(String, u16), usize)> = Vec::new();
+    for addr in answers.iter().flatten() {
+        match votes.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, n)) => *n += 1,
+            None => votes.push((addr, 1)),
+        }
+    }
+    if let Some((addr, _)) = votes.iter().find(|(_, n)| n * 2 > configured) {
+        return Ok((*addr).clone());
+    }
+    let named: Vec<String> = votes.iter().map(|((h, p), n)| format!("{h}:{p} by {n}")).collect();
+    let errors: Vec<&str> = answers.iter().filter_map(|a| a.as_ref().err().map(String::as_str)).collect();
+    Err(format!(
+        "no master is named by a majority of the {configured} sentinels (named: [{}]; errors: [{}])",
+        named.join(", "),
+        errors.join("; ")
+    ))
 }
 
 fn addr_of(host: &str, port: u16, tls: bool) -> Result<ConnectionAddr, String> {
@@ -242,6 +275,21 @@ mod tests {
         }
         assert!(RedisTarget::parse("redis+sentinel://h:1").is_err(), "master name required");
         assert!(RedisTarget::parse("http://h").is_err());
+    }
+
+    #[test]
+    fn the_sentinel_majority_names_the_master() {
+        let m = |p: u16| Ok(("10.0.0.1".to_string(), p));
+        let down = || Err("sentinel 10.0.0.9:26379: connection refused".to_string());
+        assert_eq!(quorum_master(1, &[m(1)]), m(1));
+        assert_eq!(quorum_master(3, &[m(9), m(1), m(1)]), m(1), "a stale first sentinel is outvoted");
+        assert_eq!(quorum_master(3, &[down(), m(1), m(1)]), m(1), "two of three is a majority");
+        let err = quorum_master(3, &[m(9), m(1), down()]).unwrap_err();
+        assert!(err.contains("10.0.0.1:9 by 1") && err.contains("connection refused"), "{err}");
+        assert!(quorum_master(3, &[down(), down(), m(1)]).is_err(), "one answer of three is a minority");
+        assert!(quorum_master(2, &[m(1), m(2)]).is_err(), "a tie is no majority");
+        assert!(quorum_master(4, &[m(1), m(1), down(), down()]).is_err(), "half is not more than half");
+        assert!(quorum_master(0, &[]).is_err());
     }
 
     #[test]
