@@ -321,7 +321,7 @@ async fn cluster_revocations_on_every_shard_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_is_survived() {
     let dir = tempfile::tempdir().unwrap();
-    let (mp, rp, sp) = (free_port(), free_port(), free_port());
+    let (mp, rp) = (free_port(), free_port());
     let _master = RedisServer::start(&dir.path().join("m"), mp, &[]);
     let mp_s = mp.to_string();
     let _replica = RedisServer::start(&dir.path().join("r"), rp, &["--replicaof", "127.0.0.1", &mp_s]);
@@ -756,4 +756,66 @@ async fn a_stale_sentinel_is_outvoted_through_a_failover() {
     .await;
     assert!(!jti_revoked(&store, "on-the-old-master"));
     assert_eq!(stale.master_port(), Some(old_port), "the stale sentinel still names the old master");
+}
+
+/// F8: `FLUSHALL` (a null invalidation) is a full resync: what was flushed is lifted, what
+/// is written after is enforced. And a Redis that may evict keys (`allkeys-lru` here) can
+/// drop revocations silently: hopauth says so in a metric, and notices when it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_resyncs_and_an_evicting_redis_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &["--maxmemory-policy", "allkeys-lru"]);
+    let metrics = Metrics::standalone();
+    let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
+    let evicting = |m: &Metrics| metric(&m.render(), "hopauth_revocation_store_evicting");
+    assert_eq!(evicting(&metrics), 1.0, "allkeys-lru may evict revocations");
+    for j in ["flushed-1", "flushed-2"] {
+        redis.cli(&["SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]);
+    }
+    let s = store.clone();
+    wait_until("revocations before the flush", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "flushed-1") && jti_revoked(&s, "flushed-2") }
+    })
+    .await;
+
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), "OK");
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    let s = store.clone();
+    wait_until("the flush lifts them", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { !jti_revoked(&s, "flushed-1") && !jti_revoked(&s, "flushed-2") }
+    })
+    .await;
+    let m = metrics.render();
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 2.0, "a full resync: {m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "{m}");
+    assert_eq!(evicting(&metrics), 0.0, "the resync saw noeviction");
+    redis.cli(&["SET", "hopauth:revoked:jti:after-flush", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("a revocation after the flush", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "after-flush") }
+    })
+    .await;
+    assert!(store.ready());
+}
+
+/// Where `CONFIG` is disabled (renamed away, as managed Redis services do) the eviction
+/// policy is unknown: said so, and the sync goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_eviction_policy_is_reported_and_does_not_stop_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &["--rename-command", "CONFIG", ""]);
+    assert!(redis.cli(&["CONFIG", "GET", "maxmemory-policy"]).contains("unknown command"));
+    let metrics = Metrics::standalone();
+    let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
+    assert_eq!(metric(&metrics.render(), "hopauth_revocation_store_evicting"), -1.0);
+    redis.cli(&["SET", "hopauth:revoked:jti:x", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("revocation", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "x") }
+    })
+    .await;
 }

@@ -3,6 +3,7 @@
 //! (`CLIENT TRACKING ON BCAST PREFIX hopauth:revoked:`), rebuilt by SCAN at start and after
 //! every reconnect. The request path reads only the local view; see docs/revocation.md.
 
+mod eviction;
 mod sync;
 mod target;
 
@@ -87,6 +88,8 @@ pub struct RedisStore {
     writer: tokio::sync::Mutex<Option<Writer>>,
     metrics: Metrics,
     bad_key_log: std::sync::Mutex<BadKeyLog>,
+    /// The eviction policies last reported, so the log speaks once per change.
+    eviction_seen: std::sync::Mutex<Option<Vec<(String, eviction::Policy)>>>,
 }
 
 impl RedisStore {
@@ -102,6 +105,7 @@ impl RedisStore {
             writer: tokio::sync::Mutex::new(None),
             metrics,
             bad_key_log: std::sync::Mutex::new(BadKeyLog::default()),
+            eviction_seen: std::sync::Mutex::new(None),
         })
     }
 

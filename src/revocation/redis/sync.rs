@@ -69,7 +69,8 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
         Err(e) => return e,
     };
     // In a cluster, the master set this session tracks; a change ends the session.
-    let mut tracked: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+    let addrs: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+    let mut tracked = addrs.clone();
     tracked.sort();
     let (tx, mut pushes) = mpsc::unbounded_channel();
     let mut conns: Vec<MultiplexedConnection> = Vec::with_capacity(masters.len());
@@ -105,7 +106,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
         Ok(k) => k,
         Err(e) => return e,
     };
-    if let Err(e) = resync(store, &mut conns).await {
+    if let Err(e) = resync(store, &mut conns, &addrs).await {
         return e;
     }
     *failures = 0;
@@ -138,7 +139,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                         }
                         // A null invalidation means FLUSHALL/FLUSHDB: start over.
                         _ => {
-                            if let Err(e) = resync(store, &mut conns).await {
+                            if let Err(e) = resync(store, &mut conns, &addrs).await {
                                 return e;
                             }
                         }
@@ -189,9 +190,10 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
 
 /// SCANs every master into a fresh view and installs it, so keys deleted while
 /// disconnected are gone too.
-async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Result<(), String> {
+async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection], addrs: &[String]) -> Result<(), String> {
     // Tracking is already on, so anything written after this moment arrives as a push.
     let started = Instant::now();
+    super::eviction::check(store, conns, addrs).await;
     let view = LocalView::new();
     let pattern = format!("{KEY_PREFIX}*");
     for con in conns.iter_mut() {
