@@ -292,10 +292,14 @@ async fn cluster_revocations_on_every_shard_arrive() {
     })
     .await;
 
+    // Garbage on a shard: neither the scan nor a routed invalidation read may stop on it.
+    cli(ports[0], &["-c", "HSET", "hopauth:revoked:jti:cluster-wrongtype", "a", "b"]);
     let store = redis_store(&format!("redis+cluster://{}", addrs.join(",")), Duration::from_secs(2)).await;
+    cli(ports[0], &["-c", "HSET", "hopauth:revoked:jti:cluster-live-wrongtype", "a", "b"]);
     let now = now();
-    let jtis: Vec<String> = (0..30).map(|i| format!("cluster-{i}")).collect();
-    for j in &jtis {
+    let mut jtis: Vec<String> = (0..30).map(|i| format!("cluster-{i}")).collect();
+    jtis.extend(["cluster-wrongtype".to_string(), "cluster-live-wrongtype".to_string()]);
+    for j in &jtis[..30] {
         assert_eq!(cli(ports[0], &["-c", "SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]), "OK");
     }
     let owners: std::collections::HashSet<String> =
