@@ -665,7 +665,7 @@ async fn restart_within_max_staleness(outage: Outage) {
     let mut redis = RedisServer::start(dir.path(), free_port(), &[]);
     let keys = Keys::generate();
     let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
-    let running = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "3s", "deny"))).await;
+    let running = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "5s", "deny"))).await;
     wait_ready(&running).await;
     let svc = AuthorizationService::new(running.authorizer.clone());
     let token = keys.es.sign_jwt(&claims("alice")).unwrap();
@@ -694,7 +694,7 @@ async fn restart_within_max_staleness(outage: Outage) {
         "{outage:?}: Redis down {:?}, resynced {resynced:?} after it returned; answers {answers:?}, /readyz not ready {not_ready}x",
         back - down
     );
-    assert!(back - down < Duration::from_secs(3), "the restart itself took longer than max_staleness");
+    assert!(back - down < Duration::from_secs(5), "the restart itself took longer than max_staleness");
     assert_eq!(answers.keys().copied().collect::<Vec<_>>(), vec![200], "every answer during the restart was 200");
     assert_eq!(not_ready, 0, "/readyz stayed ready");
     // Written while hopauth was disconnected; the resync enforces it.
