@@ -3,6 +3,7 @@
 //! (`CLIENT TRACKING ON BCAST PREFIX hopauth:revoked:`), rebuilt by SCAN at start and after
 //! every reconnect. The request path reads only the local view; see docs/revocation.md.
 
+mod error;
 mod eviction;
 mod sync;
 mod target;
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
+pub use error::RedisStoreError;
 pub use sync::run;
 pub use target::RedisTarget;
 
@@ -94,7 +96,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub fn new(url: &str, settings: RedisSettings, metrics: Metrics) -> Result<Self, RevocationError> {
-        let target = RedisTarget::parse(url).map_err(RevocationError::Unavailable)?;
+        let target = RedisTarget::parse(url).map_err(|why| RevocationError::Unavailable(why.into()))?;
         Ok(RedisStore {
             target,
             settings,
@@ -140,7 +142,7 @@ impl RedisStore {
     async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Writer>>, RevocationError> {
         let mut slot = self.writer.lock().await;
         if slot.is_none() {
-            let unavailable = |e: String| RevocationError::Unavailable(e);
+            let unavailable = |e: RedisStoreError| RevocationError::Unavailable(Box::new(e));
             let t = self.settings.connect_timeout;
             let w = if let RedisTarget::Cluster { seeds } = &self.target {
                 let client = redis::cluster::ClusterClient::builder(seeds.clone())
@@ -148,11 +150,12 @@ impl RedisStore {
                     .connection_timeout(t)
                     .response_timeout(self.settings.command_timeout)
                     .build()
-                    .map_err(|e| unavailable(e.to_string()))?;
-                Writer::Cluster(client.get_async_connection().await.map_err(|e| unavailable(e.to_string()))?)
+                    .map_err(|e| unavailable(RedisStoreError::command("cluster client")(e)))?;
+                let con = client.get_async_connection().await;
+                Writer::Cluster(con.map_err(|e| unavailable(RedisStoreError::command("cluster connect")(e)))?)
             } else {
                 let masters = self.target.masters(t).await.map_err(unavailable)?;
-                let master = masters.into_iter().next().ok_or_else(|| unavailable("no master".into()))?;
+                let master = masters.into_iter().next().ok_or_else(|| unavailable(RedisStoreError::NoMaster))?;
                 Writer::Node(target::connect_node(&master, t).await.map_err(unavailable)?)
             };
             *slot = Some(w);
@@ -175,7 +178,7 @@ impl RedisStore {
                 Err(e) => {
                     *guard = None;
                     if attempt == 1 {
-                        return Err(RevocationError::Unavailable(e.to_string()));
+                        return Err(RevocationError::Unavailable(Box::new(e)));
                     }
                 }
             }

@@ -11,7 +11,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::{load_keys, target::RedisTarget, RedisStore, KEY_PREFIX};
+use super::{load_keys, target::RedisTarget, RedisStore, RedisStoreError, KEY_PREFIX};
 use crate::revocation::LocalView;
 
 /// First reconnect delay: short, since most outages are a restart; doubles per failure.
@@ -62,7 +62,7 @@ pub async fn run(store: Arc<RedisStore>) {
 }
 
 /// One connected session; returns the error that ended it.
-async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<bool>) -> String {
+async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<bool>) -> RedisStoreError {
     let t = store.settings.connect_timeout;
     let masters = match store.target.masters(t).await {
         Ok(m) => m,
@@ -81,11 +81,11 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
             .set_push_sender(tx.clone());
         let client = match redis::Client::open(info.clone()) {
             Ok(c) => c,
-            Err(e) => return e.to_string(),
+            Err(e) => return RedisStoreError::node(info.addr(), "client")(e),
         };
         let mut con = match client.get_multiplexed_async_connection_with_config(&config).await {
             Ok(c) => c,
-            Err(e) => return format!("{}: {e}", info.addr()),
+            Err(e) => return RedisStoreError::node(info.addr(), "connect")(e),
         };
         let tracking: redis::RedisResult<()> = redis::cmd("CLIENT")
             .arg("TRACKING")
@@ -96,7 +96,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
             .query_async(&mut con)
             .await;
         if let Err(e) = tracking {
-            return format!("{}: CLIENT TRACKING: {e}", info.addr());
+            return RedisStoreError::node(info.addr(), "CLIENT TRACKING")(e);
         }
         conns.push(con);
     }
@@ -119,7 +119,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
     loop {
         tokio::select! {
             push = pushes.recv() => {
-                let Some(push) = push else { return "push channel closed".into() };
+                let Some(push) = push else { return RedisStoreError::ConnectionLost };
                 store.metrics.revocation_push_messages.inc();
                 match push.kind {
                     PushKind::Invalidate => match push.data.first() {
@@ -134,7 +134,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                                 })
                                 .collect();
                             if let Err(e) = keyed.load(store, &keys, &store.view.load()).await {
-                                return format!("reading invalidated keys: {e}");
+                                return e;
                             }
                         }
                         // A null invalidation means FLUSHALL/FLUSHDB: start over.
@@ -144,16 +144,16 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                             }
                         }
                     },
-                    PushKind::Disconnection => return "connection lost".into(),
+                    PushKind::Disconnection => return RedisStoreError::ConnectionLost,
                     _ => {}
                 }
             }
             _ = tick.tick() => {
                 let sent = Instant::now();
-                for con in conns.iter_mut() {
+                for (con, addr) in conns.iter_mut().zip(&addrs) {
                     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
                     if let Err(e) = pong {
-                        return format!("heartbeat: {e}");
+                        return RedisStoreError::node(addr, "heartbeat PING")(e);
                     }
                 }
                 if let RedisTarget::Sentinel { .. } = &store.target {
@@ -163,7 +163,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                         Ok(now) => {
                             let now: Vec<String> = now.iter().map(|m| m.addr().to_string()).collect();
                             if now != tracked {
-                                return format!("sentinel master changed: {tracked:?} -> {now:?}");
+                                return RedisStoreError::MastersChanged { was: tracked, now };
                             }
                         }
                         Err(e) => return e,
@@ -176,7 +176,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                             let mut now: Vec<String> = now.iter().map(|(h, p)| format!("{h}:{p}")).collect();
                             now.sort();
                             if now != tracked {
-                                return format!("cluster masters changed: {tracked:?} -> {now:?}");
+                                return RedisStoreError::MastersChanged { was: tracked, now };
                             }
                         }
                         Err(e) => return e,
@@ -190,13 +190,17 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
 
 /// SCANs every master into a fresh view and installs it, so keys deleted while
 /// disconnected are gone too.
-async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection], addrs: &[String]) -> Result<(), String> {
+async fn resync(
+    store: &RedisStore,
+    conns: &mut [MultiplexedConnection],
+    addrs: &[String],
+) -> Result<(), RedisStoreError> {
     // Tracking is already on, so anything written after this moment arrives as a push.
     let started = Instant::now();
     super::eviction::check(store, conns, addrs).await;
     let view = LocalView::new();
     let pattern = format!("{KEY_PREFIX}*");
-    for con in conns.iter_mut() {
+    for (con, addr) in conns.iter_mut().zip(addrs) {
         let mut cursor: u64 = 0;
         loop {
             // Names as bytes: one that is not UTF-8 must not fail the whole scan.
@@ -208,8 +212,8 @@ async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection], addrs: 
                 .arg(SCAN_COUNT)
                 .query_async(con)
                 .await
-                .map_err(|e| format!("SCAN: {e}"))?;
-            load_keys(store, con, &keys, &view).await.map_err(|e| format!("loading revocations: {e}"))?;
+                .map_err(RedisStoreError::node(addr, "SCAN"))?;
+            load_keys(store, con, &keys, &view).await.map_err(RedisStoreError::node(addr, "GET/PTTL"))?;
             if next == 0 {
                 break;
             }
@@ -231,7 +235,7 @@ enum KeyedReader {
 }
 
 impl KeyedReader {
-    async fn new(store: &RedisStore, conns: &[MultiplexedConnection]) -> Result<Self, String> {
+    async fn new(store: &RedisStore, conns: &[MultiplexedConnection]) -> Result<Self, RedisStoreError> {
         match &store.target {
             RedisTarget::Cluster { seeds } => {
                 let client = redis::cluster::ClusterClient::builder(seeds.clone())
@@ -239,20 +243,23 @@ impl KeyedReader {
                     .connection_timeout(store.settings.connect_timeout)
                     .response_timeout(store.settings.command_timeout)
                     .build()
-                    .map_err(|e| e.to_string())?;
-                Ok(KeyedReader::Cluster(client.get_async_connection().await.map_err(|e| e.to_string())?))
+                    .map_err(RedisStoreError::command("cluster client"))?;
+                Ok(KeyedReader::Cluster(
+                    client.get_async_connection().await.map_err(RedisStoreError::command("cluster connect"))?,
+                ))
             }
-            _ => Ok(KeyedReader::Node(conns.first().cloned().ok_or("no connection")?)),
+            _ => Ok(KeyedReader::Node(conns.first().cloned().ok_or(RedisStoreError::ConnectionLost)?)),
         }
     }
 
-    async fn load(&mut self, store: &RedisStore, keys: &[Vec<u8>], view: &LocalView) -> redis::RedisResult<()> {
+    async fn load(&mut self, store: &RedisStore, keys: &[Vec<u8>], view: &LocalView) -> Result<(), RedisStoreError> {
+        let what = "reading invalidated keys";
         match self {
-            KeyedReader::Node(c) => load_keys(store, c, keys, view).await,
+            KeyedReader::Node(c) => load_keys(store, c, keys, view).await.map_err(RedisStoreError::command(what)),
             // Keys may live on different shards: one at a time through the router.
             KeyedReader::Cluster(c) => {
                 for k in keys {
-                    load_keys(store, c, std::slice::from_ref(k), view).await?;
+                    load_keys(store, c, std::slice::from_ref(k), view).await.map_err(RedisStoreError::command(what))?;
                 }
                 Ok(())
             }
