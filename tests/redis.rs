@@ -746,6 +746,13 @@ async fn a_stale_sentinel_is_outvoted_through_a_failover() {
         cli(rp, &["GET", "hopauth:revoked:jti:before-failover"]) == "1"
     })
     .await;
+    wait_until("the sentinels know the replica and each other", Duration::from_secs(20), || async {
+        [&s1, &s2].iter().all(|s| {
+            cli(s.port, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&rp.to_string())
+                && !cli(s.port, &["SENTINEL", "SENTINELS", "mymaster"]).is_empty()
+        })
+    })
+    .await;
     assert_eq!(cli(s1.port, &["SENTINEL", "FAILOVER", "mymaster"]), "OK");
     wait_until("both sentinels name the promoted replica", Duration::from_secs(30), || async {
         cli(rp, &["ROLE"]).starts_with("master") && s1.master_port() == Some(rp) && s2.master_port() == Some(rp)
