@@ -65,14 +65,18 @@ pub fn revocation_store(
     Ok(match r.backend {
         RevocationBackend::Memory => (Arc::new(MemoryStore::new(r.max_token_lifetime)), None),
         RevocationBackend::Redis => {
-            let url = r.redis_url.as_deref().context("revocation.redis_url is required with backend redis")?;
+            let url = r
+                .resolved_redis_url()
+                .map_err(anyhow::Error::msg)
+                .context("revocation.redis_url")?
+                .context("revocation.redis_url is required with backend redis")?;
             let settings = RedisSettings {
                 max_staleness: r.max_staleness,
                 max_token_lifetime: r.max_token_lifetime,
                 connect_timeout: r.connect_timeout,
                 command_timeout: r.command_timeout,
             };
-            let store = Arc::new(RedisStore::new(url, settings, metrics.clone()).context("revocation.redis_url")?);
+            let store = Arc::new(RedisStore::new(&url, settings, metrics.clone()).context("revocation.redis_url")?);
             (store.clone(), Some(store))
         }
     })
