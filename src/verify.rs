@@ -143,6 +143,7 @@ impl Verifier {
             JwsError::UnknownCrit => DenyReason::UnknownCrit,
             JwsError::Unsupported => DenyReason::Unsupported,
             JwsError::BadClaim => DenyReason::InvalidClaim,
+            JwsError::TooDeep => DenyReason::NestingTooDeep,
         })?;
         let iss = jws.claims.iss.as_deref().ok_or(DenyReason::UnknownIssuer)?;
         let provider = self.providers.iter().find(|p| &*p.issuer == iss).ok_or(DenyReason::UnknownIssuer)?;

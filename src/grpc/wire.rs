@@ -5,7 +5,8 @@
 //!
 //! The reader is strict where prost would merge: a singular field that appears twice
 //! (`attributes`, `request`, `http`, `path`, `header_map`) makes the request invalid. Any
-//! wire-format error is a gRPC `INVALID_ARGUMENT`, as a failed prost decode was.
+//! wire-format error is answered with a 400 deny inside a normal CheckResponse (see
+//! `grpc::AuthorizationService::check_unreadable`), never a gRPC error.
 
 use std::ops::Range;
 
