@@ -103,6 +103,7 @@ fn fixture() -> Fixture {
         claims_to_headers: vec![("sub".into(), "x-jwt-sub".into()), ("scope".into(), "x-jwt-scope".into())],
         payload_header: Some("x-jwt-payload".into()),
         keys: Arc::new(cache),
+        profile: Default::default(),
     };
     let verifier = Verifier::new(vec![provider], 100_000, metrics.clone());
     let sources = vec![TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() }];
