@@ -252,7 +252,7 @@ fn benches(c: &mut Criterion) {
         TokenSource::Cookie("access_token".into()),
         TokenSource::Query("access_token".into()),
     ];
-    c.bench_function("token_extraction", |b| b.iter(|| extract(black_box(&headers), &sources).unwrap()));
+    c.bench_function("token_extraction", |b| b.iter(|| extract(black_box(&headers), &sources, 8192).unwrap()));
 
     // Rendering and encoding an allow happens once per token, on first sight.
     let identity = fx.authorizer.identity_headers().to_vec();
