@@ -22,6 +22,8 @@ pub struct Metrics {
     check_duration: Histogram,
     pub verify_cache_hits: IntCounter,
     pub verify_cache_misses: IntCounter,
+    verify_cache_entries: IntGauge,
+    verify_cache_bytes: IntGauge,
     jwks_refresh: IntCounterVec,
     jwks_keys: IntGaugeVec,
     jwks_keys_rejected: IntCounterVec,
@@ -50,6 +52,11 @@ impl Metrics {
             IntCounter::new("hopauth_verify_cache_hits_total", "Checks answered from the verified-token cache")?;
         let verify_cache_misses =
             IntCounter::new("hopauth_verify_cache_misses_total", "Checks that had to verify a signature")?;
+        let verify_cache_entries = IntGauge::new("hopauth_verify_cache_entries", "Tokens in the verified-token cache")?;
+        let verify_cache_bytes = IntGauge::new(
+            "hopauth_verify_cache_bytes",
+            "Bytes the verified-token cache entries weigh (tokens, responses, identity, bookkeeping)",
+        )?;
         let jwks_refresh = IntCounterVec::new(
             Opts::new("hopauth_jwks_refresh_total", "JWKS fetches by provider and result"),
             &["provider", "result"],
@@ -101,6 +108,8 @@ impl Metrics {
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(verify_cache_hits.clone()))?;
         registry.register(Box::new(verify_cache_misses.clone()))?;
+        registry.register(Box::new(verify_cache_entries.clone()))?;
+        registry.register(Box::new(verify_cache_bytes.clone()))?;
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
         registry.register(Box::new(jwks_keys_rejected.clone()))?;
@@ -117,6 +126,8 @@ impl Metrics {
             check_duration,
             verify_cache_hits,
             verify_cache_misses,
+            verify_cache_entries,
+            verify_cache_bytes,
             jwks_refresh,
             jwks_keys,
             jwks_keys_rejected,
@@ -152,6 +163,12 @@ impl Metrics {
             self.revocations_enforced.inc();
         }
         self.check_duration.observe(took.as_secs_f64());
+    }
+
+    /// The verified-token cache's size: (entries, bytes).
+    pub fn record_verify_cache(&self, (entries, bytes): (u64, u64)) {
+        self.verify_cache_entries.set(entries as i64);
+        self.verify_cache_bytes.set(bytes as i64);
     }
 
     pub fn record_jwks_refresh(&self, provider: &str, ok: bool, keys: Option<usize>) {
