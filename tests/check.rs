@@ -363,8 +363,15 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
         assert_eq!(body["error"], "invalid_request");
         assert!(denied_header(&r, "www-authenticate").unwrap().contains("error=\"invalid_request\""));
     }
+    // A message tonic refuses before hopauth sees it (past its 4 MiB receive limit) is a
+    // deny too, not tonic's OUT_OF_RANGE.
+    let oversize = prost::Message::encode_to_vec(&request(&[("x-pad", &"a".repeat(5 << 20))], "/x", &[]));
+    let reply = call(oversize, CHECK).await.unwrap_or_else(|e| panic!("oversize: gRPC error {e:?}"));
+    let r = <CheckResponse as prost::Message>::decode(&reply.into_inner()[..]).unwrap();
+    assert_eq!(outcome(&r).0, 400, "{r:?}");
+    assert_eq!(r.status.as_ref().unwrap().message, "malformed_request");
     let counted = metric_value(&running.metrics.render(), "malformed_request") - malformed_before;
-    assert_eq!(counted, garbage.len() as u64, "each malformed request is counted once");
+    assert_eq!(counted, garbage.len() as u64 + 1, "each malformed request is counted once");
     // The same route accepts what prost encodes.
     let ok = call(prost::Message::encode_to_vec(&request(&[("authorization", &auth)], "/x", &[])), CHECK).await;
     let r = <CheckResponse as prost::Message>::decode(&ok.unwrap().into_inner()[..]).unwrap();

@@ -132,11 +132,52 @@ where
         if request.uri().path() == CHECK_PATH {
             // hyper calls the service as the request's headers arrive; the time spent from
             // here until the Check runs is the queueing `max_queue_delay` bounds.
-            let method = CheckMethod(self.service.clone(), Instant::now());
-            return Box::pin(async move { Ok(Grpc::new(CheckCodec).unary(method, request).await) });
+            let (service, arrived) = (self.service.clone(), Instant::now());
+            let method = CheckMethod(service.clone(), arrived);
+            return Box::pin(async move {
+                let response = Grpc::new(CheckCodec).unary(method, request).await;
+                // CheckMethod never fails, so an error status is tonic's own, given before
+                // the message reached the codec (past the 4 MiB receive limit, compressed):
+                // it gets the malformed-request deny like any unreadable CheckRequest.
+                match grpc_error(&response) {
+                    None => Ok(response),
+                    Some(code) => {
+                        let reply = service.check_unreadable(&WireError::Refused(code), arrived);
+                        Ok(Grpc::new(CheckCodec).unary(Reply(reply), empty_call()).await)
+                    }
+                }
+            });
         }
         Box::pin(async move { Ok(tonic::Status::unimplemented("hopauth serves Authorization/Check only").into_http()) })
     }
+}
+
+/// The status of a trailers-only gRPC error response (how tonic answers a call it could
+/// not decode); `None` for a normal response.
+fn grpc_error(response: &http::Response<tonic::body::Body>) -> Option<tonic::Code> {
+    let status = response.headers().get("grpc-status")?;
+    let code = status.to_str().ok().and_then(|s| s.parse::<i32>().ok()).map_or(tonic::Code::Unknown, tonic::Code::from);
+    (code != tonic::Code::Ok).then_some(code)
+}
+
+/// A Check answered with bytes already chosen.
+struct Reply(Bytes);
+
+impl UnaryService<Received> for Reply {
+    type Response = Bytes;
+    type Future = std::future::Ready<Result<tonic::Response<Bytes>, tonic::Status>>;
+
+    fn call(&mut self, _request: tonic::Request<Received>) -> Self::Future {
+        std::future::ready(Ok(tonic::Response::new(self.0.clone())))
+    }
+}
+
+/// A call carrying one empty gRPC message (flag 0, length 0), to answer through tonic's
+/// normal response path.
+fn empty_call() -> http::Request<tonic::body::Body> {
+    let mut request = http::Request::new(tonic::body::Body::new(String::from("\0\0\0\0\0")));
+    request.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
+    request
 }
 
 /// Requests stay in the bytes they arrived in; responses are already encoded. A request

@@ -47,6 +47,10 @@ pub enum WireError {
     Repeated(u32),
     #[error("field {0} is not valid UTF-8")]
     Utf8(u32),
+    /// tonic refused the message before it reached this reader (larger than the receive
+    /// limit, or compressed without compression configured).
+    #[error("the gRPC layer refused the message: {0}")]
+    Refused(tonic::Code),
 }
 
 /// One field of a message: its number and, for length-delimited fields, its bytes.
