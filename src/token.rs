@@ -34,10 +34,11 @@ impl TokenSource {
 
 /// The token, if the request carries exactly one; `Err` when it carries several, or one
 /// hopauth cannot verify. A configured source that is present but holds no usable bearer
-/// token (another scheme such as `Basic`, odd spacing, characters outside RFC 6750's
-/// `b64token`, a percent-encoded query value) is refused, never taken for "no token": on an
-/// anonymous route the upstream would otherwise receive it as if hopauth had let it pass.
-/// Each candidate is bounded by `max_bytes` before anything else looks at it.
+/// token (another scheme such as `Basic`, the scheme with odd spacing, an empty or bare or
+/// percent-encoded query value) is refused, never taken for "no token": on an anonymous
+/// route the upstream would otherwise receive it as if hopauth had let it pass. What
+/// follows the exact prefix is the token, to be refused by the strict JWS parse when it is
+/// not one. Each candidate is bounded by `max_bytes` before anything else looks at it.
 pub fn extract<'r, R: RequestView>(
     req: &'r R,
     sources: &[TokenSource],
@@ -109,8 +110,9 @@ pub fn extract<'r, R: RequestView>(
                         // A bare `access_token` is a credential that holds nothing usable.
                         let value = value.ok_or(DenyReason::Malformed)?;
                         take(value, &mut seen)?;
-                        // `+` is a space in a query; `%` (an escape) is not b64token below.
-                        if value.contains(&b'+') {
+                        // A JWT needs no escaping: `%` or `+` (a space) means the upstream
+                        // would decode another value than hopauth verifies.
+                        if value.contains(&b'+') || value.contains(&b'%') {
                             return Err(DenyReason::Malformed);
                         }
                     }
@@ -123,8 +125,10 @@ pub fn extract<'r, R: RequestView>(
         None => Ok(None),
         // A Basic header beside a bearer token: two credentials.
         Some(_) if other_scheme => Err(DenyReason::MultipleTokens),
-        Some(bytes) if !is_b64token(bytes) => Err(DenyReason::Malformed),
-        // b64token is ASCII.
+        Some([]) => Err(DenyReason::Malformed),
+        // Anything else that is not a compact JWS (spaces, quotes, bytes outside base64url)
+        // is refused by the strict parse, before any key is looked at. A character check
+        // here would repeat that scan on every cache hit.
         Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| DenyReason::Malformed),
     }
 }
@@ -155,12 +159,6 @@ fn classify<'v>(value: &'v [u8], prefix: &[u8]) -> Credential<'v> {
     } else {
         Credential::OtherScheme
     }
-}
-
-/// RFC 6750 §2.1 `b64token`: `1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="`.
-fn is_b64token(token: &[u8]) -> bool {
-    let body_len = token.len() - token.iter().rev().take_while(|b| **b == b'=').count();
-    body_len > 0 && token[..body_len].iter().all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(b))
 }
 
 /// Whether the query parameter name `encoded`, once percent-decoded (and `+` read as a
@@ -270,21 +268,16 @@ mod tests {
     }
 
     #[test]
-    fn a_bearer_header_that_is_not_exactly_one_token_is_malformed() {
+    fn a_bearer_header_that_is_not_exactly_the_prefix_and_a_token_is_malformed() {
         for value in [
             &b"Bearer\ta.b.c"[..],
-            b"Bearer  a.b.c",
-            b"bearer   a.b.c",
+            b"bearer\ta.b.c",
             b"Bearer",
             b"bearer",
             b"Bearer ",
             b"Bearer\t",
-            b"Bearer a.b.c ",
-            b"Bearer a.b.c\t",
             b" Bearer a.b.c",
-            b"Bearer a .b.c",
-            b"Bearer a.b.c!!!!",
-            b"Bearer \"a.b.c\"",
+            b"\tBearer a.b.c",
             b"Bearer \xff\xfe",
             b"Bearer a.b.\x80",
             b"",
@@ -292,11 +285,17 @@ mod tests {
         ] {
             assert_eq!(get(vec![("authorization", value)], "/"), Err(DenyReason::Malformed), "{value:?}");
         }
-        // What RFC 6750 b64token allows is found as it is (and fails later if it is no JWS).
-        assert_eq!(
-            get(vec![("authorization", b"bearer a-b_c.d~e+f/g==")], "/").unwrap().as_deref(),
-            Some("a-b_c.d~e+f/g==")
-        );
+        // What follows the exact prefix is the token as it is: spaces, quotes and foreign
+        // characters then fail the strict JWS parse (tests/token_cases.rs: malformed_token).
+        for (value, token) in [
+            (&b"Bearer  a.b.c"[..], " a.b.c"),
+            (b"bearer   a.b.c", "  a.b.c"),
+            (b"Bearer a.b.c ", "a.b.c "),
+            (b"Bearer a.b.c!!!!", "a.b.c!!!!"),
+            (b"Bearer \"a.b.c\"", "\"a.b.c\""),
+        ] {
+            assert_eq!(get(vec![("authorization", value)], "/").unwrap().as_deref(), Some(token), "{value:?}");
+        }
     }
 
     #[test]
@@ -359,6 +358,5 @@ mod tests {
         assert_eq!(get(vec![("authorization", b"Bearer ")], "/"), Err(DenyReason::Malformed));
         assert_eq!(get(vec![("authorization", b"Bearer \xff\xfe")], "/"), Err(DenyReason::Malformed));
         assert_eq!(get(vec![("cookie", b"access_token=")], "/"), Err(DenyReason::Malformed));
-        assert_eq!(get(vec![("cookie", b"access_token=a b")], "/"), Err(DenyReason::Malformed));
     }
 }
