@@ -32,6 +32,8 @@ pub struct Metrics {
     pub revocation_entries: IntGaugeVec,
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
+    admin_auth_failures: IntCounterVec,
+    jwks_key_age: prometheus::GaugeVec,
     revocation_syncs: IntCounterVec,
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
@@ -82,14 +84,48 @@ impl Metrics {
         )?;
         let revocations_enforced =
             IntCounter::new("hopauth_revocations_enforced_total", "Checks denied because the token was revoked")?;
+        let admin_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "hopauth_admin_auth_failures_total",
+                "Admin calls refused for a missing or wrong token (`wrong_token`) or while failed attempts are throttled (`throttled`)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["wrong_token", "throttled"] {
+            admin_auth_failures.with_label_values(&[outcome]);
+        }
         let admin_revocations = IntCounterVec::new(
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
         )?;
+        for kind in ["jti", "subject"] {
+            for result in ["ok", "error"] {
+                admin_revocations.with_label_values(&[kind, result]);
+            }
+        }
         let revocation_syncs = IntCounterVec::new(
             Opts::new("hopauth_revocation_syncs_total", "Full revocation resyncs (start, reconnect) by result"),
             &["result"],
         )?;
+        for result in ["success", "error"] {
+            revocation_syncs.with_label_values(&[result]);
+        }
+        let jwks_key_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "hopauth_jwks_key_age_seconds",
+                "Seconds since each provider's keys were last fetched successfully (-1: never)",
+            ),
+            &["provider"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("hopauth_build_info", "Always 1; the labels say which hopauth this is"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(jwks_key_age.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let revocation_push_messages =
             IntCounter::new("hopauth_revocation_push_messages_total", "Invalidation pushes received from Redis")?;
         let revocation_sync_age = prometheus::Gauge::new(
@@ -118,6 +154,7 @@ impl Metrics {
         registry.register(Box::new(revocation_entries.clone()))?;
         registry.register(Box::new(revocations_enforced.clone()))?;
         registry.register(Box::new(admin_revocations.clone()))?;
+        registry.register(Box::new(admin_auth_failures.clone()))?;
         Ok(Metrics {
             registry: registry.clone(),
             allow_verified: checks.with_label_values(&["allow", "verified"]),
@@ -136,6 +173,8 @@ impl Metrics {
             revocation_entries,
             revocations_enforced,
             admin_revocations,
+            admin_auth_failures,
+            jwks_key_age,
             revocation_syncs,
             revocation_push_messages,
             revocation_sync_age,
@@ -171,6 +210,25 @@ impl Metrics {
         self.verify_cache_bytes.set(bytes as i64);
     }
 
+    /// Creates every series of `provider` at 0 (or -1 for the key age), so alerts and
+    /// dashboards see them before the first event.
+    pub fn register_provider(&self, provider: &str, rejection_reasons: &[&str]) {
+        for result in ["success", "error"] {
+            self.jwks_refresh.with_label_values(&[provider, result]);
+        }
+        self.jwks_keys.with_label_values(&[provider]);
+        self.jwks_last_success.with_label_values(&[provider]);
+        self.jwks_key_age.with_label_values(&[provider]).set(-1.0);
+        for reason in rejection_reasons {
+            self.jwks_keys_rejected.with_label_values(&[provider, reason]);
+        }
+    }
+
+    /// Seconds since `provider`'s keys were last fetched (`None`: never, or no fetched keys).
+    pub fn record_jwks_key_age(&self, provider: &str, age: Option<Duration>) {
+        self.jwks_key_age.with_label_values(&[provider]).set(age.map_or(-1.0, |a| a.as_secs_f64()));
+    }
+
     pub fn record_jwks_refresh(&self, provider: &str, ok: bool, keys: Option<usize>) {
         self.jwks_refresh.with_label_values(&[provider, if ok { "success" } else { "error" }]).inc();
         if let Some(n) = keys {
@@ -187,6 +245,11 @@ impl Metrics {
 
     pub fn record_revocation_sync(&self, ok: bool) {
         self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
+    }
+
+    /// An admin call refused before its body was read: `throttled` or `wrong_token`.
+    pub fn record_admin_auth_failure(&self, throttled: bool) {
+        self.admin_auth_failures.with_label_values(&[if throttled { "throttled" } else { "wrong_token" }]).inc();
     }
 
     pub fn record_admin_revocation(&self, kind: &'static str, ok: bool) {
