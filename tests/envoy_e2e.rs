@@ -394,7 +394,9 @@ async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused
     let port = pick_port();
     // The default route copies hopauth's dynamic metadata into a request header, so the
     // app shows what Envoy decoded from the CheckResponse.
-    let catch_all = "              - match: { prefix: / }\n                route: { cluster: app }\n";
+    let catch_all = "              - match: { prefix: / }\n";
+    let shipped = std::fs::read_to_string(repo_root().join("envoy/hopauth.yaml")).unwrap();
+    assert_eq!(shipped.matches(catch_all).count(), 1, "envoy/hopauth.yaml changed its catch-all route");
     let with_metadata = format!(
         "{catch_all}                request_headers_to_add:\n                \
          - header: {{ key: x-hopauth-metadata, value: \"%DYNAMIC_METADATA(envoy.filters.http.ext_authz:hopauth)%\" }}\n"
