@@ -126,6 +126,13 @@ pub struct Provider {
     pub claims_to_headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_header: Option<String>,
+    /// Explicit typing (RFC 8725 §3.11, RFC 9068): the JOSE header `typ` every token must
+    /// carry, e.g. `at+jwt`; compared case-insensitively, the `application/` prefix optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// Tokens whose `iat` is older than this are refused, and so are tokens without `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration")]
+    pub max_token_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -373,6 +380,32 @@ pub(crate) mod duration {
     }
 }
 
+/// An optional duration in the same form; absent means "not set".
+pub(crate) mod optional_duration {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
+    }
+}
+
+/// The media type of a JOSE `typ` without its optional `application/` prefix (RFC 7515
+/// §4.1.9: a `typ` without `/` means `application/<typ>`).
+pub fn media_subtype(typ: &str) -> &str {
+    const APPLICATION: &str = "application/";
+    match typ.get(..APPLICATION.len()) {
+        Some(head) if head.eq_ignore_ascii_case(APPLICATION) => &typ[APPLICATION.len()..],
+        _ => typ,
+    }
+}
+
 /// Every problem found in one config file.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -565,6 +598,16 @@ impl Config {
                 if !is_header_name(h) || is_reserved_header(h) {
                     bad(format!("{key}.payload_header"), format!("{h:?} is not a usable header name"));
                 }
+            }
+            if let Some(typ) = &p.typ {
+                // RFC 6838 restricted-name characters, after the optional `application/`.
+                let sub = media_subtype(typ);
+                if sub.is_empty() || !sub.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b)) {
+                    bad(format!("{key}.typ"), format!("{typ:?} is not a media type such as `at+jwt`"));
+                }
+            }
+            if p.max_token_age.is_some_and(|age| age < std::time::Duration::from_secs(1)) {
+                bad(format!("{key}.max_token_age"), "must be at least 1s".into());
             }
         }
         let r = &self.revocation;

@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
 use crate::token::TokenSource;
-use crate::verify::{Provider, Verifier, VerifierLimits};
+use crate::verify::{Provider, TokenProfile, Verifier, VerifierLimits};
 
 /// How often readiness is re-evaluated for grpc.health.v1 and the store gauge.
 const READINESS_POLL: Duration = Duration::from_millis(100);
@@ -122,6 +122,7 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
             claims_to_headers: p.claims_to_headers.iter().map(|(c, h)| (c.clone(), h.as_str().into())).collect(),
             payload_header: p.payload_header.as_deref().map(Into::into),
             keys: cache,
+            profile: TokenProfile::from_config(p),
         });
     }
     let (store, redis_store) = revocation_store(config, metrics)?;
