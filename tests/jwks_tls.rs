@@ -1,6 +1,7 @@
-//! OIDC discovery for an `https` issuer (a real TLS server on loopback): a discovery
-//! document that moves `jwks_uri` to `http://` is refused, counted as a failed refresh, and
-//! the last good keys stay; the http endpoint is never fetched. A binary of its own: it
+//! OIDC discovery for an `https` issuer (a real TLS server on loopback): a certificate no
+//! trusted CA signed, and a discovery document that moves `jwks_uri` to `http://`, are each
+//! refused and counted as a failed refresh, and the last good keys stay; the http endpoint
+//! is never fetched. A binary of its own: it
 //! points `SSL_CERT_FILE` at the test CA (tests/fixtures/tls) before any thread runs.
 
 mod support;
@@ -16,38 +17,46 @@ use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
-/// A tiny HTTPS server: discovery naming `jwks_uri`, and the JWKS (500 while `failing`).
+/// A tiny HTTPS server: discovery naming `jwks_uri`, and the JWKS (500 while `failing`);
+/// it presents an untrusted certificate while `bad_cert`.
 struct TlsIdp {
     issuer: String,
     jwks_uri: Arc<Mutex<String>>,
     failing: Arc<AtomicBool>,
+    bad_cert: Arc<AtomicBool>,
 }
 
-async fn start_tls_idp(jwks: serde_json::Value) -> TlsIdp {
+/// A TLS acceptor presenting `tests/fixtures/tls/<name>.pem` and its key.
+fn acceptor(name: &str) -> tokio_rustls::TlsAcceptor {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let dir = repo_root().join("tests/fixtures/tls");
-    let certs = vec![CertificateDer::from_pem_file(dir.join("leaf.pem")).unwrap()];
-    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let certs = vec![CertificateDer::from_pem_file(dir.join(format!("{name}.pem"))).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).unwrap();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+async fn start_tls_idp(jwks: serde_json::Value) -> TlsIdp {
+    let (trusted, untrusted) = (acceptor("leaf"), acceptor("untrusted"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let issuer = format!("https://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let idp = TlsIdp {
         issuer: issuer.clone(),
         jwks_uri: Arc::new(Mutex::new(format!("{issuer}/jwks.json"))),
         failing: Arc::new(AtomicBool::new(false)),
+        bad_cert: Arc::new(AtomicBool::new(false)),
     };
-    let (jwks_uri, failing) = (idp.jwks_uri.clone(), idp.failing.clone());
+    let (jwks_uri, failing, bad_cert) = (idp.jwks_uri.clone(), idp.failing.clone(), idp.bad_cert.clone());
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
-            let (acceptor, jwks, jwks_uri, failing, issuer) =
-                (acceptor.clone(), jwks.clone(), jwks_uri.clone(), failing.clone(), issuer.clone());
+            let acceptor = if bad_cert.load(Ordering::SeqCst) { untrusted.clone() } else { trusted.clone() };
+            let (jwks, jwks_uri, failing, issuer) = (jwks.clone(), jwks_uri.clone(), failing.clone(), issuer.clone());
             tokio::spawn(async move {
                 let Ok(mut tls) = acceptor.accept(tcp).await else { return };
                 let mut head = Vec::new();
@@ -87,7 +96,7 @@ fn errors(running: &hopauth::server::Running) -> u64 {
 }
 
 #[test]
-fn an_https_issuer_cannot_be_downgraded_to_an_http_jwks_uri() {
+fn an_https_issuer_refuses_an_untrusted_cert_and_a_downgraded_jwks_uri() {
     // Set while this is the only thread: nothing can read the environment concurrently.
     std::env::set_var("SSL_CERT_FILE", repo_root().join("tests/fixtures/tls/ca.pem"));
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -112,6 +121,18 @@ fn an_https_issuer_cannot_be_downgraded_to_an_http_jwks_uri() {
         };
         let verifier = running.authorizer.verifier();
         assert!(verifier.verify_uncached(&token(&good), now(), None).await.is_ok(), "keys over TLS");
+
+        // A certificate no trusted CA signed: a failed refresh, the last good keys stay.
+        idp.bad_cert.store(true, Ordering::SeqCst);
+        let (client, url) = (hopauth::jwks::http_client(), format!("{}/jwks.json", idp.issuer));
+        let direct = hopauth::jwks::fetch(&client, &url, Duration::from_secs(2), 64 * 1024);
+        let err = direct.await.unwrap_err();
+        let cause = hopauth::jwks::ErrorChain(&err).to_string();
+        assert!(cause.contains("certificate"), "the root cause is named: {cause}");
+        let before = errors(&running);
+        wait_until("a refused certificate", Duration::from_secs(10), || async { errors(&running) >= before + 2 }).await;
+        assert!(verifier.verify_uncached(&token(&good), now(), None).await.is_ok(), "last good keys kept");
+        idp.bad_cert.store(false, Ordering::SeqCst);
 
         // The JWKS fails once (so discovery runs again) and the document now says http://.
         *idp.jwks_uri.lock().unwrap() = attacker.url();
