@@ -167,6 +167,8 @@ impl Verifier {
     }
 
     /// A verified token for `token` at time `now`: from the cache, or by full verification.
+    /// A hit still needs its key: 503 past the provider's `max_stale`, 401 (and evicted)
+    /// once a refresh has withdrawn the key that verified it.
     /// Past `start_by` (the request has waited too long) a cache hit is still answered, a
     /// miss is `Overloaded` instead of a signature check.
     pub async fn verify(

@@ -112,7 +112,7 @@ pub enum KeyStanding {
 
 impl KeyBinding {
     /// Whether the key still stands at `now` (Unix seconds). While the key set is
-    /// unchanged this is two atomic loads and a compare; after a change, one scan of the
+    /// unchanged this is three atomic loads and two compares; after a change, one scan of the
     /// new set (once per cached token).
     pub fn standing(&self, now: i64) -> KeyStanding {
         let cache = &*self.cache;
@@ -129,11 +129,6 @@ impl KeyBinding {
         } else {
             KeyStanding::Withdrawn
         }
-    }
-
-    /// The provider whose key this is.
-    pub fn provider(&self) -> &str {
-        &self.cache.provider
     }
 }
 
