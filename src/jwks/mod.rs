@@ -361,9 +361,13 @@ impl JwksCache {
         self.metrics.record_jwks_refresh(&self.provider, true, Some(state.keys.len()));
     }
 
+    /// Cache hits compare whole seconds: the last second that is surely within `max_stale`
+    /// (`now` > it ⇒ stale), so a hit goes stale up to a second before `usable()` turns
+    /// false, never after.
     fn publish_deadline(&self) {
         let max_stale = i64::try_from(self.settings.max_stale.as_secs()).unwrap_or(i64::MAX);
-        self.stale_after.store(crate::verify::unix_now().saturating_add(max_stale), Ordering::Relaxed);
+        let last = crate::verify::unix_now().saturating_add(max_stale).saturating_sub(1);
+        self.stale_after.store(last, Ordering::Relaxed);
     }
 
     fn refresh_failed(&self, error: &RefreshError) {
