@@ -387,7 +387,8 @@ async fn a_check_that_queued_too_long_is_shed_unless_it_is_a_cache_hit() {
     use std::time::Instant;
     let keys = Keys::generate();
     let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
-    let yaml = format!("{}max_queue_delay: 20ms\n", config_yaml(&jwks.url(), "", ""));
+    // Generous enough that a loaded machine never sheds the on-time Checks below.
+    let yaml = format!("{}max_queue_delay: 500ms\n", config_yaml(&jwks.url(), "", ""));
     let (running, svc) = service(&yaml).await;
     wait_ready(&running).await;
     let check = |token: &str, arrived: Instant| {
@@ -398,7 +399,7 @@ async fn a_check_that_queued_too_long_is_shed_unless_it_is_a_cache_hit() {
     };
     let cached = keys.es.sign_jwt(&claims("alice")).unwrap();
     let fresh = keys.rs.sign_jwt(&claims("bob")).unwrap();
-    let long_ago = Instant::now() - Duration::from_millis(500);
+    let long_ago = Instant::now() - Duration::from_secs(5);
 
     assert_eq!(outcome(&check(&cached, Instant::now()).await).0, 200);
     // Waited past max_queue_delay: a token that needs a signature check gets a fast 503...
