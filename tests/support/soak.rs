@@ -43,7 +43,8 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
 
-use crate::load::{ms, proc_sample, Conn, Latencies, ProcSample, Response};
+use crate::fault_proxy::{Dir, FaultProxy};
+use crate::load::{proc_sample, Conn, Latencies, ProcSample, Response};
 use crate::redis_server::{free_port, RedisServer};
 use crate::support::{jwks_of, now, start_echo, Envoy, JwksServer, ADMIN_TOKEN};
 
@@ -77,6 +78,9 @@ pub struct Options {
     pub request_timeout: Duration,
     /// Count refusals in the first `max_staleness` of a Redis outage as wrong refusals.
     pub strict_blips: bool,
+    /// Count withdrawn-key tokens still allowed (from the verify cache) as wrong allows,
+    /// and fail the run on one allowed at the end.
+    pub strict_withdrawal: bool,
 }
 
 impl Options {
@@ -94,6 +98,7 @@ impl Options {
             sample_every: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
             strict_blips: false,
+            strict_withdrawal: true,
         }
     }
 }
@@ -184,6 +189,8 @@ struct Provider {
     issuer: String,
     alg: Alg,
     jwks: JwksServer,
+    /// In front of `jwks`: hopauth fetches through it, so the server can be "down".
+    jwks_proxy: FaultProxy,
     keys: Vec<KeyState>,
 }
 
@@ -241,6 +248,9 @@ pub struct Counts {
     /// New-key tokens refused before hopauth saw the key, or withdrawn-key tokens allowed
     /// before it saw the withdrawal (both within the bound).
     pub key_lag: u64,
+    /// Tokens of a withdrawn key still allowed past the refresh bound (the contract says
+    /// refused, "cached ones included"); wrong allows when `strict_withdrawal`.
+    pub withdrawn_key_allows: u64,
     /// Invalid tokens answered with another refusal than the one expected.
     pub wrong_refusal_kind: u64,
     pub examples: Vec<String>,
@@ -295,6 +305,7 @@ pub struct Report {
     /// Flatness over the last hopauth lifetime and Envoy's whole run (after warm-up).
     pub flat: Vec<String>,
     pub not_flat: Vec<String>,
+    pub strict_withdrawal: bool,
 }
 
 impl Report {
@@ -330,7 +341,7 @@ impl Report {
             format!("revocations not enforced at the end: {:?}", self.final_revoked_not_enforced),
         );
         check(
-            self.final_withdrawn_allowed == 0,
+            self.final_withdrawn_allowed == 0 || !self.strict_withdrawal,
             format!("{} withdrawn-key tokens allowed at the end", self.final_withdrawn_allowed),
         );
         check(self.final_valid_refused == 0, format!("{} valid tokens refused at the end", self.final_valid_refused));
@@ -349,7 +360,8 @@ impl Report {
         );
         println!(
             "soak: correct {}, wrong allows {}, unanswered {}, wrong refusals {} (+ {} Envoy 503s outside windows), \
-             wrong refusal kind {}, blip refusals {}, accepted 503s {}, revoked-but-allowed within the bound {}, key lag {}",
+             wrong refusal kind {}, blip refusals {}, accepted 503s {}, revoked-but-allowed within the bound {}, key lag {}, \
+             withdrawn-key tokens allowed past the bound {}",
             c.correct,
             c.wrong_allows,
             c.unanswered,
@@ -359,7 +371,8 @@ impl Report {
             c.blip_refusals,
             c.accepted_503,
             c.lag_allows,
-            c.key_lag
+            c.key_lag,
+            c.withdrawn_key_allows
         );
         println!(
             "soak: {} revocations ({} needed retries); write acknowledged → first 401 revoked: under faults {}, calm {}; \
@@ -493,7 +506,7 @@ fn hopauth_config(grpc: u16, http: u16, redis_url: &str, providers: &[Provider],
             p.name,
             p.issuer,
             p.alg.as_str(),
-            p.jwks.url(),
+            format!("http://{}/jwks.json", p.jwks_proxy.addr),
             opts.jwks_refresh.as_millis()
         ));
     }
@@ -516,6 +529,66 @@ fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill").args([sig, &pid.to_string()]).status().map(|s| s.success()).unwrap_or(false);
     assert!(ok, "kill {sig} {pid} failed");
 }
+
+// ---------------------------------------------------------------------------------------
+// Faults
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// redis-server killed and restarted at once (well within `max_staleness`).
+    RedisRestartShort,
+    /// redis-server killed for `max_staleness` + 2 s.
+    RedisDownLong,
+    /// hopauth ↔ Redis partitioned (fault proxy) for a third of `max_staleness` / for
+    /// `max_staleness` + 2 s.
+    PartitionShort,
+    PartitionLong,
+    /// Every hopauth ↔ Redis connection reset.
+    Reset,
+    /// 400 ms added each way between hopauth and Redis for half of `max_staleness`.
+    Slow,
+    /// redis-server stopped (SIGSTOP) for `max_staleness` + 2 s.
+    FrozenLong,
+    /// A provider's JWKS answering 500, or refusing connections, for two refresh intervals.
+    JwksFailing(usize),
+    JwksDown(usize),
+    /// A provider's key rotation.
+    Rotate(usize),
+}
+
+impl Fault {
+    fn name(&self) -> String {
+        match self {
+            Fault::RedisRestartShort => "redis restart (short)".into(),
+            Fault::RedisDownLong => "redis down (long)".into(),
+            Fault::PartitionShort => "redis partition (short)".into(),
+            Fault::PartitionLong => "redis partition (long)".into(),
+            Fault::Reset => "redis connections reset".into(),
+            Fault::Slow => "redis +400ms".into(),
+            Fault::FrozenLong => "redis frozen (long)".into(),
+            Fault::JwksFailing(p) => format!("JWKS p{p} 500s"),
+            Fault::JwksDown(p) => format!("JWKS p{p} down"),
+            Fault::Rotate(p) => format!("key rotation p{p}"),
+        }
+    }
+}
+
+/// The schedule, repeated; the kinds a short run must see come first.
+const CYCLE: [Fault; 13] = [
+    Fault::RedisRestartShort,
+    Fault::PartitionLong,
+    Fault::Rotate(1),
+    Fault::RedisDownLong,
+    Fault::Reset,
+    Fault::JwksDown(0),
+    Fault::FrozenLong,
+    Fault::Rotate(0),
+    Fault::Slow,
+    Fault::JwksFailing(2),
+    Fault::PartitionShort,
+    Fault::Rotate(2),
+    Fault::JwksFailing(1),
+];
 
 // ---------------------------------------------------------------------------------------
 // The run
@@ -701,6 +774,9 @@ impl World {
                     } else if !r.upstream_saw_sub(&t.sub) {
                         c.wrong_allows += 1;
                         c.example(format!("{at:.1}s: WRONG IDENTITY, want {}", t.sub));
+                    } else if withdrawn_due && !revoked_due && !self.opts.strict_withdrawal {
+                        c.withdrawn_key_allows += 1;
+                        c.example(format!("{at:.1}s: withdrawn key still accepted for {}", t.sub));
                     } else if revoked_due || withdrawn_due {
                         c.wrong_allows += 1;
                         c.example(format!(
@@ -971,11 +1047,13 @@ pub async fn run(opts: Options) -> Report {
         let issuer = format!("https://issuer-{i}.test");
         let key = SigningKey::generate(alg, &format!("p{i}-k0")).unwrap();
         let jwks = JwksServer::start(jwks_of(&[&key]), &issuer).await;
+        let jwks_proxy = FaultProxy::start(jwks.addr).await;
         providers.push(Provider {
             name: format!("p{i}"),
             issuer,
             alg,
             jwks,
+            jwks_proxy,
             keys: vec![KeyState { key, published: Instant::now() - Duration::from_secs(3600), withdrawn: None }],
         });
     }
@@ -987,7 +1065,10 @@ pub async fn run(opts: Options) -> Report {
 
     let (grpc_port, http_port) = (free_port(), free_port());
     let config = dir.path().join("hopauth.yaml");
-    std::fs::write(&config, hopauth_config(grpc_port, http_port, &redis.url(), &state.providers, &opts)).unwrap();
+    // hopauth reaches Redis through the fault proxy; revocation writers go straight to it
+    // (a partition between hopauth and Redis leaves the writers connected).
+    let proxy = FaultProxy::start(format!("127.0.0.1:{}", redis.port).parse().unwrap()).await;
+    std::fs::write(&config, hopauth_config(grpc_port, http_port, &proxy.redis_url(), &state.providers, &opts)).unwrap();
     let mut hopauth = HopauthProc {
         bin: opts.hopauth_bin.clone(),
         config,
@@ -1070,24 +1151,83 @@ pub async fn run(opts: Options) -> Report {
             pause!(opts.fault_gap);
             continue;
         }
-        // Partitions early, so that even the short run sees every kind of Redis fault.
-        const CYCLE: [usize; 8] = [0, 6, 1, 2, 4, 3, 5, 7];
         let fault = CYCLE[step % CYCLE.len()];
         step += 1;
-        let label = |what: &str| format!("{:.0}s {what}", world.t0.elapsed().as_secs_f64());
+        report.faults.push(format!("{:.0}s {}", world.t0.elapsed().as_secs_f64(), fault.name()));
+        let redis_window = |long: bool| world.open_window(fault.name(), long.then_some(ms_ / 2), true);
         match fault {
-            0 => {
-                report.faults.push(label("redis restart (short)"));
-                let w = world.open_window("redis restart (short)".into(), None, true);
+            Fault::RedisRestartShort => {
+                let w = redis_window(false);
                 redis.kill();
                 pause!(Duration::from_millis(300));
                 redis.restart();
                 rpid = redis_pid(&redis);
                 world.close_window(w);
             }
-            1 | 5 => {
-                let p = if fault == 1 { 1 } else { 0 };
-                report.faults.push(label(&format!("key rotation p{p}")));
+            Fault::RedisDownLong => {
+                let w = redis_window(true);
+                redis.kill();
+                pause!(long);
+                redis.restart();
+                rpid = redis_pid(&redis);
+                world.close_window(w);
+            }
+            Fault::PartitionShort | Fault::PartitionLong => {
+                // hopauth ↔ Redis only: open connections hang, new ones never complete.
+                let is_long = fault == Fault::PartitionLong;
+                let w = redis_window(is_long);
+                proxy.partition();
+                pause!(if is_long { long } else { ms_ / 3 });
+                proxy.heal();
+                world.close_window(w);
+            }
+            Fault::Reset => {
+                let w = redis_window(false);
+                proxy.reset_all();
+                pause!(Duration::from_millis(200));
+                world.close_window(w);
+            }
+            Fault::Slow => {
+                // 400 ms each way: more than Envoy's 200 ms Check deadline, which a Check
+                // never waits on (no Redis round trip per request).
+                let w = redis_window(false);
+                proxy.set_latency(Dir::Up, Duration::from_millis(400));
+                proxy.set_latency(Dir::Down, Duration::from_millis(400));
+                pause!(ms_ / 2);
+                proxy.set_latency(Dir::Up, Duration::ZERO);
+                proxy.set_latency(Dir::Down, Duration::ZERO);
+                world.close_window(w);
+            }
+            Fault::FrozenLong => {
+                // redis-server stopped (SIGSTOP): every connection, writers' too, hangs.
+                let w = redis_window(true);
+                signal(rpid, "-STOP");
+                pause!(long);
+                signal(rpid, "-CONT");
+                world.close_window(w);
+            }
+            Fault::JwksFailing(p) | Fault::JwksDown(p) => {
+                // Invisible: last-good keys serve through fetch failures.
+                let w = world.open_window(fault.name(), None, false);
+                let down = matches!(fault, Fault::JwksDown(_));
+                {
+                    let s = world.state.lock().unwrap();
+                    if down {
+                        s.providers[p].jwks_proxy.set_refuse(true);
+                        s.providers[p].jwks_proxy.reset_all();
+                    } else {
+                        s.providers[p].jwks.set_failing(true);
+                    }
+                }
+                pause!(opts.jwks_refresh * 2 + GRACE);
+                {
+                    let s = world.state.lock().unwrap();
+                    s.providers[p].jwks_proxy.set_refuse(false);
+                    s.providers[p].jwks.set_failing(false);
+                }
+                world.close_window(w);
+            }
+            Fault::Rotate(p) => {
                 report.key_rotations += 1;
                 // Publish the new key, sign with it at once, then withdraw the old one.
                 {
@@ -1109,41 +1249,6 @@ pub async fn run(opts: Options) -> Report {
                     }
                 }
                 prov.publish();
-            }
-            2 => {
-                report.faults.push(label("redis down (long)"));
-                let w = world.open_window("redis down (long)".into(), Some(ms_ / 2), true);
-                redis.kill();
-                pause!(long);
-                redis.restart();
-                rpid = redis_pid(&redis);
-                world.close_window(w);
-            }
-            3 | 7 => {
-                let p = if fault == 3 { 0 } else { 2 };
-                report.faults.push(label(&format!("JWKS p{p} failing")));
-                // Invisible: last-good keys serve through fetch failures.
-                let w = world.open_window(format!("JWKS p{p} failing"), None, false);
-                world.state.lock().unwrap().providers[p].jwks.set_failing(true);
-                pause!(opts.jwks_refresh * 2 + GRACE);
-                world.state.lock().unwrap().providers[p].jwks.set_failing(false);
-                world.close_window(w);
-            }
-            4 => {
-                report.faults.push(label("redis partition (short)"));
-                let w = world.open_window("redis partition (short)".into(), None, true);
-                signal(rpid, "-STOP");
-                pause!(ms_ / 3);
-                signal(rpid, "-CONT");
-                world.close_window(w);
-            }
-            _ => {
-                report.faults.push(label("redis partition (long)"));
-                let w = world.open_window("redis partition (long)".into(), Some(ms_ / 2), true);
-                signal(rpid, "-STOP");
-                pause!(long);
-                signal(rpid, "-CONT");
-                world.close_window(w);
             }
         }
         pause!(opts.fault_gap);
@@ -1207,6 +1312,7 @@ pub async fn run(opts: Options) -> Report {
     let _ = rpid;
 
     report.ran = world.t0.elapsed();
+    report.strict_withdrawal = opts.strict_withdrawal;
     report.counts = world.counts.lock().unwrap().clone();
     report.revocations = *world.revocations.lock().unwrap();
     report.revocation_retries = *world.revocation_retries.lock().unwrap();
@@ -1224,8 +1330,8 @@ pub async fn run(opts: Options) -> Report {
     report.samples = samples;
     hopauth.stop().await;
     drop(envoy);
+    drop(proxy);
     drop(redis);
-    let _ = ms(Duration::ZERO);
     report
 }
 
