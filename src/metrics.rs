@@ -22,6 +22,8 @@ pub struct Metrics {
     check_duration: Histogram,
     pub verify_cache_hits: IntCounter,
     pub verify_cache_misses: IntCounter,
+    verify_cache_entries: IntGauge,
+    verify_cache_bytes: IntGauge,
     jwks_refresh: IntCounterVec,
     jwks_keys: IntGaugeVec,
     jwks_keys_rejected: IntCounterVec,
@@ -30,6 +32,7 @@ pub struct Metrics {
     pub revocation_entries: IntGaugeVec,
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
+    admin_auth_failures: IntCounterVec,
     revocation_syncs: IntCounterVec,
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
@@ -50,6 +53,11 @@ impl Metrics {
             IntCounter::new("hopauth_verify_cache_hits_total", "Checks answered from the verified-token cache")?;
         let verify_cache_misses =
             IntCounter::new("hopauth_verify_cache_misses_total", "Checks that had to verify a signature")?;
+        let verify_cache_entries = IntGauge::new("hopauth_verify_cache_entries", "Tokens in the verified-token cache")?;
+        let verify_cache_bytes = IntGauge::new(
+            "hopauth_verify_cache_bytes",
+            "Bytes the verified-token cache entries weigh (tokens, responses, identity, bookkeeping)",
+        )?;
         let jwks_refresh = IntCounterVec::new(
             Opts::new("hopauth_jwks_refresh_total", "JWKS fetches by provider and result"),
             &["provider", "result"],
@@ -75,6 +83,16 @@ impl Metrics {
         )?;
         let revocations_enforced =
             IntCounter::new("hopauth_revocations_enforced_total", "Checks denied because the token was revoked")?;
+        let admin_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "hopauth_admin_auth_failures_total",
+                "Admin calls refused for a missing or wrong token (`wrong_token`) or while failed attempts are throttled (`throttled`)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["wrong_token", "throttled"] {
+            admin_auth_failures.with_label_values(&[outcome]);
+        }
         let admin_revocations = IntCounterVec::new(
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
@@ -101,6 +119,8 @@ impl Metrics {
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(verify_cache_hits.clone()))?;
         registry.register(Box::new(verify_cache_misses.clone()))?;
+        registry.register(Box::new(verify_cache_entries.clone()))?;
+        registry.register(Box::new(verify_cache_bytes.clone()))?;
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
         registry.register(Box::new(jwks_keys_rejected.clone()))?;
@@ -109,6 +129,7 @@ impl Metrics {
         registry.register(Box::new(revocation_entries.clone()))?;
         registry.register(Box::new(revocations_enforced.clone()))?;
         registry.register(Box::new(admin_revocations.clone()))?;
+        registry.register(Box::new(admin_auth_failures.clone()))?;
         Ok(Metrics {
             registry: registry.clone(),
             allow_verified: checks.with_label_values(&["allow", "verified"]),
@@ -117,6 +138,8 @@ impl Metrics {
             check_duration,
             verify_cache_hits,
             verify_cache_misses,
+            verify_cache_entries,
+            verify_cache_bytes,
             jwks_refresh,
             jwks_keys,
             jwks_keys_rejected,
@@ -125,6 +148,7 @@ impl Metrics {
             revocation_entries,
             revocations_enforced,
             admin_revocations,
+            admin_auth_failures,
             revocation_syncs,
             revocation_push_messages,
             revocation_sync_age,
@@ -154,6 +178,12 @@ impl Metrics {
         self.check_duration.observe(took.as_secs_f64());
     }
 
+    /// The verified-token cache's size: (entries, bytes).
+    pub fn record_verify_cache(&self, (entries, bytes): (u64, u64)) {
+        self.verify_cache_entries.set(entries as i64);
+        self.verify_cache_bytes.set(bytes as i64);
+    }
+
     pub fn record_jwks_refresh(&self, provider: &str, ok: bool, keys: Option<usize>) {
         self.jwks_refresh.with_label_values(&[provider, if ok { "success" } else { "error" }]).inc();
         if let Some(n) = keys {
@@ -170,6 +200,11 @@ impl Metrics {
 
     pub fn record_revocation_sync(&self, ok: bool) {
         self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
+    }
+
+    /// An admin call refused before its body was read: `throttled` or `wrong_token`.
+    pub fn record_admin_auth_failure(&self, throttled: bool) {
+        self.admin_auth_failures.with_label_values(&[if throttled { "throttled" } else { "wrong_token" }]).inc();
     }
 
     pub fn record_admin_revocation(&self, kind: &'static str, ok: bool) {

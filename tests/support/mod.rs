@@ -206,11 +206,13 @@ fn unsafe_free_set_env(k: &str, v: &str) {
     std::env::set_var(k, v);
 }
 
+/// Waits until hopauth is ready and every provider has its keys (readiness itself needs
+/// only one provider by default).
 pub async fn wait_ready(running: &Running) {
     let a = running.authorizer.clone();
-    wait_until("hopauth ready", Duration::from_secs(10), || {
+    wait_until("hopauth ready with every provider's keys", Duration::from_secs(10), || {
         let a = a.clone();
-        async move { a.ready() }
+        async move { a.ready() && a.verifier().providers().iter().all(|p| p.keys.usable()) }
     })
     .await;
 }
