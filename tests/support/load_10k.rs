@@ -200,13 +200,17 @@ pub struct Report {
 }
 
 /// Gateway counters worth printing after a run.
-const ENVOY_STATS: [&str; 9] = [
+const ENVOY_STATS: [&str; 11] = [
     "http.edge.ext_authz.ok",
     "http.edge.ext_authz.denied",
     "http.edge.ext_authz.error",
     "cluster.hopauth.upstream_rq_pending_overflow",
     "cluster.hopauth.upstream_rq_timeout",
     "cluster.hopauth.upstream_cx_overflow",
+    // A health check that times out under load marks hopauth unhealthy (threshold 1), and
+    // with healthy_panic_threshold 0 every Check is then refused until the next good one.
+    "cluster.hopauth.health_check.failure",
+    "cluster.hopauth.upstream_cx_none_healthy",
     "cluster.frontend.upstream_rq_pending_overflow",
     "cluster.frontend.upstream_cx_overflow",
     "cluster.frontend.upstream_cx_total",

@@ -255,11 +255,16 @@ pub struct Counts {
     /// Invalid tokens answered with another refusal than the one expected.
     pub wrong_refusal_kind: u64,
     pub examples: Vec<String>,
+    example_kinds: BTreeMap<String, u64>,
 }
 
 impl Counts {
+    /// Keeps the first five examples of each kind (the words after the timestamp).
     fn example(&mut self, e: String) {
-        if self.examples.len() < 20 {
+        let kind: String = e.split(": ").nth(1).unwrap_or("").split(' ').take(3).collect::<Vec<_>>().join(" ");
+        let n = self.example_kinds.entry(kind).or_default();
+        *n += 1;
+        if *n <= 5 && self.examples.len() < 80 {
             self.examples.push(e);
         }
     }
@@ -840,7 +845,15 @@ impl World {
             c.example(format!("{at:.1}s: {what} got {} {short}", r.status));
         } else {
             c.wrong_refusals += 1;
-            c.example(format!("{at:.1}s: WRONG REFUSAL of {what}: {} {short}", r.status));
+            // The windows of the last 10 s, to tell what the refusal followed.
+            let recent: Vec<String> = state
+                .windows
+                .0
+                .iter()
+                .filter(|w| w.overlaps(t_send - Duration::from_secs(10), t_recv))
+                .map(|w| format!("{} at {:.1}s", w.what, self.at(w.start)))
+                .collect();
+            c.example(format!("{at:.1}s: WRONG REFUSAL of {what}: {} {short} (after {recent:?})", r.status));
         }
     }
 
