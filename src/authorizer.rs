@@ -151,7 +151,7 @@ impl Authorizer {
     }
 }
 
-/// Deny lines written per second at most (SECURITY.md F12: logs rate-limited).
+/// Deny lines written per second at most (docs/security.md#f12-high-cardinality-input: logs rate-limited).
 pub const DENY_LOG_LINES_PER_SEC: u32 = 50;
 
 /// A per-second budget of log lines, shared by every thread without a lock.

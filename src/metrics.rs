@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::decision::DenyReason;
+use crate::revocation::redis::BadKey;
 
 /// Buckets for one Check, from a cache hit (µs) to a slow uncached RSA verify (ms).
 const CHECK_BUCKETS: [f64; 14] = [
@@ -33,10 +34,18 @@ pub struct Metrics {
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
     admin_auth_failures: IntCounterVec,
+    jwks_key_age: prometheus::GaugeVec,
     revocation_syncs: IntCounterVec,
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
     pub revocation_fail_open: IntCounter,
+    /// `hopauth_revocation_bad_keys_total`, one series per `BadKey` in index order.
+    revocation_bad_keys: Vec<IntCounter>,
+    /// 1 while the revocation sync holds a live session with every master.
+    pub revocation_store_connected: IntGauge,
+    /// 1: a master evicts keys (`maxmemory-policy` other than `noeviction`); 0: none does;
+    /// -1: unknown (`CONFIG` refused).
+    pub revocation_store_evicting: IntGauge,
 }
 
 impl Metrics {
@@ -97,10 +106,34 @@ impl Metrics {
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
         )?;
+        for kind in ["jti", "subject"] {
+            for result in ["ok", "error"] {
+                admin_revocations.with_label_values(&[kind, result]);
+            }
+        }
         let revocation_syncs = IntCounterVec::new(
             Opts::new("hopauth_revocation_syncs_total", "Full revocation resyncs (start, reconnect) by result"),
             &["result"],
         )?;
+        for result in ["success", "error"] {
+            revocation_syncs.with_label_values(&[result]);
+        }
+        let jwks_key_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "hopauth_jwks_key_age_seconds",
+                "Seconds since each provider's keys were last fetched successfully (-1: never)",
+            ),
+            &["provider"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("hopauth_build_info", "Always 1; the labels say which hopauth this is"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(jwks_key_age.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let revocation_push_messages =
             IntCounter::new("hopauth_revocation_push_messages_total", "Invalidation pushes received from Redis")?;
         let revocation_sync_age = prometheus::Gauge::new(
@@ -115,6 +148,25 @@ impl Metrics {
         registry.register(Box::new(revocation_push_messages.clone()))?;
         registry.register(Box::new(revocation_sync_age.clone()))?;
         registry.register(Box::new(revocation_fail_open.clone()))?;
+        let bad_keys = IntCounterVec::new(
+            Opts::new(
+                "hopauth_revocation_bad_keys_total",
+                "Keys under hopauth:revoked: that do not follow the layout, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(bad_keys.clone()))?;
+        let revocation_bad_keys = BadKey::NAMES.iter().map(|r| bad_keys.with_label_values(&[r])).collect();
+        let revocation_store_connected = IntGauge::new(
+            "hopauth_revocation_store_connected",
+            "1 while the revocation sync is connected to every Redis master",
+        )?;
+        registry.register(Box::new(revocation_store_connected.clone()))?;
+        let revocation_store_evicting = IntGauge::new(
+            "hopauth_revocation_store_evicting",
+            "1 if a Redis master may evict revocation keys (maxmemory-policy is not noeviction), 0 if not, -1 unknown",
+        )?;
+        registry.register(Box::new(revocation_store_evicting.clone()))?;
         registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(verify_cache_hits.clone()))?;
@@ -149,10 +201,14 @@ impl Metrics {
             revocations_enforced,
             admin_revocations,
             admin_auth_failures,
+            jwks_key_age,
             revocation_syncs,
             revocation_push_messages,
             revocation_sync_age,
             revocation_fail_open,
+            revocation_bad_keys,
+            revocation_store_connected,
+            revocation_store_evicting,
         })
     }
 
@@ -184,6 +240,25 @@ impl Metrics {
         self.verify_cache_bytes.set(bytes as i64);
     }
 
+    /// Creates every series of `provider` at 0 (or -1 for the key age), so alerts and
+    /// dashboards see them before the first event.
+    pub fn register_provider(&self, provider: &str, rejection_reasons: &[&str]) {
+        for result in ["success", "error"] {
+            self.jwks_refresh.with_label_values(&[provider, result]);
+        }
+        self.jwks_keys.with_label_values(&[provider]);
+        self.jwks_last_success.with_label_values(&[provider]);
+        self.jwks_key_age.with_label_values(&[provider]).set(-1.0);
+        for reason in rejection_reasons {
+            self.jwks_keys_rejected.with_label_values(&[provider, reason]);
+        }
+    }
+
+    /// Seconds since `provider`'s keys were last fetched (`None`: never, or no fetched keys).
+    pub fn record_jwks_key_age(&self, provider: &str, age: Option<Duration>) {
+        self.jwks_key_age.with_label_values(&[provider]).set(age.map_or(-1.0, |a| a.as_secs_f64()));
+    }
+
     pub fn record_jwks_refresh(&self, provider: &str, ok: bool, keys: Option<usize>) {
         self.jwks_refresh.with_label_values(&[provider, if ok { "success" } else { "error" }]).inc();
         if let Some(n) = keys {
@@ -200,6 +275,11 @@ impl Metrics {
 
     pub fn record_revocation_sync(&self, ok: bool) {
         self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
+    }
+
+    /// One key under the revocation prefix that could not be read as the layout says.
+    pub fn record_revocation_bad_key(&self, reason: BadKey) {
+        self.revocation_bad_keys[reason.index()].inc();
     }
 
     /// An admin call refused before its body was read: `throttled` or `wrong_token`.
@@ -236,6 +316,13 @@ mod tests {
         assert!(text.contains(r#"hopauth_checks_total{decision="deny",reason="revoked"} 1"#), "{text}");
         assert!(text.contains("hopauth_revocations_enforced_total 1"), "{text}");
         assert!(text.contains("hopauth_check_duration_seconds_bucket"), "{text}");
+        for reason in BadKey::NAMES {
+            let series = format!("hopauth_revocation_bad_keys_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "{series} is not pre-registered: {text}");
+        }
+        for name in ["hopauth_revocation_store_connected", "hopauth_revocation_store_evicting"] {
+            assert!(text.contains(name), "{name} missing");
+        }
         for name in
             ["hopauth_verify_cache_hits_total", "hopauth_verify_cache_misses_total", "hopauth_revocation_store_up"]
         {

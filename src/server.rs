@@ -15,7 +15,7 @@ use crate::background::Background;
 use crate::config::{Config, RevocationBackend};
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
 use crate::http::{router, HttpState};
-use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, VerifyKey};
+use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, KeyRejection, VerifyKey};
 use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
@@ -106,6 +106,8 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         let public: Vec<Alg> = p.algorithms.iter().copied().filter(|a| !a.is_hmac()).collect();
         let cache =
             Arc::new(JwksCache::new(&p.name, public, source, settings, static_keys, client.clone(), metrics.clone()));
+        let reasons = KeyRejection::ALL.map(KeyRejection::as_str);
+        metrics.register_provider(&p.name, &reasons);
         caches.push(cache.clone());
         providers.push(Provider {
             name: p.name.as_str().into(),
@@ -185,6 +187,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
                 metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
                 metrics.record_verify_cache(authorizer.verifier().cache_usage());
+                for p in authorizer.verifier().providers() {
+                    metrics.record_jwks_key_age(&p.name, p.keys.key_age());
+                }
                 if let Some(age) = store.sync_age() {
                     metrics.revocation_sync_age.set(age.as_secs_f64());
                 }

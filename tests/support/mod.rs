@@ -315,6 +315,13 @@ impl Envoy {
         Self::launch(&text, hopauth, port, &["--file-flush-interval-msec", "100"]).await
     }
 
+    /// Starts Envoy from a whole config `text` a test wrote (its ports already chosen), for
+    /// configs that are not one of the shipped files; `port` is the listener waited on.
+    /// Returns once that listener accepts and hopauth's cluster is healthy.
+    pub async fn start_text(text: &str, hopauth: SocketAddr, port: u16) -> Envoy {
+        Self::launch(text, hopauth, port, &[]).await
+    }
+
     async fn launch(text: &str, hopauth: SocketAddr, port: u16, extra_args: &[&str]) -> Envoy {
         let bin = envoy_bin();
         let dir = tempfile::tempdir().unwrap();

@@ -238,7 +238,8 @@ pub struct Counts {
     pub unanswered: u64,
     /// Refusals of requests that should pass, outside every declared window, by hopauth.
     pub wrong_refusals: u64,
-    /// The same, but Envoy's own 503 (empty body: its Check deadline or circuit breaker).
+    /// The same, but Envoy's own 503 (`temporarily_unavailable`: its Check deadline passed
+    /// or no hopauth was healthy).
     pub envoy_503_outside_windows: u64,
     /// Refusals in the first `max_staleness` of a Redis outage.
     pub blip_refusals: u64,
@@ -843,7 +844,7 @@ impl World {
         let short = &body[..body.len().min(160)];
         if state.windows.blip(t_send, t_recv) && r.status == 503 && !self.opts.strict_blips {
             c.blip_refusals += 1;
-        } else if r.status == 503 && body.is_empty() && !state.windows.any(t_send, t_recv) {
+        } else if r.status == 503 && envoy_503(body) && !state.windows.any(t_send, t_recv) {
             c.envoy_503_outside_windows += 1;
             c.example(format!("{at:.1}s: Envoy 503 (no window) for {what}"));
         } else if invalid && r.status != 503 {
@@ -873,6 +874,13 @@ impl World {
     fn close_window(&self, i: usize) {
         self.state.lock().unwrap().windows.0[i].end = Some(Instant::now());
     }
+}
+
+/// Whether a 503 is Envoy's own (hopauth unreachable, or its Check deadline passed): the
+/// shipped configs answer it with this JSON body (older ones with an empty body); hopauth's
+/// own 503s name `revocation_unavailable`, `keys_unavailable` or `overloaded`.
+fn envoy_503(body: &str) -> bool {
+    body.is_empty() || body.contains("temporarily_unavailable")
 }
 
 async fn traffic(world: Arc<World>, worker: usize) {
