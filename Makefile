@@ -106,7 +106,7 @@ demo-tools: envoy
 # oracle saw a wrong allow, an unanswered request, a wrong refusal, an unenforced
 # revocation, or RSS / fds growing. The open-file soft limit is raised to the hard limit
 # for the 10 000 sockets (and Envoy, which inherits it). SOAK_ARGS passes more options
-# (`--rate 50`, `--skip-10k`, `--strict-blips`; see the header of examples/soak.rs).
+# (`--rate 50`, `--skip-10k`, `--lenient-blips`; see the header of examples/soak.rs).
 SOAK_SECS ?= 600
 SOAK_ARGS ?=
 soak: tools

@@ -15,7 +15,8 @@
 //!
 //! Options: `--secs N`, `--rate R` (requests/s, default 100), `--workers N`,
 //! `--connections N` (default 10000), `--paced-secs N`, `--skip-10k`, `--skip-soak`,
-//! `--strict-blips` (refusals in the first max_staleness of a Redis outage are failures).
+//! `--lenient-blips` (refusals in the first max_staleness of a Redis outage are counted,
+//! not failures).
 
 #[path = "../tests/support/fault_proxy.rs"]
 mod fault_proxy;
@@ -53,7 +54,7 @@ fn parse() -> Result<Args, String> {
         paced_secs: 10,
         skip_10k: false,
         skip_soak: false,
-        strict_blips: false,
+        strict_blips: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -70,7 +71,7 @@ fn parse() -> Result<Args, String> {
             }
             "--skip-10k" => a.skip_10k = true,
             "--skip-soak" => a.skip_soak = true,
-            "--strict-blips" => a.strict_blips = true,
+            "--lenient-blips" => a.strict_blips = false,
             other => return Err(format!("unknown option {other} (see the header of examples/soak.rs)")),
         }
     }

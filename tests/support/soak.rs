@@ -22,8 +22,8 @@
 //! inside a declared window: a hopauth restart (until it is ready again + 2 s), or a Redis
 //! outage longer than `max_staleness`, from half of `max_staleness` after it began until 4 s
 //! after it ended. Refusals in the first `max_staleness` of a Redis outage are counted apart
-//! ("blip refusals"): `docs/revocation.md` promises none, and `strict_blips` makes them wrong
-//! refusals. Every request must be answered within `request_timeout`.
+//! ("blip refusals"): `docs/revocation.md` promises none, and `strict_blips` (the default)
+//! makes them wrong refusals. Every request must be answered within `request_timeout`.
 //!
 //! Used by tests/soak.rs (short, `make test`) and examples/soak.rs (`make soak`).
 #![allow(dead_code, unreachable_pub)]
@@ -98,7 +98,7 @@ impl Options {
             fault_gap: Duration::from_secs(4),
             sample_every: Duration::from_secs(2),
             request_timeout: Duration::from_secs(5),
-            strict_blips: false,
+            strict_blips: true,
             strict_withdrawal: true,
         }
     }
