@@ -174,3 +174,33 @@ async fn blackholed_connections_hang_and_refused_ones_are_reset() {
     s.write_all(b"back").await.unwrap();
     assert_eq!(read_n(&mut s, 4, Duration::from_secs(5)).await, (b"back".to_vec(), None));
 }
+
+#[tokio::test]
+async fn latency_delays_each_chunk_without_capping_throughput_or_reordering() {
+    let proxy = FaultProxy::start(echo_server().await).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    proxy.set_latency(Dir::Down, Duration::from_millis(200));
+    let t = Instant::now();
+    for i in 0..5u8 {
+        s.write_all(&[b'a' + i]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (got, err) = read_n(&mut s, 5, Duration::from_secs(5)).await;
+    assert_eq!((got.as_slice(), err), (&b"abcde"[..], None));
+    // Five chunks at 200 ms each would take a second if the delay were serial.
+    assert!(t.elapsed() >= Duration::from_millis(200) && t.elapsed() < Duration::from_millis(800), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn a_pattern_trigger_may_forward_bytes_past_the_read_it_was_found_in() {
+    let proxy = FaultProxy::start(echo_server().await).await;
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    proxy.arm(Trigger::on(Dir::Down, b"KEY").after(6));
+    s.write_all(b"..KEY").await.unwrap();
+    assert_eq!(read_n(&mut s, 5, Duration::from_secs(5)).await, (b"..KEY".to_vec(), None));
+    assert!(proxy.armed(), "3 of the 6 bytes are still to come");
+    s.write_all(b"12345").await.unwrap();
+    let (got, err) = read_n(&mut s, 5, Duration::from_secs(5)).await;
+    assert_eq!((got.as_slice(), err), (&b"123"[..], Some(std::io::ErrorKind::ConnectionReset)));
+    assert_eq!(proxy.fired(), 1);
+}

@@ -176,9 +176,9 @@ async fn f9_checks_abandoned_mid_verification_never_allow_and_leave_nothing_behi
     let proxy = FaultProxy::start(slow_jwks.addr).await;
     let slow = format!(
         "  - name: slow\n    issuer: {SLOW_ISSUER}\n    audiences: [{AUDIENCE}]\n    algorithms: [ES256]\n    \
-         jwks:\n      uri: http://{}/jwks.json\n      timeout: 3s\n      kid_refetch_interval: 1s\n      \
+         jwks:\n      uri: {}\n      timeout: 3s\n      kid_refetch_interval: 1s\n      \
          kid_refetch_wait: 1s\n",
-        proxy.addr
+        proxy.http_url("/jwks.json")
     );
     let hopauth = start_hopauth(&config_yaml(&jwks.url(), &slow, "")).await;
     wait_ready(&hopauth).await;
@@ -199,7 +199,7 @@ async fn f9_checks_abandoned_mid_verification_never_allow_and_leave_nothing_behi
     while Instant::now() < settle {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (tasks0, fds0) = (alive_tasks(), open_fds());
+    let (tasks0, fds0, jwks_conns0) = (alive_tasks(), open_fds(), proxy.open());
     let allows0 = metric_value(&hopauth.metrics.render(), ALLOWS);
     let upstream0 = envoy.stat("cluster.app.upstream_rq_total").await;
     let errors0 = envoy.stat("http.ingress.ext_authz.error").await;
@@ -262,12 +262,17 @@ async fn f9_checks_abandoned_mid_verification_never_allow_and_leave_nothing_behi
 
     let end = Instant::now() + Duration::from_secs(15);
     loop {
-        let (tasks, fds) = (alive_tasks(), open_fds());
-        if tasks <= tasks0 && fds <= fds0 {
-            eprintln!("F9: tasks {tasks0} -> {tasks}, fds {fds0} -> {fds}");
+        let (tasks, fds, jwks_conns) = (alive_tasks(), open_fds(), proxy.open());
+        if tasks <= tasks0 && fds <= fds0 && jwks_conns <= jwks_conns0 {
+            eprintln!(
+                "F9: tasks {tasks0} -> {tasks}, fds {fds0} -> {fds}, JWKS connections {jwks_conns0} -> {jwks_conns}"
+            );
             break;
         }
-        assert!(Instant::now() < end, "not back to baseline: tasks {tasks0} -> {tasks}, fds {fds0} -> {fds}");
+        assert!(
+            Instant::now() < end,
+            "not back to baseline: tasks {tasks0} -> {tasks}, fds {fds0} -> {fds}, JWKS connections {jwks_conns0} -> {jwks_conns}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -26,10 +26,12 @@ use redis_server::{free_port, RedisServer};
 use serde_json::Value;
 use support::*;
 
-/// Short client timeouts so faults are noticed quickly; `max_staleness` per test.
+/// Short client timeouts so faults are noticed quickly; `max_staleness` per test. No load
+/// shedding: a loaded test machine can stall a Check past `max_queue_delay`, and its 503
+/// `overloaded` would pass for the revocation store's (shedding is tests/faults_load.rs').
 fn redis_yaml(url: &str, max_staleness: &str, mode: &str) -> String {
     format!(
-        "revocation:\n  backend: redis\n  redis_url: \"{url}\"\n  max_staleness: {max_staleness}\n  \
+        "max_queue_delay: 10s\nrevocation:\n  backend: redis\n  redis_url: \"{url}\"\n  max_staleness: {max_staleness}\n  \
          failure_mode: {mode}\n  connect_timeout: 300ms\n  command_timeout: 300ms\n"
     )
 }
@@ -143,6 +145,13 @@ impl Guard {
     }
 }
 
+/// Ready, and the revocation store synced (in allow mode hopauth is ready without it).
+async fn wait_synced(r: &Running) {
+    wait_ready(r).await;
+    let store = r.authorizer.revocation().clone();
+    wait_for("the revocation store to sync", ENFORCE_WITHIN, || store.ready()).await;
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     redis: RedisServer,
@@ -165,7 +174,7 @@ impl Fixture {
         for (staleness, mode) in instances {
             let r =
                 start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&proxy.redis_url(), staleness, mode))).await;
-            wait_ready(&r).await;
+            wait_synced(&r).await;
             running.push(r);
         }
         Fixture { _dir: dir, redis, proxy, keys, _jwks: jwks, instances: running }
@@ -278,11 +287,86 @@ async fn f5_resets_mid_scan_mid_push_and_mid_lookup_never_allow_a_revoked_token(
     assert_eq!(wrong, 0, "a revoked token was allowed during the resets");
     assert!(checks > 0);
     assert!(!valid_seen.contains_key(&401), "a valid token was refused as revoked: {valid_seen:?}");
-    // PRODUCT.md: a connection lost and restored within max_staleness (3s) is invisible.
+    // docs/revocation.md: a connection lost and restored within max_staleness (3s) is
+    // invisible to clients.
     assert!(
         !valid_seen.contains_key(&503) && !seen.contains_key(&503),
         "resets shorter than max_staleness were visible to clients: valid token {valid_seen:?}, while waiting {seen:?}"
     );
+}
+
+/// F5, a resync cut halfway: with a few thousand revocations the resync's SCAN pages and
+/// lookups run to ~150 KB; the connection is reset 60 KB in. The half-built view must
+/// never replace the complete one (that would un-revoke whatever it had not reached):
+/// forty revoked tokens spread over the keyspace stay refused throughout, and the next
+/// resync brings in what was written meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn f5_a_resync_cut_halfway_never_replaces_the_complete_view() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..3000 {
+        mset.push(format!("hopauth:revoked:jti:filler-{i:05}"));
+        mset.push("1".into());
+    }
+    let keys = Keys::generate();
+    let revoked: Vec<String> = (0..40)
+        .map(|i| {
+            let (token, key) = token_and_key(&keys, &format!("revoked-{i}"));
+            mset.push(key);
+            mset.push("1".into());
+            token
+        })
+        .collect();
+    let args: Vec<&str> = mset.iter().map(String::as_str).collect();
+    assert_eq!(redis.cli(&args), "OK");
+    let proxy = FaultProxy::start(([127, 0, 0, 1], redis.port).into()).await;
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let hopauth = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&proxy.redis_url(), "3s", "deny"))).await;
+    // In allow mode nothing but the view stands between a revoked token and an allow.
+    let lenient = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&proxy.redis_url(), "3s", "allow"))).await;
+    wait_synced(&hopauth).await;
+    wait_synced(&lenient).await;
+    let svc = AuthorizationService::new(hopauth.authorizer.clone());
+    let (valid, _) = token_and_key(&keys, "valid");
+    for t in &revoked {
+        let r = svc.check_request(&check_request(t)).await;
+        assert_eq!(r.status.as_ref().map(|s| s.message.as_str()), Some("revoked"), "{r:?}");
+    }
+    assert_eq!(hopauth.authorizer.revocation().entries().0, 3040);
+    assert_eq!(lenient.authorizer.revocation().entries().0, 3040);
+    let guard = Guard::start(
+        vec![
+            AuthorizationService::new(hopauth.authorizer.clone()),
+            AuthorizationService::new(lenient.authorizer.clone()),
+        ],
+        valid.clone(),
+    );
+    revoked.iter().for_each(|t| guard.revoked(t));
+
+    let (x, x_key) = token_and_key(&keys, "x");
+    let fault = Instant::now();
+    proxy.reset_all();
+    // Armed after the reset: the first bytes it counts are a reconnect's (the first
+    // instance to resync is cut; the other resyncs in full).
+    proxy.arm(Trigger::after_bytes(Dir::Down, 60_000));
+    assert_eq!(redis.cli(&["SET", &x_key, "1", "EX", "300"]), "OK");
+    wait_for("the resync to be cut", ENFORCE_WITHIN, || proxy.fired() == 1).await;
+    let mut seen = BTreeMap::new();
+    wait_status(&svc, &x, 401, ENFORCE_WITHIN, "revocation written before the cut resync", &mut seen).await;
+    let took = fault.elapsed();
+    let lenient_svc = AuthorizationService::new(lenient.authorizer.clone());
+    wait_status(&lenient_svc, &x, 401, ENFORCE_WITHIN, "revocation written before the cut resync (allow)", &mut seen)
+        .await;
+    // Guarded only once both instances enforce it.
+    guard.revoked(&x);
+    wait_status(&svc, &valid, 200, ENFORCE_WITHIN, "recovery", &mut seen).await;
+    assert_eq!(hopauth.authorizer.revocation().entries().0, 3041, "the complete view is back");
+    assert_eq!(lenient.authorizer.revocation().entries().0, 3041);
+    let (wrong, checks, valid_seen) = guard.finish().await;
+    eprintln!("F5 resync cut at 60 KB: revocation written meanwhile enforced {took:?} after the reset; {checks} checks of revoked tokens; valid token {valid_seen:?}");
+    assert_eq!(wrong, 0, "a revoked token was allowed while a resync was cut halfway");
+    assert!(!valid_seen.contains_key(&401), "{valid_seen:?}");
 }
 
 /// F8, short: the connection goes half-open (nothing forwarded, sockets open) for a third
@@ -300,18 +384,16 @@ async fn f8_half_open_shorter_than_max_staleness_is_invisible_and_misses_nothing
     wait_status(&svc, &known, 401, ENFORCE_WITHIN, "known revocation", &mut seen).await;
     let guard = Guard::start(vec![f.svc(0)], valid.clone());
     guard.revoked(&known);
-    let syncs_before = f.metric(0, r#"hopauth_revocation_syncs_total{result="error"}"#);
 
     let (x, x_key) = token_and_key(&f.keys, "x");
     assert_eq!(status(&svc, &x).await, 200);
     let fault = Instant::now();
     f.proxy.set_stalled(true);
     f.revoke_direct(&x_key);
-    // The heartbeat (a quarter of max_staleness, plus the command timeout) sees it.
-    wait_for("the heartbeat to notice the half-open link", max_staleness, || {
-        f.metric(0, r#"hopauth_revocation_syncs_total{result="error"}"#) > syncs_before
-    })
-    .await;
+    // The heartbeat (a quarter of max_staleness, plus the command timeout) sees it, and
+    // hopauth opens a new connection.
+    let accepted = f.proxy.accepted();
+    wait_for("the heartbeat to notice the half-open link", max_staleness, || f.proxy.accepted() > accepted).await;
     let detected = fault.elapsed();
     tokio::time::sleep_until(tokio::time::Instant::from_std(fault + max_staleness / 3)).await;
     let healed = Instant::now();
@@ -327,7 +409,7 @@ async fn f8_half_open_shorter_than_max_staleness_is_invisible_and_misses_nothing
     let (wrong, _, valid_seen) = guard.finish().await;
     assert_eq!(wrong, 0, "a revoked token was allowed");
     assert!(!valid_seen.contains_key(&401), "{valid_seen:?}");
-    // PRODUCT.md: a loss shorter than max_staleness is invisible to clients.
+    // docs/revocation.md: a loss shorter than max_staleness is invisible to clients.
     assert!(
         !valid_seen.contains_key(&503) && !seen.contains_key(&503),
         "a {:?} half-open link (max_staleness {max_staleness:?}) was visible: valid token {valid_seen:?}",
@@ -430,12 +512,14 @@ async fn outage_past_max_staleness(outage: Outage) {
     assert_eq!(wrong, 0, "a revoked token was allowed during the partition");
     assert!(!valid_seen.contains_key(&401) && !before_503.contains_key(&401), "{valid_seen:?}");
     assert!(to_503 < max_staleness + Duration::from_secs(3), "failure_mode applied only after {to_503:?}");
-    // PRODUCT.md: with failure_mode allow, a stale store never makes hopauth unready.
+    // docs/configuration.md (readiness): with failure_mode allow, a stale store never
+    // makes hopauth unready.
     assert!(allow_ready_when_stale, "allow mode went unready when the store went stale");
-    // PRODUCT.md: answers continue from the view for max_staleness after the last
-    // confirmation, which is at most one heartbeat before the fault.
+    // docs/revocation.md: answers continue from the view for max_staleness after the last
+    // confirmation, which is about one heartbeat before the fault (300 ms of slack for a
+    // late tick on a loaded machine).
     assert!(
-        to_503 + heartbeat + Duration::from_millis(100) >= max_staleness,
+        to_503 + heartbeat + Duration::from_millis(300) >= max_staleness,
         "503 after {to_503:?}, before max_staleness {max_staleness:?} had passed"
     );
 }

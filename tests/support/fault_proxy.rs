@@ -53,7 +53,8 @@ pub struct Trigger {
 }
 
 impl Trigger {
-    /// Resets at the first occurrence of `pattern` in `dir`; nothing of it is forwarded.
+    /// Resets at the first occurrence of `pattern` in `dir`, forwarding nothing from the
+    /// pattern on (but a pattern split over two reads has had its first part forwarded).
     pub fn on(dir: Dir, pattern: &[u8]) -> Trigger {
         assert!(!pattern.is_empty() && pattern.len() <= CARRY, "pattern of 1..={CARRY} bytes");
         Trigger { dir, pattern: Some(pattern.to_vec()), after: 0 }
@@ -146,6 +147,11 @@ impl FaultProxy {
     /// `redis://<proxy>/0`.
     pub fn redis_url(&self) -> String {
         format!("redis://{}/0", self.addr)
+    }
+
+    /// `http://<proxy><path>`, for an HTTP target such as a JWKS server.
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
     }
 
     /// Delay added to every chunk travelling in `dir`, from now on.
