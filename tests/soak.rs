@@ -26,11 +26,10 @@ async fn short_soak_has_no_wrong_allow_no_unanswered_check_and_stays_flat() {
     opts.rate = 60.0;
     opts.hopauth_restarts_at = vec![0.25];
     opts.fault_gap = Duration::from_secs(3);
-    // Strict on refusals within max_staleness of a Redis outage (invisible since the redis
-    // fix). A withdrawn key's tokens still served from the verify cache are a gap not yet
-    // fixed: counted and printed; HOPAUTH_SOAK_STRICT=1 fails on them.
+    // Strict on refusals within max_staleness of a Redis outage (invisible to clients) and
+    // on a withdrawn key's tokens allowed past the next refresh (cached ones included).
     opts.strict_blips = true;
-    opts.strict_withdrawal = std::env::var("HOPAUTH_SOAK_STRICT").is_ok_and(|v| v == "1");
+    opts.strict_withdrawal = true;
     let report = soak::run(opts).await;
     report.print();
     let failures = report.failures(false);
