@@ -183,7 +183,8 @@ fn parse_public(jwk: &Jwk, alg: Alg) -> Result<ParsedPublicKey, KeyRejection> {
             let e = b64(&p.e)?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // Saturating: an empty (or all-zero) modulus is 0 bits, not an underflow.
+            let bits = (n.len() * 8).saturating_sub(n.first().map_or(8, |b| b.leading_zeros() as usize));
             if bits < MIN_RSA_BITS {
                 return Err(KeyRejection::WeakRsa);
             }
@@ -345,6 +346,18 @@ mod tests {
         let parsed = parse_jwks(&jwks(&[ed.public_jwk()]), &[Alg::ES256]).unwrap();
         assert!(parsed.keys.is_empty());
         assert_eq!(parsed.rejected, vec![KeyRejection::AlgNotAllowed]);
+    }
+
+    #[test]
+    fn an_empty_or_zero_modulus_is_weak_not_a_panic() {
+        // Found by fuzz/fuzz_targets/jwks.rs (issue hole 9): `n.len() * 8 - 8` underflowed for
+        // an empty modulus, which panics a debug build and ends the provider's refresh task.
+        for n in ["", "AA", "AAAA"] {
+            let doc = format!(r#"{{"keys":[{{"kty":"RSA","kid":"k","n":"{n}","e":"AQAB"}}]}}"#);
+            let parsed = parse_jwks(doc.as_bytes(), &[Alg::RS256]).unwrap();
+            assert!(parsed.keys.is_empty(), "{n:?}");
+            assert_eq!(parsed.rejected, vec![KeyRejection::WeakRsa], "{n:?}");
+        }
     }
 
     #[test]
