@@ -14,6 +14,9 @@ use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
 pub use sync::run;
+/// For the fuzz target only (fuzz/fuzz_targets/cluster_nodes.rs): not an API.
+#[doc(hidden)]
+pub use target::parse_cluster_nodes;
 pub use target::RedisTarget;
 
 use super::{
