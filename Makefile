@@ -15,7 +15,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis build test lint bench bench-tools demo up demo-tools fuzz fuzz-test fuzz-tools
+.PHONY: all tools envoy redis build test lint bench bench-tools demo up demo-tools fuzz fuzz-test fuzz-tools fuzz-seeds
 
 all: build
 
@@ -80,6 +80,17 @@ fuzz: fuzz-tools
 		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
 			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_ARGS); \
 	done
+
+# Rewrites the generated seeds (fuzz/seeds/*/seed-*; regress-* stay) from the vectors,
+# tests and docs: fuzz/examples/make_seeds.rs. Built with the flags cargo-fuzz uses (as
+# `cargo fuzz build -v` prints them), so it reuses the fuzz build.
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
+	-Cllvm-args=-sanitizer-coverage-stack-depth -Cdebug-assertions -Ccodegen-units=1
+fuzz-seeds:
+	RUSTFLAGS=" $(FUZZ_RUSTFLAGS)" cargo run --manifest-path fuzz/Cargo.toml --target $$(rustc -vV | sed -n 's/^host: //p') \
+		--release --config 'profile.release.debug="line-tables-only"' --example make_seeds
 
 # The regression gate in `make test`: every committed seed (regression inputs included)
 # through every target, then each target briefly from those seeds in a scratch corpus.

@@ -10,8 +10,9 @@
 //! Properties: never a panic; every reply decodes as a CheckResponse under prost's default
 //! limits, with a status and an http_response; OK is status 0, a deny is 401, 403 or 503
 //! with a non-zero status; a verified allow carries a token that an independent check
-//! (`hopauth_fuzz::acceptable`: own base64, JSON and crypto) accepts; an allow never passes
-//! a client's own identity header through.
+//! (`hopauth_fuzz::acceptable`: own base64, JSON and crypto) and the route's policy
+//! (providers, required scopes) accept; an anonymous allow removes the client's identity
+//! headers.
 #![no_main]
 
 use std::time::Instant;
@@ -56,6 +57,11 @@ fuzz_target!(|data: &[u8]| {
                     }
                     let payload = token.split('.').nth(1).expect("three segments");
                     assert_eq!(set("x-jwt-payload").map(|h| h.value.as_str()), Some(payload));
+                    let claims: serde_json::Value =
+                        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+                    if let Err(why) = route_allows(&view, &claims) {
+                        panic!("allowed a token the route refuses ({why}): {token}");
+                    }
                 }
                 Ok(None) => {
                     // Anonymous: a client's own x-jwt-* headers are removed, never passed on.
@@ -75,6 +81,30 @@ fuzz_target!(|data: &[u8]| {
         HttpResponse::ErrorResponse(_) => panic!("hopauth never sends error_response"),
     }
 });
+
+/// The route's policy (docs/configuration.md, "Per-route policy"), read independently:
+/// a provider list must name the fixture's provider, and every required scope must be in
+/// the token's `scope` (space list) or `scp` (string or array).
+fn route_allows(view: &CheckView, claims: &serde_json::Value) -> Result<(), String> {
+    if let Some(list) = view.context_extension("hopauth.providers").filter(|l| !l.trim().is_empty()) {
+        if !list.split(',').any(|p| p.trim() == "fuzz") {
+            return Err(format!("provider list {list:?}"));
+        }
+    }
+    let mut have: Vec<&str> = Vec::new();
+    for claim in ["scope", "scp"] {
+        match claims.get(claim) {
+            Some(serde_json::Value::String(s)) => have.extend(s.split_ascii_whitespace()),
+            Some(serde_json::Value::Array(items)) => have.extend(items.iter().filter_map(|v| v.as_str())),
+            _ => {}
+        }
+    }
+    let required = view.context_extension("hopauth.require_scopes").unwrap_or_default();
+    match required.split_ascii_whitespace().find(|want| !have.contains(want)) {
+        Some(missing) => Err(format!("scope {missing:?} missing")),
+        None => Ok(()),
+    }
+}
 
 /// A CheckRequest carrying a token signed with the fixture's HS256 key over the fuzzed
 /// header and claims; flags pick where the token goes and the route's extensions.
