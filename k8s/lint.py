@@ -24,7 +24,10 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 # (apiVersion, kind) -> vendored JSON schema. Unknown custom kinds fail in validate.sh.
-CRD_SCHEMAS = {("monitoring.coreos.com/v1", "ServiceMonitor"): "schemas/servicemonitor.json"}
+CRD_SCHEMAS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "schemas/servicemonitor.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "schemas/prometheusrule.json",
+}
 
 
 def pod_spec(doc):
@@ -132,13 +135,16 @@ def lint_docs(docs):
 
 
 def self_test():
-    """Each rule must catch a broken copy of the base Deployment and ServiceMonitor."""
+    """Each rule must catch a broken copy of the base Deployment, the ServiceMonitor and the
+    PrometheusRule."""
     def load(path):
         with open(os.path.join(HERE, path)) as f:
             return yaml.safe_load(f)
 
-    deployment, monitor = load("base/deployment.yaml"), load("base/servicemonitor.yaml")
-    assert lint_docs([deployment, monitor]) == ([], 1), lint_docs([deployment, monitor])
+    deployment = load("base/deployment.yaml")
+    monitor = load("components/monitoring/servicemonitor.yaml")
+    rules = load("components/monitoring/prometheusrule.yaml")
+    assert lint_docs([deployment, monitor, rules]) == ([], 1), lint_docs([deployment, monitor, rules])
 
     def hop(d):
         return [c for c in d["spec"]["template"]["spec"]["initContainers"] if c["name"] == "hopauth"][0]
@@ -171,7 +177,10 @@ def self_test():
     broken = copy.deepcopy(monitor)
     broken["spec"]["endpoints"][0]["intervall"] = "15s"
     assert lint_docs([broken])[0], "lint missed: ServiceMonitor typo"
-    print("lint self-test: %d breakages caught" % (len(breakages) + 1))
+    broken = copy.deepcopy(rules)
+    broken["spec"]["groups"][0]["rules"][0]["expresion"] = broken["spec"]["groups"][0]["rules"][0].pop("expr")
+    assert lint_docs([broken])[0], "lint missed: PrometheusRule typo"
+    print("lint self-test: %d breakages caught" % (len(breakages) + 2))
 
 
 def main(argv):

@@ -14,7 +14,7 @@ TOOLS=.tools/py
 K8S_VERSIONS=${K8S_VERSIONS:-"1.29.0 1.37.0"}
 # Kinds without a schema in kubernetes-validate; each has one vendored in k8s/schemas/
 # and checked by lint.py. Any other unknown kind fails.
-CUSTOM_KINDS="ServiceMonitor"
+CUSTOM_KINDS="ServiceMonitor PrometheusRule"
 
 export PYTHONPATH="$PWD/$TOOLS${PYTHONPATH:+:$PYTHONPATH}"
 if ! "$TOOLS/bin/kubectl" version --client >/dev/null 2>&1 || ! "$TOOLS/bin/kubernetes-validate" --version >/dev/null 2>&1; then

@@ -15,14 +15,23 @@ use crate::revocation::{RevocationStatus, RevocationStore, TokenIdentity};
 use crate::token::{self, RequestView, TokenSource};
 use crate::verify::{unix_now, Verifier};
 
+/// The decision path's settings, from the config.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorizerSettings {
+    pub max_token_bytes: usize,
+    /// What a stale revocation store means for a verified token.
+    pub failure_mode: FailureMode,
+    /// A Check that waited this long gets no full verification (503 `overloaded`).
+    pub max_queue_delay: Duration,
+    /// Readiness needs every provider's keys, not just one provider's.
+    pub require_all_providers: bool,
+}
+
 pub struct Authorizer {
     sources: Vec<TokenSource>,
-    max_token_bytes: usize,
     verifier: Verifier,
     revocation: Arc<dyn RevocationStore>,
-    failure_mode: FailureMode,
-    /// A Check that waited this long gets no full verification (503 `overloaded`).
-    max_queue_delay: Duration,
+    settings: AuthorizerSettings,
     metrics: Metrics,
     deny_log: LogBudget,
 }
@@ -30,23 +39,12 @@ pub struct Authorizer {
 impl Authorizer {
     pub fn new(
         sources: Vec<TokenSource>,
-        max_token_bytes: usize,
         verifier: Verifier,
         revocation: Arc<dyn RevocationStore>,
-        failure_mode: FailureMode,
-        max_queue_delay: Duration,
+        settings: AuthorizerSettings,
         metrics: Metrics,
     ) -> Self {
-        Authorizer {
-            sources,
-            max_token_bytes,
-            verifier,
-            revocation,
-            failure_mode,
-            max_queue_delay,
-            metrics,
-            deny_log: LogBudget::default(),
-        }
+        Authorizer { sources, verifier, revocation, settings, metrics, deny_log: LogBudget::default() }
     }
 
     pub fn identity_headers(&self) -> &[String] {
@@ -61,16 +59,26 @@ impl Authorizer {
         &self.revocation
     }
 
-    /// Ready: every provider can verify, and the revocation store is synced.
+    /// Ready: the providers can verify (one of them, or every one with
+    /// `readiness.require_all_providers`), and the revocation store is fresh. With
+    /// `failure_mode: allow` a stale store never makes hopauth unready: verified tokens keep
+    /// passing through a health-checking Envoy (and known revocations still hold).
     pub fn ready(&self) -> bool {
-        self.verifier.providers().iter().all(|p| p.keys.usable()) && self.revocation.ready()
+        let mut usable = self.verifier.providers().iter().map(|p| p.keys.usable());
+        let keys = if self.settings.require_all_providers { usable.all(|u| u) } else { usable.any(|u| u) };
+        keys && (self.settings.failure_mode == FailureMode::Allow || self.revocation.ready())
+    }
+
+    /// The settings this authorizer decides with.
+    pub fn settings(&self) -> &AuthorizerSettings {
+        &self.settings
     }
 
     /// Decides, then records the metric and (for a deny) one log line. `arrived` is when
     /// the request reached the server: past `max_queue_delay` only cache hits are served,
     /// and the duration recorded counts from it, so queueing shows in the histogram.
     pub async fn check<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>, arrived: Instant) -> Decision {
-        let (decision, token) = self.decide(req, policy, arrived + self.max_queue_delay).await;
+        let (decision, token) = self.decide(req, policy, arrived + self.settings.max_queue_delay).await;
         match &decision {
             Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), arrived.elapsed()),
             Decision::Deny(reason) => {
@@ -109,7 +117,7 @@ impl Authorizer {
             Ok(None) => return (Decision::Deny(DenyReason::MissingToken), None),
             Err(reason) => return (Decision::Deny(reason), None),
         };
-        if token.len() > self.max_token_bytes {
+        if token.len() > self.settings.max_token_bytes {
             return (Decision::Deny(DenyReason::TokenTooLarge), None);
         }
         let now = unix_now();
@@ -130,7 +138,7 @@ impl Authorizer {
             RevocationStatus::NotRevoked => {}
             RevocationStatus::Revoked => return (Decision::Deny(DenyReason::Revoked), Some(token)),
             RevocationStatus::Unknown => {
-                if self.failure_mode == FailureMode::Deny {
+                if self.settings.failure_mode == FailureMode::Deny {
                     return (Decision::Deny(DenyReason::RevocationUnavailable), Some(token));
                 }
                 self.metrics.revocation_fail_open.inc();
@@ -143,7 +151,7 @@ impl Authorizer {
     }
 }
 
-/// Deny lines written per second at most (SECURITY.md F12: logs rate-limited).
+/// Deny lines written per second at most (docs/security.md#f12-high-cardinality-input: logs rate-limited).
 pub const DENY_LOG_LINES_PER_SEC: u32 = 50;
 
 /// A per-second budget of log lines, shared by every thread without a lock.

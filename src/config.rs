@@ -17,9 +17,12 @@ pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9001";
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:9002";
 /// Largest token accepted, checked before any decoding (RFC 8725 §3.x; CVE-2025-30204 class).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
-/// Verified-token cache capacity; an entry is ~1.5 KiB with a 384-byte token
-/// (docs/performance.md), so the default bounds the cache near 150 MiB.
+/// Verified-token cache capacity in entries; an entry is ~1.5 KiB with a 384-byte token
+/// (docs/performance.md), so this alone bounds the cache near 150 MiB.
 pub const DEFAULT_VERIFY_CACHE_ENTRIES: u64 = 100_000;
+/// Verified-token cache capacity in bytes, whatever the token size: 8 KiB tokens would make
+/// 100k entries ~2 GiB, so bytes are bounded too.
+pub const DEFAULT_VERIFY_CACHE_BYTES: u64 = 192 * 1024 * 1024;
 /// Queueing after which a Check needing a full verification is shed: well under Envoy's
 /// 200 ms Check timeout, so the client gets a reasoned 503 rather than a timeout.
 pub const DEFAULT_MAX_QUEUE_DELAY: Duration = Duration::from_millis(50);
@@ -70,6 +73,23 @@ pub struct Config {
     /// verification; cache hits are still answered.
     #[serde(default = "default_max_queue_delay", with = "duration")]
     pub max_queue_delay: Duration,
+    /// Signature verifications (cache misses) running at once; more wait, within
+    /// `max_queue_delay`, so a flood of expensive tokens cannot take every thread from cache
+    /// hits. Default: the CPUs this process may use.
+    #[serde(default = "default_max_concurrent_verifies")]
+    pub max_concurrent_verifies: usize,
+    #[serde(default)]
+    pub readiness: ReadinessConfig,
+}
+
+/// What `/readyz` and gRPC health require.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadinessConfig {
+    /// Ready only when every provider has usable keys. The default (false) needs one: a dead
+    /// JWKS of one issuer must not take the others down (its own tokens get 503).
+    #[serde(default)]
+    pub require_all_providers: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -226,11 +246,14 @@ impl Default for AdminConfig {
 pub struct VerifyCacheConfig {
     #[serde(default = "default_verify_cache_entries")]
     pub max_entries: u64,
+    /// Bound on the bytes the entries hold (tokens, responses, identity, bookkeeping).
+    #[serde(default = "default_verify_cache_bytes")]
+    pub max_bytes: u64,
 }
 
 impl Default for VerifyCacheConfig {
     fn default() -> Self {
-        Self { max_entries: DEFAULT_VERIFY_CACHE_ENTRIES }
+        Self { max_entries: DEFAULT_VERIFY_CACHE_ENTRIES, max_bytes: DEFAULT_VERIFY_CACHE_BYTES }
     }
 }
 
@@ -288,6 +311,13 @@ fn default_admin_token_env() -> String {
 }
 fn default_verify_cache_entries() -> u64 {
     DEFAULT_VERIFY_CACHE_ENTRIES
+}
+fn default_verify_cache_bytes() -> u64 {
+    DEFAULT_VERIFY_CACHE_BYTES
+}
+/// The CPUs this process may use (cgroup quota included), at least 1.
+pub fn default_max_concurrent_verifies() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Durations written as `30s`, `5m`, `1h 30m`, `250ms`.
@@ -389,6 +419,12 @@ impl Config {
         }
         if self.verify_cache.max_entries == 0 {
             bad("verify_cache.max_entries".into(), "must be at least 1".into());
+        }
+        if self.verify_cache.max_bytes < 1024 * 1024 {
+            bad("verify_cache.max_bytes".into(), "must be at least 1048576 (1 MiB)".into());
+        }
+        if self.max_concurrent_verifies == 0 || self.max_concurrent_verifies > 1024 {
+            bad("max_concurrent_verifies".into(), "must be between 1 and 1024".into());
         }
         if self.providers.is_empty() {
             bad("providers".into(), "at least one provider is required".into());
@@ -627,6 +663,22 @@ revocation: { backend: redis }
         ] {
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }
+    }
+
+    #[test]
+    fn limits_and_readiness_have_defaults_and_bounds() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.verify_cache.max_bytes, DEFAULT_VERIFY_CACHE_BYTES);
+        assert!(c.max_concurrent_verifies >= 1);
+        assert!(!c.readiness.require_all_providers);
+        let yaml = format!(
+            "{MINIMAL}max_concurrent_verifies: 0\nverify_cache: {{ max_bytes: 1000 }}\nreadiness: {{ require_all_providers: true }}\n"
+        );
+        let ConfigError::Invalid { problems, .. } = parse(&yaml).unwrap_err() else { panic!("expected problems") };
+        let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, vec!["verify_cache.max_bytes", "max_concurrent_verifies"]);
+        let err = parse(&format!("{MINIMAL}readiness: {{ all: true }}\n")).unwrap_err();
+        assert!(err.to_string().contains("all"), "{err}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (every
 //! provider has keys and the revocation store is synced), `POST /admin/revoke`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -10,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::authorizer::Authorizer;
@@ -21,6 +23,56 @@ pub struct HttpState {
     pub metrics: Metrics,
     /// Bearer token for `/admin/*`; `None` turns the admin API off (every call 401).
     pub admin_token: Option<Arc<str>>,
+    /// Failed admin authentications, limited for every caller at once.
+    pub admin_failures: Arc<FailureBudget>,
+}
+
+/// Failed admin authentications allowed in a burst; past it every admin call gets 429 until
+/// the budget refills, so the token cannot be guessed at speed (nor its answers timed).
+pub const ADMIN_FAILURE_BURST: u32 = 10;
+/// One failed attempt is given back per this interval.
+pub const ADMIN_FAILURE_REFILL: Duration = Duration::from_secs(1);
+
+/// A token bucket of failed attempts, shared by every caller.
+pub struct FailureBudget {
+    state: Mutex<(f64, Instant)>,
+    burst: u32,
+    refill: Duration,
+}
+
+impl Default for FailureBudget {
+    fn default() -> Self {
+        Self::new(ADMIN_FAILURE_BURST, ADMIN_FAILURE_REFILL)
+    }
+}
+
+impl FailureBudget {
+    pub fn new(burst: u32, refill: Duration) -> Self {
+        FailureBudget { state: Mutex::new((f64::from(burst), Instant::now())), burst, refill }
+    }
+
+    fn refilled(&self, state: &mut (f64, Instant), now: Instant) {
+        let earned = now.saturating_duration_since(state.1).as_secs_f64() / self.refill.as_secs_f64();
+        *state = ((state.0 + earned).min(f64::from(self.burst)), now.max(state.1));
+    }
+
+    /// Whether attempts are allowed at all at `now`; `Err` carries the seconds until one is.
+    pub fn open(&self, now: Instant) -> Result<(), u64> {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refilled(&mut state, now);
+        if state.0 >= 1.0 {
+            Ok(())
+        } else {
+            Err(((1.0 - state.0) * self.refill.as_secs_f64()).ceil().max(1.0) as u64)
+        }
+    }
+
+    /// Spends one failed attempt at `now`.
+    pub fn spend(&self, now: Instant) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        self.refilled(&mut state, now);
+        state.0 = (state.0 - 1.0).max(0.0);
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -58,24 +110,59 @@ enum RevokeRequest {
     Subject { iss: String, sub: String, before: Option<i64> },
 }
 
+/// Whether the request carries the admin token. Digests are compared, in constant time, so
+/// neither the content nor the length of the token leaks through timing.
 fn authorized(headers: &HeaderMap, expected: Option<&str>) -> bool {
     let Some(expected) = expected else { return false };
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else { return false };
-    let Some(presented) = value.get(..7).filter(|p| p.eq_ignore_ascii_case("bearer ")).map(|_| &value[7..]) else {
+    let Some(value) = headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()) else { return false };
+    let Some(presented) = value.get(..7).filter(|p| p.eq_ignore_ascii_case(b"bearer ")).map(|_| &value[7..]) else {
         return false;
     };
-    presented.as_bytes().ct_eq(expected.as_bytes()).into()
+    Sha256::digest(presented).ct_eq(&Sha256::digest(expected.as_bytes())).into()
 }
 
 fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Response {
     (code, Json(json!({ "error": error, "error_description": description.into() }))).into_response()
 }
 
-async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    if !authorized(&headers, s.admin_token.as_deref()) {
+/// Why an admin call is refused, if it is: 429 while failed attempts are throttled, 401
+/// without the right token.
+fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
+    let now = Instant::now();
+    if let Err(retry_after) = s.admin_failures.open(now) {
+        s.metrics.record_admin_auth_failure(true);
+        let mut r =
+            error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many failed admin authentications; retry later");
+        r.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
+        return Some(r);
+    }
+    if !authorized(headers, s.admin_token.as_deref()) {
+        s.admin_failures.spend(now);
+        s.metrics.record_admin_auth_failure(false);
+        tracing::warn!("admin call refused: missing or wrong admin token");
         let mut r = error(StatusCode::UNAUTHORIZED, "invalid_token", "admin bearer token required");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer realm=\"hopauth-admin\"".parse().expect("static"));
-        return r;
+        return Some(r);
+    }
+    None
+}
+
+/// The default `before` of a subject revocation: now by hopauth's clock, plus the skew the
+/// token's issuer is allowed (its `leeway`; the largest of all providers for an unknown
+/// issuer). `iat` comes from the issuer's clock: a token it issued a moment ago may carry an
+/// `iat` ahead of ours, and "revoke everything until now" must cover it.
+fn default_before(authorizer: &Authorizer, iss: &str, now: i64) -> i64 {
+    let providers = authorizer.verifier().providers();
+    let skew = match providers.iter().find(|p| &*p.issuer == iss) {
+        Some(p) => p.leeway_secs,
+        None => providers.iter().map(|p| p.leeway_secs).max().unwrap_or(0),
+    };
+    now + skew
+}
+
+async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    if let Some(refused) = admin_refusal(&s, &headers) {
+        return refused;
     }
     let request: RevokeRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
@@ -93,7 +180,7 @@ async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body
             ("jti", store.revoke_jti(jti, *exp).await, json!({"revoked": "jti", "jti": jti, "exp": exp}))
         }
         RevokeRequest::Subject { iss, sub, before } => {
-            let before = before.unwrap_or_else(crate::verify::unix_now);
+            let before = before.unwrap_or_else(|| default_before(&s.authorizer, iss, crate::verify::unix_now()));
             (
                 "subject",
                 store.revoke_subject(iss, sub, before).await,
@@ -118,6 +205,22 @@ async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_attempts_are_budgeted_and_refill() {
+        let b = FailureBudget::new(3, Duration::from_secs(2));
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(b.open(t0).is_ok());
+            b.spend(t0);
+        }
+        assert_eq!(b.open(t0), Err(2), "the budget is spent: throttled, retry when one attempt is back");
+        assert_eq!(b.open(t0 + Duration::from_secs(1)), Err(1));
+        assert!(b.open(t0 + Duration::from_secs(2)).is_ok(), "one attempt came back");
+        b.spend(t0 + Duration::from_secs(2));
+        assert!(b.open(t0 + Duration::from_secs(2)).is_err());
+        assert!(b.open(t0 + Duration::from_secs(60)).is_ok(), "refills up to the burst");
+    }
 
     #[test]
     fn admin_token_is_compared_exactly() {

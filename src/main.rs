@@ -50,7 +50,8 @@ enum Command {
     /// Write a revocation to Redis directly (every hopauth on that Redis enforces it).
     ///
     /// One token: `--jti ID --exp UNIX_SECONDS`. Every token of a subject issued at or
-    /// before a time: `--iss ISSUER --sub SUBJECT [--before UNIX_SECONDS]` (default: now).
+    /// before a time: `--iss ISSUER --sub SUBJECT [--before UNIX_SECONDS]` (default: now plus
+    /// the issuer's `leeway`, 30 s without a config, to cover clock skew).
     Revoke {
         /// Redis URL (`redis://`, `rediss://`, `redis+sentinel://`, `redis+cluster://`).
         #[arg(long, env = "HOPAUTH_REDIS_URL", required_unless_present = "config")]
@@ -236,8 +237,8 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
     use hopauth::revocation::RevocationStore;
 
     let defaults = hopauth::config::RevocationConfig::default();
-    let (url, revocation) = match (&t.redis_url, &t.config) {
-        (Some(url), _) => (url.clone(), defaults),
+    let (url, revocation, config) = match (&t.redis_url, &t.config) {
+        (Some(url), _) => (url.clone(), defaults, None),
         (None, Some(path)) => {
             let c = Config::load(path)?;
             let url = c.revocation.redis_url.clone().with_context(|| {
@@ -246,7 +247,7 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
                     path.display()
                 )
             })?;
-            (url, c.revocation)
+            (url, c.revocation.clone(), Some(c))
         }
         (None, None) => anyhow::bail!("give --redis-url or --config"),
     };
@@ -264,7 +265,13 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
         Ok(format!("revoked jti {jti:?} until {exp}: SET {} 1 EX {}", jti_key(jti), exp - now))
     } else {
         let (iss, sub) = (t.iss.context("--sub needs --iss")?, t.sub.context("--iss needs --sub")?);
-        let before = t.before.unwrap_or(now);
+        // `iat` is the issuer's clock: cover the skew its provider allows (the default leeway
+        // when no config says which).
+        let skew = config
+            .as_ref()
+            .and_then(|c| c.providers.iter().find(|p| p.issuer == iss))
+            .map_or(hopauth::config::DEFAULT_LEEWAY, |p| p.leeway);
+        let before = t.before.unwrap_or(now + skew.as_secs() as i64);
         store.revoke_subject(&iss, &sub, before).await?;
         Ok(format!(
             "revoked every token of {sub:?} from {iss:?} issued at or before {before}: SET {} {before} EX {}",

@@ -22,6 +22,8 @@ pub struct Metrics {
     check_duration: Histogram,
     pub verify_cache_hits: IntCounter,
     pub verify_cache_misses: IntCounter,
+    verify_cache_entries: IntGauge,
+    verify_cache_bytes: IntGauge,
     jwks_refresh: IntCounterVec,
     jwks_keys: IntGaugeVec,
     jwks_keys_rejected: IntCounterVec,
@@ -30,6 +32,8 @@ pub struct Metrics {
     pub revocation_entries: IntGaugeVec,
     pub revocations_enforced: IntCounter,
     admin_revocations: IntCounterVec,
+    admin_auth_failures: IntCounterVec,
+    jwks_key_age: prometheus::GaugeVec,
     revocation_syncs: IntCounterVec,
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
@@ -50,6 +54,11 @@ impl Metrics {
             IntCounter::new("hopauth_verify_cache_hits_total", "Checks answered from the verified-token cache")?;
         let verify_cache_misses =
             IntCounter::new("hopauth_verify_cache_misses_total", "Checks that had to verify a signature")?;
+        let verify_cache_entries = IntGauge::new("hopauth_verify_cache_entries", "Tokens in the verified-token cache")?;
+        let verify_cache_bytes = IntGauge::new(
+            "hopauth_verify_cache_bytes",
+            "Bytes the verified-token cache entries weigh (tokens, responses, identity, bookkeeping)",
+        )?;
         let jwks_refresh = IntCounterVec::new(
             Opts::new("hopauth_jwks_refresh_total", "JWKS fetches by provider and result"),
             &["provider", "result"],
@@ -75,14 +84,48 @@ impl Metrics {
         )?;
         let revocations_enforced =
             IntCounter::new("hopauth_revocations_enforced_total", "Checks denied because the token was revoked")?;
+        let admin_auth_failures = IntCounterVec::new(
+            Opts::new(
+                "hopauth_admin_auth_failures_total",
+                "Admin calls refused for a missing or wrong token (`wrong_token`) or while failed attempts are throttled (`throttled`)",
+            ),
+            &["outcome"],
+        )?;
+        for outcome in ["wrong_token", "throttled"] {
+            admin_auth_failures.with_label_values(&[outcome]);
+        }
         let admin_revocations = IntCounterVec::new(
             Opts::new("hopauth_admin_revocations_total", "Revocations written through /admin/revoke"),
             &["kind", "result"],
         )?;
+        for kind in ["jti", "subject"] {
+            for result in ["ok", "error"] {
+                admin_revocations.with_label_values(&[kind, result]);
+            }
+        }
         let revocation_syncs = IntCounterVec::new(
             Opts::new("hopauth_revocation_syncs_total", "Full revocation resyncs (start, reconnect) by result"),
             &["result"],
         )?;
+        for result in ["success", "error"] {
+            revocation_syncs.with_label_values(&[result]);
+        }
+        let jwks_key_age = prometheus::GaugeVec::new(
+            Opts::new(
+                "hopauth_jwks_key_age_seconds",
+                "Seconds since each provider's keys were last fetched successfully (-1: never)",
+            ),
+            &["provider"],
+        )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new("hopauth_build_info", "Always 1; the labels say which hopauth this is"),
+            &["version"],
+        )?;
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry.register(Box::new(build_info))?;
+        registry.register(Box::new(jwks_key_age.clone()))?;
+        #[cfg(target_os = "linux")]
+        registry.register(Box::new(prometheus::process_collector::ProcessCollector::for_self()))?;
         let revocation_push_messages =
             IntCounter::new("hopauth_revocation_push_messages_total", "Invalidation pushes received from Redis")?;
         let revocation_sync_age = prometheus::Gauge::new(
@@ -101,6 +144,8 @@ impl Metrics {
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(verify_cache_hits.clone()))?;
         registry.register(Box::new(verify_cache_misses.clone()))?;
+        registry.register(Box::new(verify_cache_entries.clone()))?;
+        registry.register(Box::new(verify_cache_bytes.clone()))?;
         registry.register(Box::new(jwks_refresh.clone()))?;
         registry.register(Box::new(jwks_keys.clone()))?;
         registry.register(Box::new(jwks_keys_rejected.clone()))?;
@@ -109,6 +154,7 @@ impl Metrics {
         registry.register(Box::new(revocation_entries.clone()))?;
         registry.register(Box::new(revocations_enforced.clone()))?;
         registry.register(Box::new(admin_revocations.clone()))?;
+        registry.register(Box::new(admin_auth_failures.clone()))?;
         Ok(Metrics {
             registry: registry.clone(),
             allow_verified: checks.with_label_values(&["allow", "verified"]),
@@ -117,6 +163,8 @@ impl Metrics {
             check_duration,
             verify_cache_hits,
             verify_cache_misses,
+            verify_cache_entries,
+            verify_cache_bytes,
             jwks_refresh,
             jwks_keys,
             jwks_keys_rejected,
@@ -125,6 +173,8 @@ impl Metrics {
             revocation_entries,
             revocations_enforced,
             admin_revocations,
+            admin_auth_failures,
+            jwks_key_age,
             revocation_syncs,
             revocation_push_messages,
             revocation_sync_age,
@@ -154,6 +204,31 @@ impl Metrics {
         self.check_duration.observe(took.as_secs_f64());
     }
 
+    /// The verified-token cache's size: (entries, bytes).
+    pub fn record_verify_cache(&self, (entries, bytes): (u64, u64)) {
+        self.verify_cache_entries.set(entries as i64);
+        self.verify_cache_bytes.set(bytes as i64);
+    }
+
+    /// Creates every series of `provider` at 0 (or -1 for the key age), so alerts and
+    /// dashboards see them before the first event.
+    pub fn register_provider(&self, provider: &str, rejection_reasons: &[&str]) {
+        for result in ["success", "error"] {
+            self.jwks_refresh.with_label_values(&[provider, result]);
+        }
+        self.jwks_keys.with_label_values(&[provider]);
+        self.jwks_last_success.with_label_values(&[provider]);
+        self.jwks_key_age.with_label_values(&[provider]).set(-1.0);
+        for reason in rejection_reasons {
+            self.jwks_keys_rejected.with_label_values(&[provider, reason]);
+        }
+    }
+
+    /// Seconds since `provider`'s keys were last fetched (`None`: never, or no fetched keys).
+    pub fn record_jwks_key_age(&self, provider: &str, age: Option<Duration>) {
+        self.jwks_key_age.with_label_values(&[provider]).set(age.map_or(-1.0, |a| a.as_secs_f64()));
+    }
+
     pub fn record_jwks_refresh(&self, provider: &str, ok: bool, keys: Option<usize>) {
         self.jwks_refresh.with_label_values(&[provider, if ok { "success" } else { "error" }]).inc();
         if let Some(n) = keys {
@@ -170,6 +245,11 @@ impl Metrics {
 
     pub fn record_revocation_sync(&self, ok: bool) {
         self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
+    }
+
+    /// An admin call refused before its body was read: `throttled` or `wrong_token`.
+    pub fn record_admin_auth_failure(&self, throttled: bool) {
+        self.admin_auth_failures.with_label_values(&[if throttled { "throttled" } else { "wrong_token" }]).inc();
     }
 
     pub fn record_admin_revocation(&self, kind: &'static str, ok: bool) {

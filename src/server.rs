@@ -10,17 +10,17 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 use crate::alg::Alg;
-use crate::authorizer::Authorizer;
+use crate::authorizer::{Authorizer, AuthorizerSettings};
 use crate::background::Background;
 use crate::config::{Config, RevocationBackend};
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
 use crate::http::{router, HttpState};
-use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, VerifyKey};
+use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, KeyRejection, VerifyKey};
 use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
 use crate::token::TokenSource;
-use crate::verify::{Provider, Verifier};
+use crate::verify::{Provider, Verifier, VerifierLimits};
 
 /// How often readiness is re-evaluated for grpc.health.v1 and the store gauge.
 const READINESS_POLL: Duration = Duration::from_millis(100);
@@ -106,6 +106,8 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         let public: Vec<Alg> = p.algorithms.iter().copied().filter(|a| !a.is_hmac()).collect();
         let cache =
             Arc::new(JwksCache::new(&p.name, public, source, settings, static_keys, client.clone(), metrics.clone()));
+        let reasons = KeyRejection::ALL.map(KeyRejection::as_str);
+        metrics.register_provider(&p.name, &reasons);
         caches.push(cache.clone());
         providers.push(Provider {
             name: p.name.as_str().into(),
@@ -119,17 +121,20 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         });
     }
     let (store, redis_store) = revocation_store(config, metrics)?;
-    let verifier = Verifier::new(providers, config.verify_cache.max_entries, metrics.clone());
+    let limits = VerifierLimits {
+        cache_max_entries: config.verify_cache.max_entries,
+        cache_max_bytes: config.verify_cache.max_bytes,
+        max_concurrent_verifies: config.max_concurrent_verifies,
+    };
+    let verifier = Verifier::new(providers, limits, metrics.clone());
     let sources = config.sources.iter().map(TokenSource::from_config).collect();
-    let authorizer = Authorizer::new(
-        sources,
-        config.max_token_bytes,
-        verifier,
-        store,
-        config.revocation.failure_mode,
-        config.max_queue_delay,
-        metrics.clone(),
-    );
+    let settings = AuthorizerSettings {
+        max_token_bytes: config.max_token_bytes,
+        failure_mode: config.revocation.failure_mode,
+        max_queue_delay: config.max_queue_delay,
+        require_all_providers: config.readiness.require_all_providers,
+    };
+    let authorizer = Authorizer::new(sources, verifier, store, settings, metrics.clone());
     Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })
 }
 
@@ -181,6 +186,10 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                 let (jtis, subjects) = store.entries();
                 metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
                 metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
+                metrics.record_verify_cache(authorizer.verifier().cache_usage());
+                for p in authorizer.verifier().providers() {
+                    metrics.record_jwks_key_age(&p.name, p.keys.key_age());
+                }
                 if let Some(age) = store.sync_age() {
                     metrics.revocation_sync_age.set(age.as_secs_f64());
                 }
@@ -210,7 +219,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    let app = router(HttpState { authorizer: authorizer.clone(), metrics: metrics.clone(), admin_token });
+    let app = router(HttpState {
+        authorizer: authorizer.clone(),
+        metrics: metrics.clone(),
+        admin_token,
+        admin_failures: Default::default(),
+    });
     let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
     background.spawn(async move {
         if let Err(error) = http.await {

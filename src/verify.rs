@@ -50,6 +50,34 @@ pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
+/// Bytes an entry costs beyond what it owns: moka's bookkeeping (~270 B measured, see
+/// docs/performance.md), the key's and the value's allocations and the `Arc` header.
+const ENTRY_OVERHEAD_BYTES: usize = 270 + std::mem::size_of::<VerifiedToken>() + 2 * 16;
+
+impl VerifiedToken {
+    /// What this token costs the cache under `key`, in bytes: the weight that bounds it.
+    fn cache_bytes(&self, key: &str) -> usize {
+        let boxed = |s: &Option<Box<str>>| s.as_deref().map_or(0, str::len);
+        ENTRY_OVERHEAD_BYTES
+            + key.len()
+            + self.allow_response.len()
+            + boxed(&self.sub)
+            + boxed(&self.jti)
+            + self.scopes.iter().map(|s| s.len() + 16).sum::<usize>()
+    }
+}
+
+/// The verifier's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct VerifierLimits {
+    /// Cache entries at most.
+    pub cache_max_entries: u64,
+    /// Cache bytes at most (each entry weighs what it holds, see `VerifiedToken::cache_bytes`).
+    pub cache_max_bytes: u64,
+    /// Signature verifications running at once.
+    pub max_concurrent_verifies: usize,
+}
+
 /// Cache entries live until the token's `exp`, never longer.
 struct UntilExp;
 
@@ -70,13 +98,23 @@ pub struct Verifier {
     identity_headers: Vec<String>,
     /// Keyed by the whole token string: only the identical token can hit an entry.
     cache: Cache<Box<str>, Arc<VerifiedToken>, foldhash::fast::RandomState>,
+    /// Permits for signature verification: a flood of expensive tokens waits here (yielding
+    /// its thread to cache hits) instead of occupying every runtime thread.
+    verifies: tokio::sync::Semaphore,
     metrics: crate::metrics::Metrics,
 }
 
 impl Verifier {
-    pub fn new(providers: Vec<Provider>, cache_entries: u64, metrics: crate::metrics::Metrics) -> Self {
-        let cache = Cache::builder()
-            .max_capacity(cache_entries)
+    pub fn new(providers: Vec<Provider>, limits: VerifierLimits, metrics: crate::metrics::Metrics) -> Self {
+        // Both bounds through one weight: an entry weighs its bytes, but never less than an
+        // equal share of the byte budget per allowed entry, so neither bound is exceeded.
+        let max_bytes = limits.cache_max_bytes.max(1);
+        let min_weight = (max_bytes / limits.cache_max_entries.max(1)).clamp(1, u64::from(u32::MAX)) as u32;
+        let cache = Cache::<Box<str>, Arc<VerifiedToken>, _>::builder()
+            .max_capacity(max_bytes)
+            .weigher(move |key, value: &Arc<VerifiedToken>| {
+                u32::try_from(value.cache_bytes(key)).unwrap_or(u32::MAX).max(min_weight)
+            })
             .expire_after(UntilExp)
             .build_with_hasher(foldhash::fast::RandomState::default());
         let mut identity_headers: Vec<String> = Vec::new();
@@ -87,7 +125,29 @@ impl Verifier {
                 }
             }
         }
-        Verifier { providers, identity_headers, cache, metrics }
+        let verifies = tokio::sync::Semaphore::new(limits.max_concurrent_verifies.max(1));
+        Verifier { providers, identity_headers, cache, verifies, metrics }
+    }
+
+    /// Entries in the cache and the bytes they weigh (after pending housekeeping).
+    pub fn cache_usage(&self) -> (u64, u64) {
+        (self.cache.entry_count(), self.cache.weighted_size())
+    }
+
+    /// A verification permit, waiting for one no later than `start_by`.
+    async fn verify_permit(&self, start_by: Option<Instant>) -> Result<tokio::sync::SemaphorePermit<'_>, DenyReason> {
+        if let Ok(permit) = self.verifies.try_acquire() {
+            return Ok(permit);
+        }
+        let acquire = self.verifies.acquire();
+        let permit = match start_by {
+            Some(deadline) => {
+                tokio::time::timeout_at(deadline.into(), acquire).await.map_err(|_| DenyReason::Overloaded)?
+            }
+            None => acquire.await,
+        };
+        // The semaphore is never closed.
+        permit.map_err(|_| DenyReason::Overloaded)
     }
 
     pub fn identity_headers(&self) -> &[String] {
@@ -157,6 +217,7 @@ impl Verifier {
         if start_by.is_some_and(|deadline| Instant::now() >= deadline) {
             return Err(DenyReason::Overloaded);
         }
+        let permit = self.verify_permit(start_by).await?;
         let kid = jws.header.kid.as_deref();
         let check = |lookup: KeyLookup<'_>| match lookup {
             KeyLookup::Found(keys) => {
@@ -172,8 +233,12 @@ impl Verifier {
         let outcome = match provider.keys.with_candidates(kid, alg, check) {
             Some(r) => r,
             None => {
-                // Maybe the issuer rotated: one bounded refetch, then one more look.
+                // Maybe the issuer rotated: one bounded refetch, then one more look. The permit
+                // is not held while waiting: a flood of random kids must not starve real
+                // verifications.
+                drop(permit);
                 provider.keys.refetch_for_unknown_kid().await;
+                let _permit = self.verify_permit(None).await?;
                 provider.keys.with_candidates(kid, alg, check).unwrap_or(Err(DenyReason::UnknownKey))
             }
         };
@@ -234,7 +299,97 @@ pub fn render_header_value(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jwks::{http_client, JwksSettings, JwksSource, VerifyKey};
+    use crate::sign::SigningKey;
     use serde_json::json;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const ISS: &str = "https://issuer.test";
+
+    fn verifier(limits: VerifierLimits) -> Verifier {
+        let metrics = crate::metrics::Metrics::standalone();
+        let settings = JwksSettings {
+            refresh_interval: Duration::from_secs(300),
+            max_stale: Duration::from_secs(3600),
+            timeout: Duration::from_secs(1),
+            max_bytes: 1 << 16,
+            kid_refetch_interval: Duration::from_secs(30),
+            kid_refetch_wait: Duration::from_millis(10),
+        };
+        let key = VerifyKey::hmac(Alg::HS256, SECRET).unwrap();
+        let keys =
+            JwksCache::new("main", vec![], JwksSource::None, settings, vec![key], http_client(), metrics.clone());
+        let provider = Provider {
+            name: "main".into(),
+            issuer: ISS.into(),
+            audiences: vec!["orders".into()],
+            algorithms: vec![Alg::HS256],
+            leeway_secs: 0,
+            claims_to_headers: vec![],
+            payload_header: None,
+            keys: Arc::new(keys),
+        };
+        Verifier::new(vec![provider], limits, metrics)
+    }
+
+    fn token(sub: &str, padding: usize) -> String {
+        let key = SigningKey::hmac(Alg::HS256, "k", SECRET).unwrap();
+        let claims =
+            json!({"iss": ISS, "aud": "orders", "sub": sub, "exp": unix_now() + 300, "pad": "x".repeat(padding)});
+        key.sign_jwt(&claims).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_bounded_by_bytes_as_well_as_entries() {
+        let v = verifier(VerifierLimits {
+            cache_max_entries: 100_000,
+            cache_max_bytes: 1024 * 1024,
+            max_concurrent_verifies: 1,
+        });
+        // 400 tokens of ~8 KiB: 3 MiB of tokens against a 1 MiB budget.
+        for i in 0..400 {
+            v.verify(&token(&format!("u{i}"), 6000), unix_now(), None).await.unwrap();
+        }
+        v.run_pending_tasks();
+        let (entries, bytes) = v.cache_usage();
+        assert!(bytes <= 1024 * 1024, "{bytes} bytes cached");
+        assert!(entries > 0 && entries < 200, "{entries} entries of ~8 KiB in 1 MiB");
+
+        // The entry bound still holds for small tokens.
+        let v =
+            verifier(VerifierLimits { cache_max_entries: 10, cache_max_bytes: 1 << 30, max_concurrent_verifies: 1 });
+        for i in 0..50 {
+            v.verify(&token(&format!("u{i}"), 0), unix_now(), None).await.unwrap();
+        }
+        v.run_pending_tasks();
+        assert!(v.cache_usage().0 <= 10, "{:?}", v.cache_usage());
+    }
+
+    #[tokio::test]
+    async fn verifications_past_the_concurrency_bound_wait_then_shed() {
+        let v =
+            verifier(VerifierLimits { cache_max_entries: 100, cache_max_bytes: 1 << 20, max_concurrent_verifies: 1 });
+        let held = v.verifies.try_acquire().unwrap();
+        let start_by = Instant::now() + Duration::from_millis(30);
+        let refused = v.verify(&token("a", 0), unix_now(), Some(start_by)).await.unwrap_err();
+        assert_eq!(refused, DenyReason::Overloaded);
+        assert!(Instant::now() >= start_by, "it waited for a permit until the deadline");
+        // A cache hit needs no permit.
+        drop(held);
+        let t = token("b", 0);
+        v.verify(&t, unix_now(), None).await.unwrap();
+        let held = v.verifies.try_acquire().unwrap();
+        assert!(v.verify(&t, unix_now(), Some(Instant::now())).await.is_ok());
+        // A waiting verification proceeds as soon as the permit is released.
+        let c = token("c", 0);
+        let waiter = v.verify(&c, unix_now(), Some(Instant::now() + Duration::from_secs(5)));
+        let release = async move {
+            tokio::task::yield_now().await;
+            drop(held);
+        };
+        let (verified, ()) = tokio::join!(waiter, release);
+        assert!(verified.is_ok(), "{verified:?}");
+    }
 
     #[test]
     fn header_values_are_rendered_safely() {

@@ -78,3 +78,107 @@ verify_cache: {{ max_entries: 1000 }}
     let missing: Vec<&String> = keys.iter().filter(|k| !doc.contains(&format!("`{k}`"))).collect();
     assert!(missing.is_empty(), "docs/configuration.md does not document these config keys: {missing:?}");
 }
+
+/// Every file the repository tracks (`git ls-files`), or, without git, every file under
+/// the root except build output and tool downloads.
+fn repo_files(root: &Path) -> Vec<std::path::PathBuf> {
+    let listed = std::process::Command::new("git").arg("-C").arg(root).args(["ls-files", "-z"]).output();
+    if let Some(out) = listed.ok().filter(|o| o.status.success() && !o.stdout.is_empty()) {
+        return out
+            .stdout
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| root.join(String::from_utf8_lossy(p).as_ref()))
+            .collect();
+    }
+    let mut files = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("readable repo dir").flatten() {
+            let path = entry.path();
+            let name = entry.file_name();
+            if path.is_dir() {
+                if ![".git", "target", ".tools"].contains(&name.to_string_lossy().as_ref()) {
+                    dirs.push(path);
+                }
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// GitHub's anchor for a Markdown heading: lowercase, punctuation dropped, spaces to `-`.
+fn slug(heading: &str) -> String {
+    heading
+        .trim()
+        .to_lowercase()
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A user's clone has no team notes beside it: nothing tracked may read or cite the
+/// notes outside the repo (docs/security.md replaces them inside the repo). `.ci/` is the machinery's.
+#[test]
+fn nothing_cites_files_outside_the_repo() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // Built from pieces so this file does not match itself.
+    let needles = [concat!("..", "/shared"), concat!("SECURITY", ".md")];
+    let mut hits = Vec::new();
+    for path in repo_files(root) {
+        let rel = path.strip_prefix(root).unwrap_or(&path);
+        if rel.starts_with(".ci") {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        for (n, line) in text.lines().enumerate() {
+            if needles.iter().any(|needle| line.contains(needle)) {
+                hits.push(format!("{}:{}: {}", rel.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "cite docs/security.md instead of files outside the repo:\n{}", hits.join("\n"));
+}
+
+/// Every `security.md#anchor` cited anywhere in the repo (docs links, code comments, and
+/// `#anchor` links inside docs/security.md) names a heading that exists.
+#[test]
+fn every_cited_security_anchor_exists() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("docs/security.md")).expect("docs/security.md exists");
+    let anchors: BTreeSet<String> =
+        page.lines().filter_map(|l| l.strip_prefix('#')).map(|h| slug(h.trim_start_matches('#'))).collect();
+    let anchor_at = |text: &str, at: usize| -> String {
+        text[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect()
+    };
+    let mut cited = Vec::new();
+    for path in repo_files(root) {
+        let Ok(text) = std::fs::read_to_string(&path) else { continue };
+        let rel = path.strip_prefix(root).unwrap_or(&path).display().to_string();
+        if rel == "tests/docs.rs" {
+            continue; // the patterns below, not citations
+        }
+        for (at, _) in text.match_indices("security.md#") {
+            cited.push((rel.clone(), anchor_at(&text, at + "security.md#".len())));
+        }
+        if rel == "docs/security.md" {
+            for (at, _) in text.match_indices("](#") {
+                cited.push((rel.clone(), anchor_at(&text, at + "](#".len())));
+            }
+        }
+    }
+    assert!(cited.iter().any(|(f, _)| f != "docs/security.md"), "nothing cites docs/security.md: is the scan broken?");
+    let missing: Vec<String> =
+        cited.iter().filter(|(_, a)| !anchors.contains(a)).map(|(f, a)| format!("{f}: #{a}")).collect();
+    assert!(
+        missing.is_empty(),
+        "cited anchors missing from docs/security.md (headings: {anchors:?}):\n{}",
+        missing.join("\n")
+    );
+}

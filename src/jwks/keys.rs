@@ -61,6 +61,19 @@ pub enum KeyRejection {
 }
 
 impl KeyRejection {
+    /// Every reason, for pre-registering metric series.
+    pub const ALL: [KeyRejection; 9] = [
+        KeyRejection::Unparseable,
+        KeyRejection::UnsupportedType,
+        KeyRejection::NotForSignatures,
+        KeyRejection::WeakRsa,
+        KeyRejection::RocaRsa,
+        KeyRejection::BadKeyMaterial,
+        KeyRejection::AlgMismatch,
+        KeyRejection::AlgNotAllowed,
+        KeyRejection::DuplicateKid,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             KeyRejection::Unparseable => "unparseable",

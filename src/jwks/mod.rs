@@ -150,6 +150,16 @@ impl JwksCache {
         !state.keys.is_empty() && state.fetched_at.is_some_and(|t| t.elapsed() <= self.settings.max_stale)
     }
 
+    /// Time since the keys in use were fetched; `None` before the first fetch; zero for a
+    /// provider with configured secrets only.
+    pub fn key_age(&self) -> Option<Duration> {
+        if matches!(self.source, JwksSource::None) {
+            // Configured secrets: as fresh as the config itself.
+            return Some(Duration::ZERO);
+        }
+        self.state.load().fetched_at.map(|t| t.elapsed())
+    }
+
     /// Keys for a token with `kid` and `alg`. A key without `kid` serves any token; a key is
     /// only ever offered for its own algorithm.
     pub fn with_candidates<T>(&self, kid: Option<&str>, alg: Alg, f: impl FnOnce(KeyLookup<'_>) -> T) -> T {

@@ -206,11 +206,13 @@ fn unsafe_free_set_env(k: &str, v: &str) {
     std::env::set_var(k, v);
 }
 
+/// Waits until hopauth is ready and every provider has its keys (readiness itself needs
+/// only one provider by default).
 pub async fn wait_ready(running: &Running) {
     let a = running.authorizer.clone();
-    wait_until("hopauth ready", Duration::from_secs(10), || {
+    wait_until("hopauth ready with every provider's keys", Duration::from_secs(10), || {
         let a = a.clone();
-        async move { a.ready() }
+        async move { a.ready() && a.verifier().providers().iter().all(|p| p.keys.usable()) }
     })
     .await;
 }
@@ -311,6 +313,13 @@ impl Envoy {
             .expect("start_with needs a replacement for `port_value: 10000` (the listener to wait on)");
         let text = replace_once(&text, &all);
         Self::launch(&text, hopauth, port, &["--file-flush-interval-msec", "100"]).await
+    }
+
+    /// Starts Envoy from a whole config `text` a test wrote (its ports already chosen), for
+    /// configs that are not one of the shipped files; `port` is the listener waited on.
+    /// Returns once that listener accepts and hopauth's cluster is healthy.
+    pub async fn start_text(text: &str, hopauth: SocketAddr, port: u16) -> Envoy {
+        Self::launch(text, hopauth, port, &[]).await
     }
 
     async fn launch(text: &str, hopauth: SocketAddr, port: u16, extra_args: &[&str]) -> Envoy {
