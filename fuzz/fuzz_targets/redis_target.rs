@@ -13,10 +13,12 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(url) = std::str::from_utf8(data) else { return };
     let redacted = redact_url(url);
-    // A password the URL parser sees is never printed.
-    if let Some(pw) = url::Url::parse(url).ok().and_then(|u| u.password().map(str::to_owned)) {
-        if odd(url, &pw) {
-            assert!(!redacted.contains(&pw), "redacted {redacted:?} still shows the password");
+    // A password the URL parser sees is never printed. Judged on the parser's own
+    // serialization: it drops tabs and newlines, so `s3c\rretpw` in a path becomes the
+    // password's text without being the password.
+    if let Ok(u) = url::Url::parse(url) {
+        if let Some(pw) = u.password().filter(|pw| odd(u.as_str(), pw)) {
+            assert!(!redacted.contains(pw), "redacted {redacted:?} still shows the password");
         }
     }
     let Ok(target) = RedisTarget::parse(url) else { return };
@@ -29,7 +31,7 @@ fuzz_target!(|data: &[u8]| {
         RedisTarget::Cluster { seeds } => assert!(!seeds.is_empty()),
     }
     // A URL hopauth accepts and would log: its password (as hopauth splits it) never shows.
-    if let Some(pw) = password(url).filter(|pw| odd(url, pw)) {
+    if let Some(pw) = password(url).filter(|pw| odd(url, pw) && !url.contains(['\t', '\n', '\r'])) {
         let shown = format!("{target:?}");
         assert!(!shown.contains(pw), "debug form {shown:?} shows the password");
         assert!(!redacted.contains(pw), "redacted {redacted:?} still shows the password");
