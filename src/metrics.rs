@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::decision::DenyReason;
+use crate::revocation::redis::BadKey;
 
 /// Buckets for one Check, from a cache hit (µs) to a slow uncached RSA verify (ms).
 const CHECK_BUCKETS: [f64; 14] = [
@@ -38,6 +39,13 @@ pub struct Metrics {
     pub revocation_push_messages: IntCounter,
     pub revocation_sync_age: prometheus::Gauge,
     pub revocation_fail_open: IntCounter,
+    /// `hopauth_revocation_bad_keys_total`, one series per `BadKey` in index order.
+    revocation_bad_keys: Vec<IntCounter>,
+    /// 1 while the revocation sync holds a live session with every master.
+    pub revocation_store_connected: IntGauge,
+    /// 1: a master evicts keys (`maxmemory-policy` other than `noeviction`); 0: none does;
+    /// -1: unknown (`CONFIG` refused).
+    pub revocation_store_evicting: IntGauge,
 }
 
 impl Metrics {
@@ -140,6 +148,25 @@ impl Metrics {
         registry.register(Box::new(revocation_push_messages.clone()))?;
         registry.register(Box::new(revocation_sync_age.clone()))?;
         registry.register(Box::new(revocation_fail_open.clone()))?;
+        let bad_keys = IntCounterVec::new(
+            Opts::new(
+                "hopauth_revocation_bad_keys_total",
+                "Keys under hopauth:revoked: that do not follow the layout, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(bad_keys.clone()))?;
+        let revocation_bad_keys = BadKey::NAMES.iter().map(|r| bad_keys.with_label_values(&[r])).collect();
+        let revocation_store_connected = IntGauge::new(
+            "hopauth_revocation_store_connected",
+            "1 while the revocation sync is connected to every Redis master",
+        )?;
+        registry.register(Box::new(revocation_store_connected.clone()))?;
+        let revocation_store_evicting = IntGauge::new(
+            "hopauth_revocation_store_evicting",
+            "1 if a Redis master may evict revocation keys (maxmemory-policy is not noeviction), 0 if not, -1 unknown",
+        )?;
+        registry.register(Box::new(revocation_store_evicting.clone()))?;
         registry.register(Box::new(checks.clone()))?;
         registry.register(Box::new(check_duration.clone()))?;
         registry.register(Box::new(verify_cache_hits.clone()))?;
@@ -179,6 +206,9 @@ impl Metrics {
             revocation_push_messages,
             revocation_sync_age,
             revocation_fail_open,
+            revocation_bad_keys,
+            revocation_store_connected,
+            revocation_store_evicting,
         })
     }
 
@@ -247,6 +277,11 @@ impl Metrics {
         self.revocation_syncs.with_label_values(&[if ok { "success" } else { "error" }]).inc();
     }
 
+    /// One key under the revocation prefix that could not be read as the layout says.
+    pub fn record_revocation_bad_key(&self, reason: BadKey) {
+        self.revocation_bad_keys[reason.index()].inc();
+    }
+
     /// An admin call refused before its body was read: `throttled` or `wrong_token`.
     pub fn record_admin_auth_failure(&self, throttled: bool) {
         self.admin_auth_failures.with_label_values(&[if throttled { "throttled" } else { "wrong_token" }]).inc();
@@ -281,6 +316,13 @@ mod tests {
         assert!(text.contains(r#"hopauth_checks_total{decision="deny",reason="revoked"} 1"#), "{text}");
         assert!(text.contains("hopauth_revocations_enforced_total 1"), "{text}");
         assert!(text.contains("hopauth_check_duration_seconds_bucket"), "{text}");
+        for reason in BadKey::NAMES {
+            let series = format!("hopauth_revocation_bad_keys_total{{reason=\"{reason}\"}} 0");
+            assert!(text.contains(&series), "{series} is not pre-registered: {text}");
+        }
+        for name in ["hopauth_revocation_store_connected", "hopauth_revocation_store_evicting"] {
+            assert!(text.contains(name), "{name} missing");
+        }
         for name in
             ["hopauth_verify_cache_hits_total", "hopauth_verify_cache_misses_total", "hopauth_revocation_store_up"]
         {

@@ -17,7 +17,7 @@ use hopauth::grpc::AuthorizationService;
 use hopauth::metrics::Metrics;
 use hopauth::revocation::redis::{RedisSettings, RedisStore};
 use hopauth::revocation::{MemoryStore, RevocationStatus, RevocationStore, TokenIdentity};
-use redis_server::{cli, free_port, RedisServer};
+use redis_server::{cli, free_port, RedisServer, Sentinel};
 use serde_json::json;
 use support::*;
 
@@ -26,7 +26,8 @@ fn settings(max_staleness: Duration) -> RedisSettings {
         max_staleness,
         max_token_lifetime: Duration::from_secs(3600),
         connect_timeout: Duration::from_millis(500),
-        command_timeout: Duration::from_millis(500),
+        // Generous: on a loaded machine a slow PING must not end a session the test counts.
+        command_timeout: Duration::from_secs(2),
     }
 }
 
@@ -57,7 +58,11 @@ async fn behaviour_suite(store: &dyn RevocationStore) {
 }
 
 async fn redis_store(url: &str, staleness: Duration) -> Arc<RedisStore> {
-    let store = Arc::new(RedisStore::new(url, settings(staleness), Metrics::standalone()).unwrap());
+    redis_store_with(url, staleness, Metrics::standalone()).await
+}
+
+async fn redis_store_with(url: &str, staleness: Duration, metrics: Metrics) -> Arc<RedisStore> {
+    let store = Arc::new(RedisStore::new(url, settings(staleness), metrics).unwrap());
     tokio::spawn(store.start());
     let s = store.clone();
     wait_until("redis store synced", Duration::from_secs(10), || {
@@ -173,8 +178,10 @@ async fn a_plain_redis_cli_set_reaches_envoy_without_a_redis_hop_per_request() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outages_follow_the_failure_mode_and_recover_with_what_was_missed() {
+/// An outage longer than `max_staleness`: deny mode answers 503, allow mode lets verified
+/// tokens through and counts them, known revocations hold; on return what was written
+/// meanwhile is enforced. Prints the time to 503 and to recovery.
+async fn outage_past_max_staleness(outage: Outage) {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut redis = RedisServer::start(dir.path(), port, &[]);
@@ -196,29 +203,45 @@ async fn outages_follow_the_failure_mode_and_recover_with_what_was_missed() {
     wait_status(&allow_svc, &known_token, 401, "known revocation (allow)").await;
     assert_eq!(status(&deny_svc, &token).await, 200);
 
-    redis.kill();
-    wait_status(&deny_svc, &token, 503, "deny mode after max_staleness").await;
-    assert_eq!(status(&allow_svc, &token).await, 200, "allow mode lets verified tokens through");
-    assert!(allow.metrics.revocation_fail_open.get() > 0);
+    outage.apply(&mut redis);
+    let to_503 = wait_status(&deny_svc, &token, 503, "deny mode after max_staleness").await;
+    // Each instance goes stale on its own clock (its last heartbeat), so wait for this one.
+    let fail_open = allow.metrics.revocation_fail_open.clone();
+    wait_until("allow mode counts a fail-open", Duration::from_secs(10), || {
+        let (svc, token, fail_open) = (&allow_svc, &token, fail_open.clone());
+        async move { status(svc, token).await == 200 && fail_open.get() > 0 }
+    })
+    .await;
     assert_eq!(status(&deny_svc, &known_token).await, 401, "a known revocation holds during the outage");
     assert_eq!(status(&allow_svc, &known_token).await, 401, "even in allow mode");
     assert!(!deny.authorizer.ready());
 
     // Written while hopauth is disconnected: another process on the same data.
-    let side_port = free_port();
-    {
-        let side = RedisServer::start(dir.path(), side_port, &[]);
-        side.cli(&["SET", &format!("hopauth:revoked:jti:{}", c["jti"].as_str().unwrap()), "1", "EX", "300"]);
-        assert_eq!(side.cli(&["SHUTDOWN"]), "");
-    }
-    redis.restart();
+    write_while_down(&redis, &format!("hopauth:revoked:jti:{}", c["jti"].as_str().unwrap()));
+    redis.start_again();
+    let back = Instant::now();
     wait_status(&deny_svc, &token, 401, "revocation written while disconnected").await;
     wait_status(&allow_svc, &token, 401, "revocation written while disconnected (allow)").await;
     let fresh = keys.es.sign_jwt(&claims("fresh")).unwrap();
     wait_status(&deny_svc, &fresh, 200, "recovery").await;
+    let recovered = back.elapsed();
+    eprintln!(
+        "{outage:?} past max_staleness 500ms: 503 after {to_503:?}; 200 again {recovered:?} after Redis returned"
+    );
     assert!(deny.authorizer.ready());
     let m = deny.metrics.render();
     assert!(m.contains("hopauth_revocation_syncs_total{result=\"success\"}"), "{m}");
+    assert_eq!(metric(&m, "hopauth_revocation_store_connected"), 1.0, "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_past_max_staleness_follows_the_failure_mode_and_recovers_with_what_was_missed() {
+    outage_past_max_staleness(Outage::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_stop_past_max_staleness_follows_the_failure_mode_and_recovers_with_what_was_missed() {
+    outage_past_max_staleness(Outage::Stop).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -270,10 +293,14 @@ async fn cluster_revocations_on_every_shard_arrive() {
     })
     .await;
 
+    // Garbage on a shard: neither the scan nor a routed invalidation read may stop on it.
+    cli(ports[0], &["-c", "HSET", "hopauth:revoked:jti:cluster-wrongtype", "a", "b"]);
     let store = redis_store(&format!("redis+cluster://{}", addrs.join(",")), Duration::from_secs(2)).await;
+    cli(ports[0], &["-c", "HSET", "hopauth:revoked:jti:cluster-live-wrongtype", "a", "b"]);
     let now = now();
-    let jtis: Vec<String> = (0..30).map(|i| format!("cluster-{i}")).collect();
-    for j in &jtis {
+    let mut jtis: Vec<String> = (0..30).map(|i| format!("cluster-{i}")).collect();
+    jtis.extend(["cluster-wrongtype".to_string(), "cluster-live-wrongtype".to_string()]);
+    for j in &jtis[..30] {
         assert_eq!(cli(ports[0], &["-c", "SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]), "OK");
     }
     let owners: std::collections::HashSet<String> =
@@ -299,29 +326,12 @@ async fn cluster_revocations_on_every_shard_arrive() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_is_survived() {
     let dir = tempfile::tempdir().unwrap();
-    let (mp, rp, sp) = (free_port(), free_port(), free_port());
+    let (mp, rp) = (free_port(), free_port());
     let _master = RedisServer::start(&dir.path().join("m"), mp, &[]);
     let mp_s = mp.to_string();
     let _replica = RedisServer::start(&dir.path().join("r"), rp, &["--replicaof", "127.0.0.1", &mp_s]);
-    let sdir = dir.path().join("s");
-    std::fs::create_dir_all(&sdir).unwrap();
-    let conf = sdir.join("sentinel.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "port {sp}\nbind 127.0.0.1\nprotected-mode no\ndir {}\nsentinel monitor mymaster 127.0.0.1 {mp} 1\n\
-             sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
-            sdir.display()
-        ),
-    )
-    .unwrap();
-    let mut sentinel = std::process::Command::new("redis-server")
-        .arg(&conf)
-        .arg("--sentinel")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server --sentinel");
+    let sentinel = Sentinel::start(dir.path(), mp, 1);
+    let sp = sentinel.port;
     wait_until("replica in sync", Duration::from_secs(20), || async {
         cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
     })
@@ -363,8 +373,6 @@ async fn sentinel_failover_is_survived() {
         }
     })
     .await;
-    let _ = sentinel.kill();
-    let _ = sentinel.wait();
 }
 
 #[test]
@@ -503,4 +511,323 @@ async fn cluster_master_failure_is_survived() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The value of one series in a Prometheus text exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// A raw command with binary arguments, which `redis-cli` argv cannot carry.
+fn raw(port: u16, args: &[&[u8]]) -> redis::Value {
+    let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();
+    let mut cmd = redis::cmd(std::str::from_utf8(args[0]).unwrap());
+    for a in &args[1..] {
+        cmd.arg(*a);
+    }
+    cmd.query(&mut con).unwrap()
+}
+
+fn jti_revoked(store: &RedisStore, jti: &str) -> bool {
+    store.check(&TokenIdentity { iss: ISSUER, sub: None, jti: Some(jti), iat: Some(now()) })
+        == RevocationStatus::Revoked
+}
+
+fn subject_revoked(store: &RedisStore, sub: &str) -> bool {
+    store.check(&TokenIdentity { iss: ISSUER, sub: Some(sub), jti: Some("unrelated"), iat: Some(now()) })
+        == RevocationStatus::Revoked
+}
+
+/// Hole: one key of the wrong type, or one key name that is not UTF-8, used to fail every
+/// resync (and every invalidation read) forever; a value that is not UTF-8 lifted a `jti`
+/// revocation. Garbage is counted, fails closed where it names something, and never stops
+/// the sync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_under_the_prefix_is_counted_and_never_stops_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let p = redis.port;
+    let plant = |tag: &str| {
+        redis.cli(&["HSET", &format!("hopauth:revoked:jti:{tag}-wrongtype"), "a", "b"]);
+        redis.cli(&["RPUSH", &format!("hopauth:revoked:sub:{ISSUER}|{tag}-list"), "x"]);
+        let mut not_utf8 = format!("hopauth:revoked:jti:{tag}-").into_bytes();
+        not_utf8.extend_from_slice(b"\xff\xfe");
+        raw(p, &[b"SET", &not_utf8, b"1", b"EX", b"300"]);
+        raw(p, &[b"SET", format!("hopauth:revoked:jti:{tag}-binary").as_bytes(), b"\xff\x00\xfe", b"EX", b"300"]);
+        redis.cli(&["SET", &format!("hopauth:revoked:sub:{ISSUER}|{tag}-garbled"), "not-a-time", "EX", "300"]);
+        redis.cli(&["SET", &format!("hopauth:revoked:jti:{tag}-good"), "1", "EX", "300"]);
+    };
+    plant("start");
+    let metrics = Metrics::standalone();
+    let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
+    for j in ["start-good", "start-wrongtype", "start-binary"] {
+        assert!(jti_revoked(&store, j), "{j}: a jti key revokes whatever its value or type");
+    }
+    for s in ["start-list", "start-garbled"] {
+        assert!(subject_revoked(&store, s), "{s}: an unreadable subject revocation fails closed");
+    }
+    let m = metrics.render();
+    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#), 2.0, "{m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_key"}"#), 1.0, "{m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_value"}"#), 1.0, "{m}");
+
+    // The same garbage arriving as invalidations while connected.
+    plant("live");
+    let s = store.clone();
+    wait_until("live revocations beside garbage", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move {
+            ["live-good", "live-wrongtype", "live-binary"].iter().all(|j| jti_revoked(&s, j))
+                && ["live-list", "live-garbled"].iter().all(|u| subject_revoked(&s, u))
+        }
+    })
+    .await;
+    // Deleting the wrong-type key lifts it like any other.
+    redis.cli(&["DEL", "hopauth:revoked:jti:live-wrongtype"]);
+    let s = store.clone();
+    wait_until("DEL of a wrong-type key", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { !jti_revoked(&s, "live-wrongtype") }
+    })
+    .await;
+    let m = metrics.render();
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "no session broke: {m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 1.0, "{m}");
+    assert!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#) >= 4.0, "{m}");
+    assert!(store.ready());
+}
+
+/// How Redis goes away in an outage test.
+#[derive(Debug, Clone, Copy)]
+enum Outage {
+    /// SIGKILL: a crash.
+    Kill,
+    /// `SHUTDOWN`: a clean stop, as in a rolling restart.
+    Stop,
+}
+
+impl Outage {
+    fn apply(self, redis: &mut RedisServer) {
+        match self {
+            Outage::Kill => redis.kill(),
+            Outage::Stop => redis.stop(),
+        }
+    }
+}
+
+/// Writes `key` into the data of the stopped `redis` through another process on the same
+/// directory, so the write is there when `redis` starts again but hopauth cannot have seen it.
+fn write_while_down(redis: &RedisServer, key: &str) {
+    let side = RedisServer::start(&redis.dir, free_port(), &[]);
+    assert_eq!(side.cli(&["SET", key, "1", "EX", "300"]), "OK");
+    assert_eq!(side.cli(&["SHUTDOWN"]), "");
+}
+
+/// Checks one token and reads `/readyz` in a loop until stopped; counts every answer.
+struct Watch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<(std::collections::BTreeMap<i32, u64>, u64)>,
+}
+
+impl Watch {
+    fn start(running: &hopauth::server::Running, token: String) -> Watch {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let svc = AuthorizationService::new(running.authorizer.clone());
+        let readyz = format!("http://{}/readyz", running.http_addr);
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut answers, mut not_ready) = (std::collections::BTreeMap::new(), 0);
+            let http = reqwest::Client::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                *answers.entry(status(&svc, &token).await).or_insert(0) += 1;
+                if http.get(&readyz).send().await.unwrap().status() != 200 {
+                    not_ready += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            (answers, not_ready)
+        });
+        Watch { stop, task }
+    }
+
+    async fn finish(self) -> (std::collections::BTreeMap<i32, u64>, u64) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await.unwrap()
+    }
+}
+
+/// Issue: a Redis restart was a mesh-wide outage (503 within 0.5 s of a clean stop). A
+/// connection lost and restored within `max_staleness` is invisible to clients, and the
+/// resync on reconnect applies what was written meanwhile.
+async fn restart_within_max_staleness(outage: Outage) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut redis = RedisServer::start(dir.path(), free_port(), &[]);
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let running = start_hopauth(&config_yaml(&jwks.url(), "", &redis_yaml(&redis.url(), "5s", "deny"))).await;
+    wait_ready(&running).await;
+    let svc = AuthorizationService::new(running.authorizer.clone());
+    let token = keys.es.sign_jwt(&claims("alice")).unwrap();
+    let missed = claims("missed");
+    let missed_token = keys.es.sign_jwt(&missed).unwrap();
+    assert_eq!(status(&svc, &token).await, 200);
+    assert_eq!(status(&svc, &missed_token).await, 200);
+    let syncs = |m: &Metrics| metric(&m.render(), r#"hopauth_revocation_syncs_total{result="success"}"#);
+    let first_syncs = syncs(&running.metrics);
+
+    let watch = Watch::start(&running, token.clone());
+    let down = Instant::now();
+    outage.apply(&mut redis);
+    write_while_down(&redis, &format!("hopauth:revoked:jti:{}", missed["jti"].as_str().unwrap()));
+    redis.start_again();
+    let back = Instant::now();
+    let m = running.metrics.clone();
+    wait_until("resynced after the restart", Duration::from_secs(10), || {
+        let m = m.clone();
+        async move { syncs(&m) > first_syncs }
+    })
+    .await;
+    let resynced = back.elapsed();
+    let (answers, not_ready) = watch.finish().await;
+    eprintln!(
+        "{outage:?}: Redis down {:?}, resynced {resynced:?} after it returned; answers {answers:?}, /readyz not ready {not_ready}x",
+        back - down
+    );
+    assert!(back - down < Duration::from_secs(5), "the restart itself took longer than max_staleness");
+    assert_eq!(answers.keys().copied().collect::<Vec<_>>(), vec![200], "every answer during the restart was 200");
+    assert_eq!(not_ready, 0, "/readyz stayed ready");
+    // Written while hopauth was disconnected; the resync enforces it.
+    assert_eq!(status(&svc, &missed_token).await, 401);
+    assert!(running.authorizer.ready());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_crash_and_restart_within_max_staleness_is_invisible() {
+    restart_within_max_staleness(Outage::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clean_redis_restart_within_max_staleness_is_invisible() {
+    restart_within_max_staleness(Outage::Stop).await;
+}
+
+/// Hole: the master was taken from the first sentinel that answered, so one stale sentinel
+/// (here one that still monitors an isolated old master under the same name, listed first)
+/// pinned hopauth to a master nobody writes to. The master a majority of the configured
+/// sentinels names is followed, through a failover too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_sentinel_is_outvoted_through_a_failover() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old_port, mp, rp) = (free_port(), free_port(), free_port());
+    let _old = RedisServer::start(&dir.path().join("old"), old_port, &[]);
+    let _master = RedisServer::start(&dir.path().join("m"), mp, &[]);
+    let _replica = RedisServer::start(&dir.path().join("r"), rp, &["--replicaof", "127.0.0.1", &mp.to_string()]);
+    wait_until("replica in sync", Duration::from_secs(20), || async {
+        cli(rp, &["INFO", "replication"]).contains("master_link_status:up")
+    })
+    .await;
+    let stale = Sentinel::start(dir.path(), old_port, 1);
+    let (s1, s2) = (Sentinel::start(dir.path(), mp, 2), Sentinel::start(dir.path(), mp, 2));
+    let url = format!("redis+sentinel://127.0.0.1:{},127.0.0.1:{},127.0.0.1:{}/mymaster", stale.port, s1.port, s2.port);
+    let store = redis_store(&url, Duration::from_secs(3)).await;
+
+    cli(old_port, &["SET", "hopauth:revoked:jti:on-the-old-master", "1", "EX", "300"]);
+    cli(mp, &["SET", "hopauth:revoked:jti:before-failover", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("the majority's master is tracked", Duration::from_secs(10), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "before-failover") }
+    })
+    .await;
+    assert!(!jti_revoked(&store, "on-the-old-master"), "read from the stale sentinel's master");
+
+    wait_until("replicated", Duration::from_secs(5), || async {
+        cli(rp, &["GET", "hopauth:revoked:jti:before-failover"]) == "1"
+    })
+    .await;
+    wait_until("the sentinels know the replica and each other", Duration::from_secs(20), || async {
+        [&s1, &s2].iter().all(|s| {
+            cli(s.port, &["SENTINEL", "REPLICAS", "mymaster"]).contains(&rp.to_string())
+                && !cli(s.port, &["SENTINEL", "SENTINELS", "mymaster"]).is_empty()
+        })
+    })
+    .await;
+    assert_eq!(cli(s1.port, &["SENTINEL", "FAILOVER", "mymaster"]), "OK");
+    wait_until("both sentinels name the promoted replica", Duration::from_secs(30), || async {
+        cli(rp, &["ROLE"]).starts_with("master") && s1.master_port() == Some(rp) && s2.master_port() == Some(rp)
+    })
+    .await;
+    cli(rp, &["SET", "hopauth:revoked:jti:after-failover", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("post-failover revocation from the new master", Duration::from_secs(20), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "after-failover") && jti_revoked(&s, "before-failover") && s.ready() }
+    })
+    .await;
+    assert!(!jti_revoked(&store, "on-the-old-master"));
+    assert_eq!(stale.master_port(), Some(old_port), "the stale sentinel still names the old master");
+}
+
+/// F8: `FLUSHALL` (a null invalidation) is a full resync: what was flushed is lifted, what
+/// is written after is enforced. And a Redis that may evict keys (`allkeys-lru` here) can
+/// drop revocations silently: hopauth says so in a metric, and notices when it is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flushall_resyncs_and_an_evicting_redis_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &["--maxmemory-policy", "allkeys-lru"]);
+    let metrics = Metrics::standalone();
+    let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
+    let evicting = |m: &Metrics| metric(&m.render(), "hopauth_revocation_store_evicting");
+    assert_eq!(evicting(&metrics), 1.0, "allkeys-lru may evict revocations");
+    for j in ["flushed-1", "flushed-2"] {
+        redis.cli(&["SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]);
+    }
+    let s = store.clone();
+    wait_until("revocations before the flush", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "flushed-1") && jti_revoked(&s, "flushed-2") }
+    })
+    .await;
+
+    assert_eq!(redis.cli(&["CONFIG", "SET", "maxmemory-policy", "noeviction"]), "OK");
+    assert_eq!(redis.cli(&["FLUSHALL"]), "OK");
+    let s = store.clone();
+    wait_until("the flush lifts them", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { !jti_revoked(&s, "flushed-1") && !jti_revoked(&s, "flushed-2") }
+    })
+    .await;
+    let m = metrics.render();
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 2.0, "a full resync: {m}");
+    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "{m}");
+    assert_eq!(evicting(&metrics), 0.0, "the resync saw noeviction");
+    redis.cli(&["SET", "hopauth:revoked:jti:after-flush", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("a revocation after the flush", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "after-flush") }
+    })
+    .await;
+    assert!(store.ready());
+}
+
+/// Where `CONFIG` is disabled (renamed away, as managed Redis services do) the eviction
+/// policy is unknown: said so, and the sync goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_eviction_policy_is_reported_and_does_not_stop_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(dir.path(), free_port(), &["--rename-command", "CONFIG", ""]);
+    assert!(redis.cli(&["CONFIG", "GET", "maxmemory-policy"]).contains("unknown command"));
+    let metrics = Metrics::standalone();
+    let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
+    assert_eq!(metric(&metrics.render(), "hopauth_revocation_store_evicting"), -1.0);
+    redis.cli(&["SET", "hopauth:revoked:jti:x", "1", "EX", "300"]);
+    let s = store.clone();
+    wait_until("revocation", Duration::from_secs(5), || {
+        let s = s.clone();
+        async move { jti_revoked(&s, "x") }
+    })
+    .await;
 }

@@ -135,9 +135,19 @@ pub struct ThrottleConfig {
     /// Password logins (good or bad) per client address: bounds the argon2 work one client causes.
     #[serde(default = "default_login_per_address")]
     pub login_per_address: Rate,
-    /// Refreshes per refresh family (login session).
+    /// Refreshes per refresh family (login session), spent only by a genuine token.
     #[serde(default = "default_refresh_per_family")]
     pub refresh_per_family: Rate,
+    /// Refresh grants (any token, good or bad) per client address.
+    #[serde(default = "default_refresh_per_address")]
+    pub refresh_per_address: Rate,
+    /// `/revoke` and `/logout` calls (one shared bucket) per client address.
+    #[serde(default = "default_revoke_per_address")]
+    pub revoke_per_address: Rate,
+    /// Refresh grants being worked on at once in this process; more are shed with 429 and
+    /// `retry-after` instead of queueing, so a refresh burst keeps a bounded latency.
+    #[serde(default = "default_refresh_in_flight")]
+    pub refresh_in_flight: u32,
 }
 
 impl Default for ThrottleConfig {
@@ -146,6 +156,9 @@ impl Default for ThrottleConfig {
             login_per_user: DEFAULT_LOGIN_PER_USER,
             login_per_address: DEFAULT_LOGIN_PER_ADDRESS,
             refresh_per_family: DEFAULT_REFRESH_PER_FAMILY,
+            refresh_per_address: DEFAULT_REFRESH_PER_ADDRESS,
+            revoke_per_address: DEFAULT_REVOKE_PER_ADDRESS,
+            refresh_in_flight: DEFAULT_REFRESH_IN_FLIGHT,
         }
     }
 }
@@ -156,6 +169,17 @@ pub const DEFAULT_LOGIN_PER_USER: Rate = Rate { burst: 5, every: Duration::from_
 pub const DEFAULT_LOGIN_PER_ADDRESS: Rate = Rate { burst: 20, every: Duration::from_secs(1) };
 /// A client refreshes once per access token lifetime; 10 at once covers retries.
 pub const DEFAULT_REFRESH_PER_FAMILY: Rate = Rate { burst: 10, every: Duration::from_secs(10) };
+/// A NAT of a few hundred clients refreshing every 5 minutes needs about one a second; a
+/// burst of 100 covers a whole office waking up. Bounds the store round trips one address causes.
+pub const DEFAULT_REFRESH_PER_ADDRESS: Rate = Rate { burst: 100, every: Duration::from_millis(100) };
+/// Logouts are rarer than logins: 20 at once, then one a second.
+pub const DEFAULT_REVOKE_PER_ADDRESS: Rate = Rate { burst: 20, every: Duration::from_secs(1) };
+/// A refresh is a store round trip and a signature (about a millisecond): 64 in flight is
+/// tens of milliseconds of work queued at most.
+pub const DEFAULT_REFRESH_IN_FLIGHT: u32 = 64;
+
+/// Past this, "in flight" no longer bounds anything a 2-core issuer can serve promptly.
+pub const MAX_REFRESH_IN_FLIGHT: u32 = 10_000;
 
 fn default_listen() -> SocketAddr {
     DEFAULT_LISTEN.parse().expect("valid constant")
@@ -198,6 +222,15 @@ fn default_login_per_address() -> Rate {
 }
 fn default_refresh_per_family() -> Rate {
     DEFAULT_REFRESH_PER_FAMILY
+}
+fn default_refresh_per_address() -> Rate {
+    DEFAULT_REFRESH_PER_ADDRESS
+}
+fn default_revoke_per_address() -> Rate {
+    DEFAULT_REVOKE_PER_ADDRESS
+}
+fn default_refresh_in_flight() -> u32 {
+    DEFAULT_REFRESH_IN_FLIGHT
 }
 
 impl IssuerConfig {
@@ -279,10 +312,15 @@ impl IssuerConfig {
             ("throttle.login_per_user", self.throttle.login_per_user),
             ("throttle.login_per_address", self.throttle.login_per_address),
             ("throttle.refresh_per_family", self.throttle.refresh_per_family),
+            ("throttle.refresh_per_address", self.throttle.refresh_per_address),
+            ("throttle.revoke_per_address", self.throttle.revoke_per_address),
         ] {
             if rate.burst == 0 || rate.every.is_zero() {
                 bad(key, "burst and every must be more than 0".into());
             }
+        }
+        if self.throttle.refresh_in_flight == 0 || self.throttle.refresh_in_flight > MAX_REFRESH_IN_FLIGHT {
+            bad("throttle.refresh_in_flight", format!("between 1 and {MAX_REFRESH_IN_FLIGHT}"));
         }
 
         if problems.is_empty() {
@@ -319,6 +357,9 @@ mod tests {
         assert_eq!(c.access_token_lifetime, DEFAULT_ACCESS_TOKEN_LIFETIME);
         assert_eq!(c.keys.algorithm, Alg::ES256);
         assert_eq!(c.store.backend, StoreBackend::Memory);
+        assert_eq!(c.throttle.refresh_in_flight, DEFAULT_REFRESH_IN_FLIGHT);
+        assert_eq!(c.throttle.revoke_per_address, DEFAULT_REVOKE_PER_ADDRESS);
+        assert_eq!(c.throttle.refresh_per_address, DEFAULT_REFRESH_PER_ADDRESS);
         assert_eq!(c.users_file, dir.path().join("users.yaml"));
         assert_eq!(c.keys.dir, dir.path().join("keys"));
         assert_eq!(c.key_retention(), Duration::from_secs(300 + 30 + 10));
@@ -334,7 +375,7 @@ users_file: missing.yaml
 access_token_lifetime: 2h
 keys: { dir: keys, algorithm: RS256 }
 store: { backend: redis }
-throttle: { login_per_user: { burst: 0, every: 1m } }
+throttle: { login_per_user: { burst: 0, every: 1m }, revoke_per_address: { burst: 1, every: 0s }, refresh_in_flight: 0 }
 "#;
         let err = parse(yaml, dir.path()).unwrap_err();
         let text = err.to_string();
@@ -349,6 +390,8 @@ throttle: { login_per_user: { burst: 0, every: 1m } }
             "keys.algorithm",
             "store.redis_url",
             "throttle.login_per_user",
+            "throttle.revoke_per_address",
+            "throttle.refresh_in_flight",
         ] {
             assert!(keys.contains(&k), "missing {k} in {keys:?}");
         }

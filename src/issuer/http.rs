@@ -137,7 +137,7 @@ async fn token(
             }
             "refresh_token" => {
                 grant = "refresh_token";
-                s.service.refresh_grant(required(&params, "refresh_token")?, param(&params, "scope")?).await
+                s.service.refresh_grant(required(&params, "refresh_token")?, param(&params, "scope")?, peer.ip()).await
             }
             _ => Err(OAuthError::UnsupportedGrantType),
         }
@@ -156,12 +156,16 @@ async fn token(
     }
 }
 
-async fn revoke(State(s): State<IssuerState>, body: Result<Form<Params>, FormRejection>) -> Response {
+async fn revoke(
+    State(s): State<IssuerState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Result<Form<Params>, FormRejection>,
+) -> Response {
     let result = async {
         let params = form(body)?;
         // token_type_hint is optional and only a hint (RFC 7009 §2.1): both kinds are tried.
         let _ = param(&params, "token_type_hint")?;
-        s.service.revoke(required(&params, "token")?).await
+        s.service.revoke(required(&params, "token")?, peer.ip()).await
     }
     .await;
     match result {
@@ -181,6 +185,7 @@ fn bearer(headers: &HeaderMap) -> Result<Option<&str>, OAuthError> {
 
 async fn logout(
     State(s): State<IssuerState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     body: Result<Form<Params>, FormRejection>,
 ) -> Response {
@@ -190,7 +195,7 @@ async fn logout(
             Err(FormRejection::InvalidFormContentType(_)) if !headers.contains_key(header::CONTENT_TYPE) => Vec::new(),
             other => form(other)?,
         };
-        s.service.logout(bearer(&headers)?, param(&params, "refresh_token")?).await
+        s.service.logout(bearer(&headers)?, param(&params, "refresh_token")?, peer.ip()).await
     }
     .await;
     match result {

@@ -16,6 +16,7 @@ pub struct IssuerMetrics {
     refresh_reuse: IntCounter,
     revocations: IntCounterVec,
     throttled: IntCounterVec,
+    password_checks: IntCounter,
     signing_keys: IntGaugeVec,
     key_reloads: IntCounterVec,
     pub store_up: IntGauge,
@@ -44,6 +45,10 @@ impl IssuerMetrics {
             Opts::new("hopauth_issuer_throttled_total", "Requests refused by a rate limit"),
             &["limit"],
         )?;
+        let password_checks = IntCounter::new(
+            "hopauth_issuer_password_checks_total",
+            "argon2 password verifications run (known and unknown users alike)",
+        )?;
         let signing_keys = IntGaugeVec::new(
             Opts::new("hopauth_issuer_signing_keys", "Published signing keys by status"),
             &["status"],
@@ -59,6 +64,7 @@ impl IssuerMetrics {
         registry.register(Box::new(refresh_reuse.clone()))?;
         registry.register(Box::new(revocations.clone()))?;
         registry.register(Box::new(throttled.clone()))?;
+        registry.register(Box::new(password_checks.clone()))?;
         registry.register(Box::new(signing_keys.clone()))?;
         registry.register(Box::new(key_reloads.clone()))?;
         registry.register(Box::new(store_up.clone()))?;
@@ -69,6 +75,7 @@ impl IssuerMetrics {
             refresh_reuse,
             revocations,
             throttled,
+            password_checks,
             signing_keys,
             key_reloads,
             store_up,
@@ -94,9 +101,15 @@ impl IssuerMetrics {
         self.revocations.with_label_values(&[kind, if ok { "ok" } else { "error" }]).inc();
     }
 
-    /// `limit`: `user`, `address`, `family`.
+    /// `limit`: `user`, `address`, `family`, `refresh_address`, `revoke_address`,
+    /// `refresh_in_flight`.
     pub fn record_throttled(&self, limit: &'static str) {
         self.throttled.with_label_values(&[limit]).inc();
+    }
+
+    /// One argon2 verification is about to run.
+    pub fn record_password_check(&self) {
+        self.password_checks.inc();
     }
 
     pub fn set_signing_keys(&self, status: &'static str, n: usize) {

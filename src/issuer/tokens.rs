@@ -91,11 +91,19 @@ pub struct TokenService {
     per_user: Throttle,
     per_address: Throttle,
     per_family: Throttle,
+    refresh_per_address: Throttle,
+    revoke_per_address: Throttle,
+    /// Refresh grants being worked on; a request that finds none free is shed (429).
+    refreshing: Semaphore,
     /// argon2 runs on blocking threads; at most this many at once, so a login burst queues
     /// instead of taking every core.
     hashing: Semaphore,
     metrics: IssuerMetrics,
 }
+
+/// `retry-after` of a refresh shed because too many are in flight: they take milliseconds,
+/// so a second later there is room.
+pub const REFRESH_SHED_RETRY_AFTER: Duration = Duration::from_secs(1);
 
 fn random_id() -> String {
     let mut b = [0u8; 16];
@@ -146,6 +154,9 @@ impl TokenService {
             per_user: Throttle::new(config.throttle.login_per_user),
             per_address: Throttle::new(config.throttle.login_per_address),
             per_family: Throttle::new(config.throttle.refresh_per_family),
+            refresh_per_address: Throttle::new(config.throttle.refresh_per_address),
+            revoke_per_address: Throttle::new(config.throttle.revoke_per_address),
+            refreshing: Semaphore::new(config.throttle.refresh_in_flight as usize),
             hashing: Semaphore::new(cores),
             metrics,
         }
@@ -181,19 +192,32 @@ impl TokenService {
         client: IpAddr,
     ) -> Result<Issued, OAuthError> {
         self.per_address.take(&client.to_string()).map_err(|w| self.throttled("address", w))?;
-        self.per_user.check(username).map_err(|w| self.throttled("user", w))?;
-        let user = {
+        // Taken before the argon2 check, so parallel guesses cannot all pass an unspent
+        // bucket; given back when the password was right (a user who types well is never
+        // locked out) or when no check happened.
+        self.per_user.take(username).map_err(|w| self.throttled("user", w))?;
+        let checked = async {
             let _permit = self.hashing.acquire().await.map_err(|_| OAuthError::TemporarilyUnavailable)?;
             let (users, name, pw) = (self.users.clone(), username.to_string(), password.to_string());
+            self.metrics.record_password_check();
             tokio::task::spawn_blocking(move || users.authenticate(&name, &pw).cloned())
                 .await
-                .map_err(|_| OAuthError::TemporarilyUnavailable)?
-        };
-        let Some(user) = user else {
-            // Only failures spend the user's budget: a user who types well is never locked out.
-            let _ = self.per_user.take(username);
-            tracing::info!(client = %client, "login failed");
-            return Err(OAuthError::InvalidGrant("invalid username or password"));
+                .map_err(|_| OAuthError::TemporarilyUnavailable)
+        }
+        .await;
+        let user = match checked {
+            Ok(Some(user)) => {
+                self.per_user.refund(username);
+                user
+            }
+            Ok(None) => {
+                tracing::info!(client = %client, "login failed");
+                return Err(OAuthError::InvalidGrant("invalid username or password"));
+            }
+            Err(e) => {
+                self.per_user.refund(username);
+                return Err(e);
+            }
         };
         let allowed: Vec<&str> = user.scopes.iter().map(String::as_str).collect();
         let scope = grant_scope(scope, &allowed)?;
@@ -221,10 +245,24 @@ impl TokenService {
 
     /// `grant_type=refresh_token` (RFC 6749 §6): the presented token is spent and a new one
     /// issued; a spent token presented again revokes the family and the subject.
-    pub async fn refresh_grant(&self, presented: &str, scope: Option<&str>) -> Result<Issued, OAuthError> {
+    ///
+    /// Limits, cheapest first: refreshes in flight (shed, not queued), per client address,
+    /// and per family, which only a genuine token spends (the family id is no secret).
+    pub async fn refresh_grant(
+        &self,
+        presented: &str,
+        scope: Option<&str>,
+        client: IpAddr,
+    ) -> Result<Issued, OAuthError> {
+        let _working =
+            self.refreshing.try_acquire().map_err(|_| self.throttled("refresh_in_flight", REFRESH_SHED_RETRY_AFTER))?;
+        self.refresh_per_address.take(&client.to_string()).map_err(|w| self.throttled("refresh_address", w))?;
         let invalid = OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked");
         let Some((family, hash)) = refresh::parse(presented) else { return Err(invalid) };
-        self.per_family.take(family).map_err(|w| self.throttled("family", w))?;
+        // Checked now, taken once the store has recognised the token: a forged
+        // `<sid>.<random>` costs the session nothing. Racing genuine refreshes may overrun
+        // the bucket by one each, and only one of them can win.
+        self.per_family.check(family).map_err(|w| self.throttled("family", w))?;
         let now = unix_now();
         let (next_token, next_hash) = refresh::new_token(family);
         let jti = random_id();
@@ -239,7 +277,10 @@ impl TokenService {
             OAuthError::TemporarilyUnavailable
         })?;
         let session = match rotation {
-            Rotation::Rotated { session, .. } => session,
+            Rotation::Rotated { session, .. } => {
+                let _ = self.per_family.take(family);
+                session
+            }
             Rotation::Refused(why) => {
                 tracing::info!(reason = why.as_str(), "refresh refused");
                 return Err(invalid);
@@ -345,12 +386,41 @@ impl TokenService {
         })
     }
 
+    /// Ends the session of a presented refresh token if the store holds that token (spent
+    /// or not); `None`, and nothing revoked, for a token it does not hold.
+    async fn end_family_with_token(
+        &self,
+        family: &str,
+        hash: &str,
+        now: i64,
+    ) -> Result<Option<Vec<(String, i64)>>, OAuthError> {
+        match self.refresh.revoke_with_token(family, hash, now).await {
+            Ok(None) => {
+                tracing::info!("revocation with a refresh token the store does not hold: nothing revoked");
+                Ok(None)
+            }
+            Ok(Some(f)) => {
+                self.metrics.record_revocation("family", true);
+                Ok(Some(f.live_access))
+            }
+            Err(e) => {
+                self.metrics.record_revocation("family", false);
+                tracing::warn!(error = %e, "cannot revoke a refresh family");
+                Err(OAuthError::TemporarilyUnavailable)
+            }
+        }
+    }
+
     /// RFC 7009: a refresh token ends its session (and that session's access tokens); an
-    /// access token is revoked until its `exp`. Unknown or invalid tokens are not an error.
-    pub async fn revoke(&self, token: &str) -> Result<(), OAuthError> {
+    /// access token is revoked until its `exp`. Unknown or invalid tokens are not an error
+    /// and revoke nothing: `<family>.<anything>` must be a token the store holds.
+    pub async fn revoke(&self, token: &str, client: IpAddr) -> Result<(), OAuthError> {
+        self.revoke_per_address.take(&client.to_string()).map_err(|w| self.throttled("revoke_address", w))?;
         let now = unix_now();
-        if let Some((family, _)) = refresh::parse(token) {
-            self.revoke_family(family, now).await?;
+        if let Some((family, hash)) = refresh::parse(token) {
+            if let Some(live) = self.end_family_with_token(family, &hash, now).await? {
+                self.revoke_access(&live).await;
+            }
         } else if let Some(own) = self.verify_own(token).filter(|t| t.exp > now) {
             let ok = self.revocation.revoke_jti(&own.jti, own.exp).await;
             self.metrics.record_revocation("jti", ok.is_ok());
@@ -360,8 +430,14 @@ impl TokenService {
     }
 
     /// Logout: the bearer access token's `jti` and its session (`sid`), and the session of
-    /// `refresh_token` if given, are revoked.
-    pub async fn logout(&self, access: Option<&str>, refresh_token: Option<&str>) -> Result<LoggedOut, OAuthError> {
+    /// `refresh_token` if the store holds that token, are revoked.
+    pub async fn logout(
+        &self,
+        access: Option<&str>,
+        refresh_token: Option<&str>,
+        client: IpAddr,
+    ) -> Result<LoggedOut, OAuthError> {
+        self.revoke_per_address.take(&client.to_string()).map_err(|w| self.throttled("revoke_address", w))?;
         if access.is_none() && refresh_token.is_none() {
             return Err(OAuthError::InvalidRequest(
                 "give the access token as a bearer token, or a refresh_token".into(),
@@ -378,15 +454,20 @@ impl TokenService {
             }
             families.extend(own.sid);
         }
+        let mut sessions = 0;
         if let Some(rt) = refresh_token {
-            match refresh::parse(rt) {
-                Some((family, _)) => families.push(family.to_string()),
-                None => return Err(OAuthError::InvalidRequest("refresh_token is malformed".into())),
+            let Some((family, hash)) = refresh::parse(rt) else {
+                return Err(OAuthError::InvalidRequest("refresh_token is malformed".into()));
+            };
+            // The verified bearer token already proves its own session.
+            if !families.iter().any(|f| f == family) {
+                if let Some(live) = self.end_family_with_token(family, &hash, now).await? {
+                    sessions += 1;
+                    access_tokens.extend(live);
+                }
             }
         }
-        families.sort();
-        families.dedup();
-        let mut sessions = 0;
+        // Only from verified access tokens: their signature proves the `sid`.
         for family in &families {
             if let Some(live) = self.end_family(family, now).await? {
                 sessions += 1;

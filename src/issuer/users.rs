@@ -1,6 +1,7 @@
 //! Users from a YAML file (username, argon2id PHC hash, roles, scopes) and password checks
 //! whose failure paths take the same time: an unknown user is checked against a dummy hash
-//! made with the same parameters as the real ones.
+//! made with the parameters most of the real ones use. Hashes weaker than the OWASP
+//! minimum for argon2id are refused when the file is read.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -10,6 +11,14 @@ use argon2::Argon2;
 use serde::Deserialize;
 
 use crate::config::Problem;
+
+/// Weakest argon2id memory cost accepted, in KiB (19 MiB: OWASP's minimum, and what
+/// `hash-password` uses).
+pub const MIN_ARGON2_MEMORY_KIB: u32 = 19 * 1024;
+/// Weakest argon2id time cost (iterations) accepted, with `MIN_ARGON2_MEMORY_KIB`.
+pub const MIN_ARGON2_ITERATIONS: u32 = 2;
+/// Weakest argon2id parallelism accepted.
+pub const MIN_ARGON2_PARALLELISM: u32 = 1;
 
 /// Errors reading the users file: the same shape as the config's, key and file named.
 pub type UsersError = crate::config::ConfigError;
@@ -82,7 +91,8 @@ impl UserDb {
             serde_yaml_ng::from_str(text).map_err(|source| UsersError::Parse { file: file.to_owned(), source })?;
         let mut problems = Vec::new();
         let mut users = HashMap::new();
-        let mut dummy_params = None;
+        // How many users hash with each parameter set: the dummy takes the commonest.
+        let mut param_sets: Vec<(argon2::Params, usize)> = Vec::new();
         for (i, user) in parsed.users.into_iter().enumerate() {
             let key = format!("users[{i}]");
             if user.username.is_empty() || user.username.chars().any(|c| c.is_control() || c == '|') {
@@ -91,13 +101,29 @@ impl UserDb {
                     message: "must be non-empty, without control characters or `|`".into(),
                 });
             }
-            match PasswordHash::new(&user.password_hash) {
-                Ok(h) if h.algorithm == argon2::Algorithm::Argon2id.ident() => {
-                    if dummy_params.is_none() {
-                        dummy_params = argon2::Params::try_from(&h).ok();
+            let parsed = PasswordHash::new(&user.password_hash)
+                .ok()
+                .filter(|h| h.algorithm == argon2::Algorithm::Argon2id.ident())
+                .and_then(|h| Some((h.version, argon2::Params::try_from(&h).ok()?)));
+            match parsed {
+                Some((version, params)) => {
+                    if let Err(why) = strong_enough(version, &params) {
+                        problems.push(Problem {
+                            key: format!("{key}.password_hash"),
+                            message: format!(
+                                "user {:?}: {why}; the minimum is argon2id v=19, m={MIN_ARGON2_MEMORY_KIB}, \
+                                 t={MIN_ARGON2_ITERATIONS}, p={MIN_ARGON2_PARALLELISM}: hash the password \
+                                 again with `hopauth issuer hash-password`",
+                                user.username
+                            ),
+                        });
+                    }
+                    match param_sets.iter_mut().find(|(p, _)| *p == params) {
+                        Some((_, n)) => *n += 1,
+                        None => param_sets.push((params, 1)),
                     }
                 }
-                _ => problems.push(Problem {
+                None => problems.push(Problem {
                     key: format!("{key}.password_hash"),
                     message: "not an argon2id PHC string; make one with `hopauth issuer hash-password`".into(),
                 }),
@@ -118,8 +144,10 @@ impl UserDb {
         if !problems.is_empty() {
             return Err(UsersError::Invalid { file: file.to_owned(), problems });
         }
-        // The dummy costs what a real check costs, so "no such user" cannot be timed apart.
-        let params = dummy_params.unwrap_or_default();
+        // The dummy costs what a real check costs, so "no such user" cannot be timed apart:
+        // with the parameters most users have (ties: the costliest), so that a username
+        // probe looks like most real users.
+        let params = param_sets.into_iter().max_by_key(|(p, n)| (*n, cost(p))).map(|(p, _)| p).unwrap_or_default();
         let argon = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
         let mut random = [0u8; 16];
         aws_lc_rs::rand::fill(&mut random).expect("system randomness");
@@ -157,6 +185,33 @@ impl UserDb {
     }
 }
 
+/// Work of one verification with `p`, for ordering parameter sets: memory × passes.
+fn cost(p: &argon2::Params) -> u64 {
+    u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost())
+}
+
+/// `Err(what is too weak)` below the `MIN_ARGON2_*` constants.
+fn strong_enough(version: Option<argon2::password_hash::Decimal>, p: &argon2::Params) -> Result<(), String> {
+    if version.is_some_and(|v| v != argon2::Version::V0x13 as u32) {
+        return Err("argon2 version 0x10 is obsolete".into());
+    }
+    let mut weak = Vec::new();
+    if p.m_cost() < MIN_ARGON2_MEMORY_KIB {
+        weak.push(format!("m={}", p.m_cost()));
+    }
+    if p.t_cost() < MIN_ARGON2_ITERATIONS {
+        weak.push(format!("t={}", p.t_cost()));
+    }
+    if p.p_cost() < MIN_ARGON2_PARALLELISM {
+        weak.push(format!("p={}", p.p_cost()));
+    }
+    if weak.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the hash is too weak ({})", weak.join(", ")))
+    }
+}
+
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -165,9 +220,9 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 mod tests {
     use super::*;
 
-    /// Cheap parameters so the unit tests stay fast; production hashes use the defaults.
+    /// The weakest parameters a users file accepts (the defaults of `hash_password`).
     fn quick_hash(password: &str) -> String {
-        let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+        let params = argon2::Params::new(MIN_ARGON2_MEMORY_KIB, MIN_ARGON2_ITERATIONS, 1, None).unwrap();
         hash_with(password, &Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)).unwrap()
     }
 
@@ -181,7 +236,25 @@ mod tests {
         assert_eq!(db.authenticate("alice", "wonderland").map(|u| u.roles.clone()), Some(vec!["admin".into()]));
         assert!(db.authenticate("alice", "wrong").is_none());
         assert!(db.authenticate("bob", "wonderland").is_none());
-        assert!(db.dummy_hash.contains("m=1024,t=1,p=1"), "dummy uses the users' parameters: {}", db.dummy_hash);
+        assert!(db.dummy_hash.contains("m=19456,t=2,p=1"), "dummy uses the users' parameters: {}", db.dummy_hash);
+    }
+
+    fn hash_t(password: &str, t: u32) -> String {
+        let params = argon2::Params::new(19 * 1024, t, 1, None).unwrap();
+        hash_with(password, &Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)).unwrap()
+    }
+
+    #[test]
+    fn the_dummy_costs_what_most_users_cost() {
+        // The first user is the odd one out: the dummy follows the other two.
+        let yaml = format!(
+            "users:\n  - {{ username: carol, password_hash: \"{}\" }}\n  - {{ username: alice, password_hash: \"{}\" }}\n  - {{ username: bob, password_hash: \"{}\" }}\n",
+            hash_t("c", 3),
+            hash_t("a", 2),
+            hash_t("b", 2)
+        );
+        let db = UserDb::from_yaml(&yaml, Path::new("users.yaml")).unwrap();
+        assert!(db.dummy_hash.contains("m=19456,t=2,p=1"), "{}", db.dummy_hash);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct TokenIdentity<'a> {
 #[derive(Debug, thiserror::Error)]
 pub enum RevocationError {
     #[error("revocation store unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("invalid revocation: {0}")]
     Invalid(&'static str),
 }

@@ -12,9 +12,10 @@ use serde_json::Value;
 use crate::redis_server::{free_port, RedisServer};
 use crate::support::{start_echo, start_hopauth, wait_ready, Envoy};
 
-/// Cheap argon2id parameters so logins in tests take milliseconds, not seconds.
-pub fn quick_hash(password: &str) -> String {
-    let params = argon2::Params::new(1024, 1, 1, None).unwrap();
+/// argon2id at the weakest parameters a users file accepts (19 MiB, t=2, p=1, the OWASP
+/// minimum): tens of milliseconds a login, since the dev profile optimises argon2.
+pub fn user_hash(password: &str) -> String {
+    let params = argon2::Params::new(19 * 1024, 2, 1, None).unwrap();
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
     let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).unwrap();
     argon.hash_password(password.as_bytes(), &salt).unwrap().to_string()
@@ -26,7 +27,7 @@ pub fn users_yaml(names: &[&str]) -> String {
     for n in names {
         out.push_str(&format!(
             "  - {{ username: {n}, password_hash: \"{}\", roles: [user], scopes: [orders:read, profile] }}\n",
-            quick_hash(&format!("{n}-pw"))
+            user_hash(&format!("{n}-pw"))
         ));
     }
     out
@@ -189,4 +190,69 @@ pub async fn reply(resp: reqwest::Response) -> TokenReply {
     let bytes = resp.bytes().await.unwrap();
     let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
     TokenReply { status, headers, body }
+}
+
+/// A TCP proxy in front of a real Redis that, once armed, swallows every reply on the
+/// connection that carries the next script call (`EVALSHA`/`EVAL`): Redis runs the script,
+/// its answer never reaches the client. What a slow or flaky network does to a reply.
+pub struct ReplyLosingProxy {
+    pub addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    lost: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ReplyLosingProxy {
+    pub async fn start(upstream: std::net::SocketAddr) -> ReplyLosingProxy {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicUsize::new(0));
+        let (armed2, lost2) = (armed.clone(), lost.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(upstream).await else { continue };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let mute = Arc::new(AtomicBool::new(false));
+                let (armed, lost, mute2) = (armed2.clone(), lost2.clone(), mute.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = cr.read(&mut buf).await {
+                        let chunk = &buf[..n];
+                        let script = chunk.windows(4).any(|w| w.eq_ignore_ascii_case(b"EVAL"));
+                        // Muted before the call is forwarded, so its reply cannot slip through.
+                        if script && armed.swap(false, Ordering::SeqCst) {
+                            mute2.store(true, Ordering::SeqCst);
+                            lost.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if sw.write_all(chunk).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n @ 1..) = sr.read(&mut buf).await {
+                        if !mute.load(Ordering::SeqCst) && cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        ReplyLosingProxy { addr, armed, lost }
+    }
+
+    /// The next script call's reply (and everything after it on that connection) is lost.
+    pub fn lose_next_script_reply(&self) {
+        self.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How many script calls had their reply swallowed.
+    pub fn lost(&self) -> usize {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }

@@ -1,5 +1,5 @@
 //! Real `redis-server` processes on free loopback ports: single nodes (with AOF, so a
-//! restart keeps data), a 3-master Cluster, and a Sentinel setup.
+//! restart keeps data), a 3-master Cluster, and sentinels.
 #![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
@@ -77,6 +77,20 @@ impl RedisServer {
         }
     }
 
+    /// Clean stop (`SHUTDOWN`, as `systemctl stop` does): Redis closes every client first.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            self.cli(&["SHUTDOWN"]);
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts the node again (after `kill` or `stop`) on the same port and data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "redis-server on {} is still running", self.port);
+        self.spawn();
+    }
+
     /// Starts the same node again on the same port and data.
     pub fn restart(&mut self) {
         self.kill();
@@ -101,4 +115,57 @@ pub fn cli(port: u16, args: &[&str]) -> String {
         .output()
         .expect("run redis-cli");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A `redis-server --sentinel` monitoring `127.0.0.1:<master>` as `mymaster`; killed on drop.
+pub struct Sentinel {
+    child: Child,
+    pub port: u16,
+}
+
+impl Sentinel {
+    /// `quorum` sentinels must agree that the master is down before a failover.
+    pub fn start(dir: &Path, master: u16, quorum: u32) -> Sentinel {
+        let port = free_port();
+        let dir = dir.join(format!("sentinel-{port}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} {quorum}\n\
+                 sentinel down-after-milliseconds mymaster 1000\nsentinel failover-timeout mymaster 5000\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("sentinel.log")).unwrap();
+        let child = Command::new(require("redis-server"))
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start redis-server --sentinel");
+        let end = Instant::now() + Duration::from_secs(10);
+        while !cli(port, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).contains(&master.to_string()) {
+            assert!(Instant::now() < end, "sentinel on {port} does not name master {master}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sentinel { child, port }
+    }
+
+    /// The master's port this sentinel names now.
+    pub fn master_port(&self) -> Option<u16> {
+        cli(self.port, &["SENTINEL", "get-master-addr-by-name", "mymaster"]).lines().nth(1)?.trim().parse().ok()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

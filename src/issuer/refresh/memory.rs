@@ -14,6 +14,9 @@ struct TokenEntry {
     family: String,
     expires: i64,
     spent: bool,
+    /// The hash of the successor this token was spent for: the same rotation again is a
+    /// retry, not a reuse.
+    successor: Option<String>,
 }
 
 struct FamilyEntry {
@@ -71,7 +74,12 @@ impl RefreshStore for MemoryRefreshStore {
             inner.sweep(now);
             inner.tokens.insert(
                 first.hash.clone(),
-                TokenEntry { family: family.to_string(), expires: first.expires.min(session.expires), spent: false },
+                TokenEntry {
+                    family: family.to_string(),
+                    expires: first.expires.min(session.expires),
+                    spent: false,
+                    successor: None,
+                },
             );
             inner.families.insert(
                 family.to_string(),
@@ -109,6 +117,10 @@ impl RefreshStore for MemoryRefreshStore {
                 return Ok(Rotation::Refused(Refused::Expired));
             }
             fam.access.retain(|(_, exp)| *exp > now);
+            let expires = next.expires.min(fam.session.expires);
+            if token.spent && token.successor.as_deref() == Some(next.hash.as_str()) {
+                return Ok(Rotation::Rotated { session: fam.session.clone(), expires });
+            }
             if token.spent {
                 fam.revoked = true;
                 return Ok(Rotation::Reused(RevokedFamily {
@@ -117,11 +129,36 @@ impl RefreshStore for MemoryRefreshStore {
                 }));
             }
             token.spent = true;
-            let expires = next.expires.min(fam.session.expires);
+            token.successor = Some(next.hash.clone());
             fam.access.push((next.access_jti.clone(), next.access_exp));
             let session = fam.session.clone();
-            tokens.insert(next.hash.clone(), TokenEntry { family: family.to_string(), expires, spent: false });
+            tokens.insert(
+                next.hash.clone(),
+                TokenEntry { family: family.to_string(), expires, spent: false, successor: None },
+            );
             Ok(Rotation::Rotated { session, expires })
+        })
+    }
+
+    fn revoke_with_token<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<RevokedFamily>, StoreError>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            let Inner { tokens, families, .. } = &mut *inner;
+            // Looked up by sha256 of the whole token: timing can tell at most which hashes
+            // are near, never the secret (a preimage).
+            let held = tokens.get(presented).is_some_and(|t| t.family == family && t.expires > now);
+            if !held {
+                return Ok(None);
+            }
+            Ok(families.get_mut(family).map(|f| {
+                f.revoked = true;
+                RevokedFamily { sub: f.session.sub.clone(), live_access: live(&f.access, now) }
+            }))
         })
     }
 

@@ -92,6 +92,12 @@ pub trait RefreshStore: Send + Sync {
         first: &'a NewToken,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Spends `presented` (a hash) and stores `next`, atomically; see [`Rotation`].
+    ///
+    /// Idempotent per request: the spent token remembers the hash of the successor it was
+    /// spent for, and the same call again (same `presented`, same `next`: a retry after a
+    /// lost reply) answers `Rotated` again instead of `Reused`. `next.hash` is the hash of
+    /// 256 fresh random bits that never leave this process, so it works as a request id no
+    /// one else can present; any other successor for a spent token is a reuse.
     fn rotate<'a>(
         &'a self,
         family: &'a str,
@@ -99,7 +105,17 @@ pub trait RefreshStore: Send + Sync {
         next: &'a NewToken,
         now: i64,
     ) -> BoxFuture<'a, Result<Rotation, StoreError>>;
-    /// Marks the family revoked (idempotent); `None` if it does not exist.
+    /// Marks the family revoked if `presented` (a hash) is one of its refresh tokens, spent
+    /// or not, and not expired: holding the token is the proof. `None` (and nothing
+    /// revoked) for anything else, such as a forged `<family>.<random>`.
+    fn revoke_with_token<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<RevokedFamily>, StoreError>>;
+    /// Marks the family revoked (idempotent); `None` if it does not exist. Only for a caller
+    /// that has proved the session another way (a verified access token's `sid`).
     fn revoke_family<'a>(
         &'a self,
         family: &'a str,

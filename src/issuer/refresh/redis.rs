@@ -29,23 +29,28 @@ fn token_key(family: &str, hash: &str) -> String {
 }
 
 /// KEYS: family, access, presented, next. ARGV: now, next exp, access jti, access exp.
+/// The spent token keeps `next` (the successor's key): the same call again, a retry whose
+/// first reply was lost, answers `rotated` again instead of `reused`.
 const ROTATE: &str = r#"
 local now = tonumber(ARGV[1])
 local fam = redis.call('HMGET', KEYS[1], 'sub', 'scope', 'exp', 'revoked')
 if not fam[1] or tonumber(fam[3]) <= now then return {'refused', 'unknown'} end
 if fam[4] == '1' then return {'refused', 'revoked'} end
-local tok = redis.call('HMGET', KEYS[3], 'exp', 'spent')
+local tok = redis.call('HMGET', KEYS[3], 'exp', 'spent', 'next')
 if not tok[1] then return {'refused', 'unknown'} end
 if tonumber(tok[1]) <= now then return {'refused', 'expired'} end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local exp = math.min(tonumber(ARGV[2]), tonumber(fam[3]))
+if tok[2] == '1' and tok[3] == KEYS[4] then
+  return {'rotated', fam[1], fam[2], fam[3], tostring(exp)}
+end
 if tok[2] == '1' then
   redis.call('HSET', KEYS[1], 'revoked', '1')
   local out = {'reused', fam[1]}
   for _, v in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')) do out[#out + 1] = v end
   return out
 end
-redis.call('HSET', KEYS[3], 'spent', '1')
-local exp = math.min(tonumber(ARGV[2]), tonumber(fam[3]))
+redis.call('HSET', KEYS[3], 'spent', '1', 'next', KEYS[4])
 redis.call('HSET', KEYS[4], 'exp', exp, 'spent', '0')
 redis.call('EXPIREAT', KEYS[4], exp)
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
@@ -53,8 +58,10 @@ redis.call('EXPIREAT', KEYS[2], fam[3])
 return {'rotated', fam[1], fam[2], fam[3], tostring(exp)}
 "#;
 
-/// KEYS: family, access. ARGV: now.
+/// KEYS: family, access. ARGV: now. With a third key (a presented refresh token), only
+/// when that token exists: a forged `<family>.<random>` revokes nothing.
 const REVOKE: &str = r#"
+if KEYS[3] and redis.call('EXISTS', KEYS[3]) == 0 then return {} end
 local sub = redis.call('HGET', KEYS[1], 'sub')
 if not sub then return {} end
 redis.call('HSET', KEYS[1], 'revoked', '1')
@@ -153,7 +160,10 @@ impl RedisRefreshStore {
         Ok(c)
     }
 
-    /// Runs `op` on the shared connection, reconnecting once if it has gone away.
+    /// Runs `op` on the shared connection, reconnecting once if it has gone away or timed
+    /// out. A timed-out first run may still have happened (only its reply lost, or it runs
+    /// late), so every `op` here must be safe to run twice: `create` writes the same values,
+    /// `ROTATE` recognises its own retry, `REVOKE` is idempotent.
     async fn with_retry<T, F, Fut>(&self, op: F) -> Result<T, StoreError>
     where
         F: Fn(MultiplexedConnection) -> Fut,
@@ -170,6 +180,21 @@ impl RedisRefreshStore {
             *self.conn.lock().await = None;
         }
         Err(StoreError::Unavailable(last.unwrap_or_default()))
+    }
+}
+
+impl RedisRefreshStore {
+    async fn run_revoke(&self, keys: Vec<String>, now: i64) -> Result<Option<RevokedFamily>, StoreError> {
+        let args = [now.to_string()];
+        let (keys, args) = (&keys, &args);
+        let out = self.with_retry(|mut c| async move { self.revoke.run(&mut c, keys, args).await }).await?;
+        match out.first().map(String::as_str) {
+            None => Ok(None),
+            Some("revoked") if out.len() >= 2 => {
+                Ok(Some(RevokedFamily { sub: out[1].clone(), live_access: pairs(&out[2..])? }))
+            }
+            _ => Err(StoreError::Protocol(format!("revoke returned {out:?}"))),
+        }
     }
 }
 
@@ -242,24 +267,22 @@ impl RefreshStore for RedisRefreshStore {
         })
     }
 
+    fn revoke_with_token<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a str,
+        now: i64,
+    ) -> BoxFuture<'a, Result<Option<RevokedFamily>, StoreError>> {
+        // A token key exists until the token expires (EXPIREAT), spent or not.
+        Box::pin(self.run_revoke(vec![family_key(family), access_key(family), token_key(family, presented)], now))
+    }
+
     fn revoke_family<'a>(
         &'a self,
         family: &'a str,
         now: i64,
     ) -> BoxFuture<'a, Result<Option<RevokedFamily>, StoreError>> {
-        Box::pin(async move {
-            let keys = [family_key(family), access_key(family)];
-            let args = [now.to_string()];
-            let (keys, args) = (&keys, &args);
-            let out = self.with_retry(|mut c| async move { self.revoke.run(&mut c, keys, args).await }).await?;
-            match out.first().map(String::as_str) {
-                None => Ok(None),
-                Some("revoked") if out.len() >= 2 => {
-                    Ok(Some(RevokedFamily { sub: out[1].clone(), live_access: pairs(&out[2..])? }))
-                }
-                _ => Err(StoreError::Protocol(format!("revoke returned {out:?}"))),
-            }
-        })
+        Box::pin(self.run_revoke(vec![family_key(family), access_key(family)], now))
     }
 
     fn ping(&self) -> BoxFuture<'_, bool> {

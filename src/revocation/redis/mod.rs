@@ -3,6 +3,8 @@
 //! (`CLIENT TRACKING ON BCAST PREFIX hopauth:revoked:`), rebuilt by SCAN at start and after
 //! every reconnect. The request path reads only the local view; see docs/revocation.md.
 
+mod error;
+mod eviction;
 mod sync;
 mod target;
 
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
+pub use error::RedisStoreError;
 pub use sync::run;
 /// For the fuzz target only (fuzz/fuzz_targets/cluster_nodes.rs): not an API.
 #[doc(hidden)]
@@ -79,17 +82,24 @@ pub struct RedisStore {
     target: RedisTarget,
     settings: RedisSettings,
     view: ArcSwap<LocalView>,
+    /// A full sync has completed: the view is worth answering from. Never cleared, since
+    /// freshness is `confirmed_ms`'s business: a lost connection does not by itself make
+    /// the view wrong, only old.
     synced: AtomicBool,
-    /// Milliseconds after `epoch` of the last moment the view was confirmed current.
+    /// Milliseconds after `epoch` of the last moment the view was confirmed current (when
+    /// the last full scan or heartbeat that succeeded began). Only moves forward.
     confirmed_ms: AtomicU64,
     epoch: Instant,
     writer: tokio::sync::Mutex<Option<Writer>>,
     metrics: Metrics,
+    bad_key_log: std::sync::Mutex<BadKeyLog>,
+    /// The eviction policies last reported, so the log speaks once per change.
+    eviction_seen: std::sync::Mutex<Option<Vec<(String, eviction::Policy)>>>,
 }
 
 impl RedisStore {
     pub fn new(url: &str, settings: RedisSettings, metrics: Metrics) -> Result<Self, RevocationError> {
-        let target = RedisTarget::parse(url).map_err(RevocationError::Unavailable)?;
+        let target = RedisTarget::parse(url).map_err(|why| RevocationError::Unavailable(why.into()))?;
         Ok(RedisStore {
             target,
             settings,
@@ -99,6 +109,8 @@ impl RedisStore {
             epoch: Instant::now(),
             writer: tokio::sync::Mutex::new(None),
             metrics,
+            bad_key_log: std::sync::Mutex::new(BadKeyLog::default()),
+            eviction_seen: std::sync::Mutex::new(None),
         })
     }
 
@@ -107,27 +119,33 @@ impl RedisStore {
         run(self.clone())
     }
 
-    fn mark_confirmed(&self) {
-        self.confirmed_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Release);
+    /// Records that the view held everything Redis held at `at` (the moment the command
+    /// that proved it was sent, so the time spent waiting for the answer is not counted).
+    fn mark_confirmed(&self, at: Instant) {
+        let ms = at.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.confirmed_ms.fetch_max(ms, Ordering::AcqRel);
     }
 
     /// Time since the view was last confirmed current; `None` before the first sync.
     pub fn sync_age(&self) -> Option<Duration> {
-        if self.confirmed_ms.load(Ordering::Acquire) == 0 && !self.synced.load(Ordering::Acquire) {
+        if !self.synced.load(Ordering::Acquire) {
             return None;
         }
         let confirmed = Duration::from_millis(self.confirmed_ms.load(Ordering::Acquire));
         Some(self.epoch.elapsed().saturating_sub(confirmed))
     }
 
+    /// The view may answer "not revoked": synced once, and confirmed within
+    /// `max_staleness`, whether or not a connection is up right now (a Redis restart within
+    /// it is invisible; the resync on reconnect applies what was written meanwhile).
     fn fresh(&self) -> bool {
-        self.synced.load(Ordering::Acquire) && self.sync_age().is_some_and(|age| age <= self.settings.max_staleness)
+        self.sync_age().is_some_and(|age| age <= self.settings.max_staleness)
     }
 
     async fn writer(&self) -> Result<tokio::sync::MutexGuard<'_, Option<Writer>>, RevocationError> {
         let mut slot = self.writer.lock().await;
         if slot.is_none() {
-            let unavailable = |e: String| RevocationError::Unavailable(e);
+            let unavailable = |e: RedisStoreError| RevocationError::Unavailable(Box::new(e));
             let t = self.settings.connect_timeout;
             let w = if let RedisTarget::Cluster { seeds } = &self.target {
                 let client = redis::cluster::ClusterClient::builder(seeds.clone())
@@ -135,11 +153,12 @@ impl RedisStore {
                     .connection_timeout(t)
                     .response_timeout(self.settings.command_timeout)
                     .build()
-                    .map_err(|e| unavailable(e.to_string()))?;
-                Writer::Cluster(client.get_async_connection().await.map_err(|e| unavailable(e.to_string()))?)
+                    .map_err(|e| unavailable(RedisStoreError::command("cluster client")(e)))?;
+                let con = client.get_async_connection().await;
+                Writer::Cluster(con.map_err(|e| unavailable(RedisStoreError::command("cluster connect")(e)))?)
             } else {
                 let masters = self.target.masters(t).await.map_err(unavailable)?;
-                let master = masters.into_iter().next().ok_or_else(|| unavailable("no master".into()))?;
+                let master = masters.into_iter().next().ok_or_else(|| unavailable(RedisStoreError::NoMaster))?;
                 Writer::Node(target::connect_node(&master, t).await.map_err(unavailable)?)
             };
             *slot = Some(w);
@@ -162,7 +181,7 @@ impl RedisStore {
                 Err(e) => {
                     *guard = None;
                     if attempt == 1 {
-                        return Err(RevocationError::Unavailable(e.to_string()));
+                        return Err(RevocationError::Unavailable(Box::new(e)));
                     }
                 }
             }
@@ -228,49 +247,159 @@ impl RevocationStore for RedisStore {
     }
 }
 
-/// Applies one key's current value (from GET and PTTL) to `view`.
-fn apply(view: &LocalView, key: &str, value: Option<String>, pttl_ms: i64, now: i64) {
-    let Some(parsed) = parse_key(key) else { return };
-    let Some(value) = value else {
-        match parsed {
-            RevokedKey::Jti(jti) => view.remove_jti(jti),
-            RevokedKey::Subject { iss, sub } => view.remove_subject(iss, sub),
-        }
-        return;
-    };
-    // No TTL (-1): the writer forgot EX; keep the entry as long as anything could use it.
-    let until = if pttl_ms >= 0 { now + (pttl_ms + 999) / 1000 } else { i64::MAX / 2 };
-    match parsed {
-        RevokedKey::Jti(jti) => view.insert_jti(jti, until, now),
-        RevokedKey::Subject { iss, sub } => {
-            // An unreadable time fails closed: every token of the subject is refused.
-            let before = value.trim().parse::<i64>().unwrap_or_else(|_| {
-                tracing::warn!(
-                    key,
-                    "subject revocation value is not unix seconds; revoking every token of the subject"
-                );
-                i64::MAX / 2
-            });
-            view.insert_subject(iss, sub, before, until, now);
+/// Why a key under the prefix could not be read as docs/revocation.md lays it out; the
+/// `reason` label of `hopauth_revocation_bad_keys_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadKey {
+    /// Not a string (a hash, a list…): a `jti` key still revokes, a subject key revokes
+    /// every token of the subject.
+    WrongType,
+    /// A name that is not UTF-8 or not in the layout: no token can match it, so it is skipped.
+    BadKey,
+    /// A subject revocation whose value is not unix seconds: every token of the subject is
+    /// refused.
+    BadValue,
+}
+
+impl BadKey {
+    /// Every label value, in `index` order, so the metric can be pre-registered at 0.
+    pub const NAMES: [&'static str; 3] = ["wrong_type", "bad_key", "bad_value"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            BadKey::WrongType => 0,
+            BadKey::BadKey => 1,
+            BadKey::BadValue => 2,
         }
     }
 }
 
-/// GET and PTTL for `keys` in one round trip, applied to `view`.
-async fn load_keys<C: ConnectionLike + Send>(con: &mut C, keys: &[String], view: &LocalView) -> redis::RedisResult<()> {
+/// What GET said about a key.
+#[derive(Debug, Clone, Copy)]
+enum Read<'a> {
+    Absent,
+    Value(&'a [u8]),
+    /// The key exists but holds something other than a string.
+    WrongType,
+}
+
+/// Applies one key's current state (from GET and PTTL) to `view`; returns what was wrong
+/// with it, if anything. Everything that names a revocation fails closed.
+fn apply(view: &LocalView, key: &[u8], read: Read<'_>, pttl_ms: i64, now: i64) -> Option<BadKey> {
+    let Some(parsed) = std::str::from_utf8(key).ok().and_then(parse_key) else { return Some(BadKey::BadKey) };
+    let value = match read {
+        Read::Absent => {
+            match parsed {
+                RevokedKey::Jti(jti) => view.remove_jti(jti),
+                RevokedKey::Subject { iss, sub } => view.remove_subject(iss, sub),
+            }
+            return None;
+        }
+        Read::Value(v) => Some(v),
+        Read::WrongType => None,
+    };
+    // No TTL (-1): the writer forgot EX; keep the entry as long as anything could use it.
+    let until = if pttl_ms >= 0 { now + (pttl_ms + 999) / 1000 } else { i64::MAX / 2 };
+    match parsed {
+        // Existence alone revokes: whatever the value (or type), the token is refused.
+        RevokedKey::Jti(jti) => {
+            view.insert_jti(jti, until, now);
+            value.is_none().then_some(BadKey::WrongType)
+        }
+        RevokedKey::Subject { iss, sub } => {
+            let before = value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<i64>().ok());
+            // An unreadable time fails closed: every token of the subject is refused.
+            view.insert_subject(iss, sub, before.unwrap_or(i64::MAX / 2), until, now);
+            match (value, before) {
+                (None, _) => Some(BadKey::WrongType),
+                (Some(_), None) => Some(BadKey::BadValue),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// At most one log line about bad keys per this long; the metric counts every one.
+const BAD_KEY_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// The rate limit of the bad-key log line.
+#[derive(Default)]
+struct BadKeyLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl RedisStore {
+    /// Counts a key that could not be read as the layout says, and says so in the log at
+    /// most once per [`BAD_KEY_LOG_EVERY`].
+    fn record_bad_key(&self, reason: BadKey, key: &[u8]) {
+        self.metrics.record_revocation_bad_key(reason);
+        let mut log = self.bad_key_log.lock().unwrap_or_else(|p| p.into_inner());
+        if log.last.is_some_and(|t| t.elapsed() < BAD_KEY_LOG_EVERY) {
+            log.suppressed += 1;
+            return;
+        }
+        let suppressed = std::mem::take(&mut log.suppressed);
+        log.last = Some(Instant::now());
+        drop(log);
+        // Escaped and cut short: the name is someone else's data.
+        let shown: String = key.escape_ascii().to_string().chars().take(160).collect();
+        tracing::warn!(
+            key = %shown,
+            reason = reason.as_str(),
+            suppressed,
+            "revocation key does not follow the layout; counted in hopauth_revocation_bad_keys_total \
+             (wrong_type and bad_value fail closed, bad_key names no token and is skipped)"
+        );
+    }
+}
+
+/// GET and PTTL for `keys` in one round trip, applied to `view`. Each command answers on
+/// its own, so one bad key cannot fail the others; only a failure that is not about the
+/// data (connection, permissions) fails the batch.
+async fn load_keys<C: ConnectionLike + Send>(
+    store: &RedisStore,
+    con: &mut C,
+    keys: &[Vec<u8>],
+    view: &LocalView,
+) -> redis::RedisResult<()> {
     if keys.is_empty() {
         return Ok(());
     }
     let mut pipe = redis::pipe();
+    pipe.ignore_errors();
     for k in keys {
         pipe.cmd("GET").arg(k).cmd("PTTL").arg(k);
     }
     let values: Vec<redis::Value> = pipe.query_async(con).await?;
+    if values.len() != keys.len() * 2 {
+        return Err(redis::RedisError::from((
+            redis::ErrorKind::Parse,
+            "pipeline answered the wrong number of replies",
+        )));
+    }
     let now = unix_now();
     for (k, pair) in keys.iter().zip(values.chunks(2)) {
-        let value: Option<String> = redis::from_redis_value_ref(&pair[0]).ok().flatten();
-        let pttl: i64 = redis::from_redis_value_ref(&pair[1]).unwrap_or(-2);
-        apply(view, k, value, pttl, now);
+        let read = match &pair[0] {
+            redis::Value::Nil => Read::Absent,
+            redis::Value::BulkString(b) => Read::Value(b),
+            redis::Value::SimpleString(s) => Read::Value(s.as_bytes()),
+            redis::Value::ServerError(e) if e.code() == "WRONGTYPE" => Read::WrongType,
+            redis::Value::ServerError(e) => return Err(e.clone().into()),
+            _ => Read::WrongType,
+        };
+        let pttl = match &pair[1] {
+            redis::Value::Int(n) => *n,
+            redis::Value::ServerError(e) => return Err(e.clone().into()),
+            _ => -2,
+        };
+        if let Some(reason) = apply(view, k, read, pttl, now) {
+            store.record_bad_key(reason, k);
+        }
     }
     Ok(())
 }
@@ -296,13 +425,46 @@ mod tests {
     fn applied_values_follow_redis() {
         let view = LocalView::new();
         let id = TokenIdentity { iss: "https://i", sub: Some("alice"), jti: Some("j"), iat: Some(100) };
-        apply(&view, &jti_key("j"), Some("1".into()), 60_000, 1000);
+        let jti = jti_key("j").into_bytes();
+        let subject = subject_key("https://i", "alice").into_bytes();
+        assert_eq!(apply(&view, &jti, Read::Value(b"1"), 60_000, 1000), None);
         assert_eq!(view.check(&id, 1000), RevocationStatus::Revoked);
-        apply(&view, &jti_key("j"), None, -2, 1000);
+        assert_eq!(apply(&view, &jti, Read::Absent, -2, 1000), None);
         assert_eq!(view.check(&id, 1000), RevocationStatus::NotRevoked);
-        apply(&view, &subject_key("https://i", "alice"), Some("150".into()), 60_000, 1000);
+        assert_eq!(apply(&view, &subject, Read::Value(b"150"), 60_000, 1000), None);
         assert_eq!(view.check(&id, 1000), RevocationStatus::Revoked);
-        apply(&view, &subject_key("https://i", "alice"), Some("50".into()), 60_000, 1000);
+        assert_eq!(apply(&view, &subject, Read::Value(b"50"), 60_000, 1000), None);
         assert_eq!(view.check(&id, 1000), RevocationStatus::Revoked, "the widest revocation is kept");
+    }
+
+    #[test]
+    fn unreadable_keys_fail_closed_or_are_skipped() {
+        let id = TokenIdentity { iss: "https://i", sub: Some("alice"), jti: Some("j"), iat: Some(100) };
+        let jti = jti_key("j").into_bytes();
+        let subject = subject_key("https://i", "alice").into_bytes();
+        // A jti value that is not UTF-8 still revokes (it used to read as "absent").
+        let view = LocalView::new();
+        assert_eq!(apply(&view, &jti, Read::Value(b"\xff\xfe"), 60_000, 1000), None);
+        assert_eq!(view.check(&id, 1000), RevocationStatus::Revoked);
+        let view = LocalView::new();
+        assert_eq!(apply(&view, &jti, Read::WrongType, 60_000, 1000), Some(BadKey::WrongType));
+        assert_eq!(view.check(&id, 1000), RevocationStatus::Revoked);
+        for (read, reason) in [
+            (Read::WrongType, BadKey::WrongType),
+            (Read::Value(b"\xff"), BadKey::BadValue),
+            (Read::Value(b"soon"), BadKey::BadValue),
+        ] {
+            let view = LocalView::new();
+            assert_eq!(apply(&view, &subject, read, 60_000, 1000), Some(reason));
+            assert_eq!(view.check(&TokenIdentity { iat: Some(i64::MAX / 4), ..id }, 1000), RevocationStatus::Revoked);
+        }
+        let view = LocalView::new();
+        for key in [&b"hopauth:revoked:jti:\xff"[..], b"hopauth:revoked:other:x", b"hopauth:revoked:jti:"] {
+            assert_eq!(apply(&view, key, Read::Value(b"1"), 60_000, 1000), Some(BadKey::BadKey));
+        }
+        assert!(view.is_empty());
+        for k in [BadKey::WrongType, BadKey::BadKey, BadKey::BadValue] {
+            assert_eq!(BadKey::NAMES[k.index()], k.as_str());
+        }
     }
 }

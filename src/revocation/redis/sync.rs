@@ -5,24 +5,31 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::{load_keys, target::RedisTarget, RedisStore, KEY_PREFIX};
+use super::{load_keys, target::RedisTarget, RedisStore, RedisStoreError, KEY_PREFIX};
 use crate::revocation::LocalView;
 
-/// First reconnect delay; doubles per failure up to `MAX_BACKOFF`.
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// First reconnect delay: short, since most outages are a restart; doubles per failure.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// The longest reconnect delay, whatever `max_staleness` is.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Keys per SCAN call.
 const SCAN_COUNT: usize = 1000;
 
+/// The reconnect delay stops growing here: a quarter of `max_staleness` (so several
+/// attempts fit before the view goes stale), within `FIRST_BACKOFF..=MAX_BACKOFF`.
+pub(super) fn backoff_cap(max_staleness: Duration) -> Duration {
+    (max_staleness / 4).clamp(FIRST_BACKOFF, MAX_BACKOFF)
+}
+
 /// Reconnect delay after `failures` in a row, ±20 % jitter (`jitter` in [0, 1)).
-pub(super) fn backoff(failures: u32, jitter: f64) -> Duration {
-    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(MAX_BACKOFF);
+pub(super) fn backoff(failures: u32, jitter: f64, max_staleness: Duration) -> Duration {
+    let base = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(10)).min(backoff_cap(max_staleness));
     base.mul_f64(0.8 + 0.4 * jitter.clamp(0.0, 1.0))
 }
 
@@ -37,30 +44,33 @@ pub async fn run(store: Arc<RedisStore>) {
     let mut was_up = None;
     loop {
         let error = session(&store, &mut failures, &mut was_up).await;
-        store.synced.store(false, Ordering::Release);
-        store.metrics.revocation_store_up.set(0);
+        // The view stays: it answers until `max_staleness` after its last confirmation
+        // (`RedisStore::fresh`), so a short outage is invisible.
+        store.metrics.revocation_store_connected.set(0);
         store.metrics.record_revocation_sync(false);
         failures = failures.saturating_add(1);
         if was_up != Some(false) {
             tracing::warn!(%error, max_staleness = ?store.settings.max_staleness,
-                "revocation store unreachable; reconnecting (revocations already known stay enforced)");
+                "revocation store unreachable; reconnecting (the local view answers for max_staleness after its \
+                 last confirmation, revocations already known stay enforced)");
             was_up = Some(false);
         } else {
             tracing::debug!(%error, "revocation store still unreachable");
         }
-        tokio::time::sleep(backoff(failures, rand::random())).await;
+        tokio::time::sleep(backoff(failures, rand::random(), store.settings.max_staleness)).await;
     }
 }
 
 /// One connected session; returns the error that ended it.
-async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<bool>) -> String {
+async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<bool>) -> RedisStoreError {
     let t = store.settings.connect_timeout;
     let masters = match store.target.masters(t).await {
         Ok(m) => m,
         Err(e) => return e,
     };
     // In a cluster, the master set this session tracks; a change ends the session.
-    let mut tracked: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+    let addrs: Vec<String> = masters.iter().map(|m| m.addr().to_string()).collect();
+    let mut tracked = addrs.clone();
     tracked.sort();
     let (tx, mut pushes) = mpsc::unbounded_channel();
     let mut conns: Vec<MultiplexedConnection> = Vec::with_capacity(masters.len());
@@ -71,11 +81,11 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
             .set_push_sender(tx.clone());
         let client = match redis::Client::open(info.clone()) {
             Ok(c) => c,
-            Err(e) => return e.to_string(),
+            Err(e) => return RedisStoreError::node(info.addr(), "client")(e),
         };
         let mut con = match client.get_multiplexed_async_connection_with_config(&config).await {
             Ok(c) => c,
-            Err(e) => return format!("{}: {e}", info.addr()),
+            Err(e) => return RedisStoreError::node(info.addr(), "connect")(e),
         };
         let tracking: redis::RedisResult<()> = redis::cmd("CLIENT")
             .arg("TRACKING")
@@ -86,7 +96,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
             .query_async(&mut con)
             .await;
         if let Err(e) = tracking {
-            return format!("{}: CLIENT TRACKING: {e}", info.addr());
+            return RedisStoreError::node(info.addr(), "CLIENT TRACKING")(e);
         }
         conns.push(con);
     }
@@ -96,7 +106,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
         Ok(k) => k,
         Err(e) => return e,
     };
-    if let Err(e) = resync(store, &mut conns).await {
+    if let Err(e) = resync(store, &mut conns, &addrs).await {
         return e;
     }
     *failures = 0;
@@ -109,33 +119,41 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
     loop {
         tokio::select! {
             push = pushes.recv() => {
-                let Some(push) = push else { return "push channel closed".into() };
+                let Some(push) = push else { return RedisStoreError::ConnectionLost };
                 store.metrics.revocation_push_messages.inc();
                 match push.kind {
                     PushKind::Invalidate => match push.data.first() {
                         Some(Value::Array(keys)) => {
-                            let keys: Vec<String> = keys.iter().filter_map(|k| redis::from_redis_value_ref(k).ok()).collect();
-                            if let Err(e) = keyed.load(&keys, &store.view.load()).await {
-                                return format!("reading invalidated keys: {e}");
+                            // Names as bytes: one that is not UTF-8 is counted, not fatal.
+                            let keys: Vec<Vec<u8>> = keys
+                                .iter()
+                                .filter_map(|k| match k {
+                                    Value::BulkString(b) => Some(b.clone()),
+                                    Value::SimpleString(s) => Some(s.clone().into_bytes()),
+                                    _ => None,
+                                })
+                                .collect();
+                            if let Err(e) = keyed.load(store, &keys, &store.view.load()).await {
+                                return e;
                             }
-                            store.mark_confirmed();
                         }
                         // A null invalidation means FLUSHALL/FLUSHDB: start over.
                         _ => {
-                            if let Err(e) = resync(store, &mut conns).await {
+                            if let Err(e) = resync(store, &mut conns, &addrs).await {
                                 return e;
                             }
                         }
                     },
-                    PushKind::Disconnection => return "connection lost".into(),
+                    PushKind::Disconnection => return RedisStoreError::ConnectionLost,
                     _ => {}
                 }
             }
             _ = tick.tick() => {
-                for con in conns.iter_mut() {
+                let sent = Instant::now();
+                for (con, addr) in conns.iter_mut().zip(&addrs) {
                     let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(con).await;
                     if let Err(e) = pong {
-                        return format!("heartbeat: {e}");
+                        return RedisStoreError::node(addr, "heartbeat PING")(e);
                     }
                 }
                 if let RedisTarget::Sentinel { .. } = &store.target {
@@ -145,7 +163,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                         Ok(now) => {
                             let now: Vec<String> = now.iter().map(|m| m.addr().to_string()).collect();
                             if now != tracked {
-                                return format!("sentinel master changed: {tracked:?} -> {now:?}");
+                                return RedisStoreError::MastersChanged { was: tracked, now };
                             }
                         }
                         Err(e) => return e,
@@ -158,13 +176,13 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
                             let mut now: Vec<String> = now.iter().map(|(h, p)| format!("{h}:{p}")).collect();
                             now.sort();
                             if now != tracked {
-                                return format!("cluster masters changed: {tracked:?} -> {now:?}");
+                                return RedisStoreError::MastersChanged { was: tracked, now };
                             }
                         }
                         Err(e) => return e,
                     }
                 }
-                store.mark_confirmed();
+                store.mark_confirmed(sent);
             }
         }
     }
@@ -172,13 +190,21 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
 
 /// SCANs every master into a fresh view and installs it, so keys deleted while
 /// disconnected are gone too.
-async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Result<(), String> {
+async fn resync(
+    store: &RedisStore,
+    conns: &mut [MultiplexedConnection],
+    addrs: &[String],
+) -> Result<(), RedisStoreError> {
+    // Tracking is already on, so anything written after this moment arrives as a push.
+    let started = Instant::now();
+    super::eviction::check(store, conns, addrs).await;
     let view = LocalView::new();
     let pattern = format!("{KEY_PREFIX}*");
-    for con in conns.iter_mut() {
+    for (con, addr) in conns.iter_mut().zip(addrs) {
         let mut cursor: u64 = 0;
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            // Names as bytes: one that is not UTF-8 must not fail the whole scan.
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
                 .arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
@@ -186,8 +212,8 @@ async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Resu
                 .arg(SCAN_COUNT)
                 .query_async(con)
                 .await
-                .map_err(|e| format!("SCAN: {e}"))?;
-            load_keys(con, &keys, &view).await.map_err(|e| format!("loading revocations: {e}"))?;
+                .map_err(RedisStoreError::node(addr, "SCAN"))?;
+            load_keys(store, con, &keys, &view).await.map_err(RedisStoreError::node(addr, "GET/PTTL"))?;
             if next == 0 {
                 break;
             }
@@ -195,8 +221,9 @@ async fn resync(store: &RedisStore, conns: &mut [MultiplexedConnection]) -> Resu
         }
     }
     store.view.store(Arc::new(view));
+    store.mark_confirmed(started);
     store.synced.store(true, Ordering::Release);
-    store.mark_confirmed();
+    store.metrics.revocation_store_connected.set(1);
     store.metrics.revocation_store_up.set(1);
     store.metrics.record_revocation_sync(true);
     Ok(())
@@ -208,7 +235,7 @@ enum KeyedReader {
 }
 
 impl KeyedReader {
-    async fn new(store: &RedisStore, conns: &[MultiplexedConnection]) -> Result<Self, String> {
+    async fn new(store: &RedisStore, conns: &[MultiplexedConnection]) -> Result<Self, RedisStoreError> {
         match &store.target {
             RedisTarget::Cluster { seeds } => {
                 let client = redis::cluster::ClusterClient::builder(seeds.clone())
@@ -216,20 +243,23 @@ impl KeyedReader {
                     .connection_timeout(store.settings.connect_timeout)
                     .response_timeout(store.settings.command_timeout)
                     .build()
-                    .map_err(|e| e.to_string())?;
-                Ok(KeyedReader::Cluster(client.get_async_connection().await.map_err(|e| e.to_string())?))
+                    .map_err(RedisStoreError::command("cluster client"))?;
+                Ok(KeyedReader::Cluster(
+                    client.get_async_connection().await.map_err(RedisStoreError::command("cluster connect"))?,
+                ))
             }
-            _ => Ok(KeyedReader::Node(conns.first().cloned().ok_or("no connection")?)),
+            _ => Ok(KeyedReader::Node(conns.first().cloned().ok_or(RedisStoreError::ConnectionLost)?)),
         }
     }
 
-    async fn load(&mut self, keys: &[String], view: &LocalView) -> redis::RedisResult<()> {
+    async fn load(&mut self, store: &RedisStore, keys: &[Vec<u8>], view: &LocalView) -> Result<(), RedisStoreError> {
+        let what = "reading invalidated keys";
         match self {
-            KeyedReader::Node(c) => load_keys(c, keys, view).await,
+            KeyedReader::Node(c) => load_keys(store, c, keys, view).await.map_err(RedisStoreError::command(what)),
             // Keys may live on different shards: one at a time through the router.
             KeyedReader::Cluster(c) => {
                 for k in keys {
-                    load_keys(c, std::slice::from_ref(k), view).await?;
+                    load_keys(store, c, std::slice::from_ref(k), view).await.map_err(RedisStoreError::command(what))?;
                 }
                 Ok(())
             }
@@ -243,10 +273,15 @@ mod tests {
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(1, 0.5), Duration::from_millis(100));
-        assert_eq!(backoff(2, 0.5), Duration::from_millis(200));
-        assert_eq!(backoff(20, 0.5), MAX_BACKOFF);
-        assert!(backoff(3, 0.0) >= Duration::from_millis(320) && backoff(3, 0.99) <= Duration::from_millis(480));
+        let staleness = Duration::from_secs(5);
+        assert_eq!(backoff(1, 0.5, staleness), Duration::from_millis(50));
+        assert_eq!(backoff(2, 0.5, staleness), Duration::from_millis(100));
+        assert!(backoff(3, 0.0, staleness) >= Duration::from_millis(160));
+        assert!(backoff(3, 0.99, staleness) <= Duration::from_millis(240));
+        // A quarter of max_staleness, so reconnect attempts happen well within it.
+        assert_eq!(backoff(20, 0.5, staleness), Duration::from_millis(1250));
+        assert_eq!(backoff(20, 0.5, Duration::from_secs(600)), MAX_BACKOFF);
+        assert_eq!(backoff(20, 0.5, Duration::from_millis(200)), FIRST_BACKOFF);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo};
+use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisError};
+
+use super::RedisStoreError;
 
 /// A parsed `revocation.redis_url`.
 #[derive(Clone)]
@@ -48,13 +50,18 @@ fn split_hosts(rest: &str) -> (Option<&str>, Vec<&str>, &str) {
     (creds, hosts.split(',').filter(|h| !h.is_empty()).collect(), path)
 }
 
-fn node(host: &str, tls: bool, creds: Option<&str>) -> Result<ConnectionInfo, String> {
+fn node(host: &str, tls: bool, creds: Option<&str>) -> Result<ConnectionInfo, RedisError> {
     let scheme = if tls { "rediss" } else { "redis" };
     let url = match creds {
         Some(c) => format!("{scheme}://{c}@{host}"),
         None => format!("{scheme}://{host}"),
     };
-    url.as_str().into_connection_info().map_err(|e| format!("bad node {host:?}: {e}"))
+    url.as_str().into_connection_info()
+}
+
+/// `node` for a host in the URL; the message names the host (never the credentials).
+fn url_node(host: &str, tls: bool, creds: Option<&str>) -> Result<ConnectionInfo, String> {
+    node(host, tls, creds).map_err(|e| format!("bad node {host:?}: {e}"))
 }
 
 impl RedisTarget {
@@ -71,8 +78,8 @@ impl RedisTarget {
             if hosts.is_empty() {
                 return Err("redis+sentinel:// needs at least one sentinel host:port".into());
             }
-            let sentinels = hosts.iter().map(|h| node(h, tls, None).map(resp3)).collect::<Result<Vec<_>, _>>()?;
-            let with_creds = node(hosts[0], tls, creds)?;
+            let sentinels = hosts.iter().map(|h| url_node(h, tls, None).map(resp3)).collect::<Result<Vec<_>, _>>()?;
+            let with_creds = url_node(hosts[0], tls, creds)?;
             let settings = with_creds.redis_settings().clone().set_db(db).set_protocol(ProtocolVersion::RESP3);
             return Ok(RedisTarget::Sentinel { sentinels, master_name: master_name.to_string(), settings, tls });
         }
@@ -82,7 +89,7 @@ impl RedisTarget {
             if hosts.is_empty() {
                 return Err("redis+cluster:// needs at least one seed host:port".into());
             }
-            let seeds = hosts.iter().map(|h| node(h, tls, creds).map(resp3)).collect::<Result<Vec<_>, _>>()?;
+            let seeds = hosts.iter().map(|h| url_node(h, tls, creds).map(resp3)).collect::<Result<Vec<_>, _>>()?;
             return Ok(RedisTarget::Cluster { seeds });
         }
         if url.starts_with("redis://") || url.starts_with("rediss://") {
@@ -96,32 +103,37 @@ impl RedisTarget {
         matches!(self, RedisTarget::Cluster { .. })
     }
 
-    /// The current master(s): the node itself, the master the sentinels name (checked with
-    /// ROLE so a demoted node is never read), or every master of the cluster.
-    pub async fn masters(&self, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
+    /// The current master(s): the node itself, the master a majority of the sentinels names
+    /// (checked with ROLE so a demoted node is never read), or every master of the cluster.
+    pub async fn masters(&self, timeout: Duration) -> Result<Vec<ConnectionInfo>, RedisStoreError> {
         match self {
             RedisTarget::Single(info) => Ok(vec![info.clone()]),
             RedisTarget::Sentinel { sentinels, master_name, settings, tls } => {
-                let mut last = String::from("no sentinel answered");
-                for s in sentinels {
-                    match ask_sentinel(s, master_name, timeout).await {
-                        Ok((host, port)) => {
-                            let addr = addr_of(&host, port, *tls)?;
-                            let info = s.clone().set_addr(addr).set_redis_settings(settings.clone());
-                            check_role_master(&info, timeout).await?;
-                            return Ok(vec![info]);
-                        }
-                        Err(e) => last = e,
-                    }
+                // Every sentinel at once, so one that does not answer costs one timeout.
+                let mut asks = tokio::task::JoinSet::new();
+                for (i, s) in sentinels.iter().enumerate() {
+                    let (s, name) = (s.clone(), master_name.clone());
+                    asks.spawn(async move { (i, ask_sentinel(&s, &name, timeout).await) });
                 }
-                Err(last)
+                let mut answers: Vec<(usize, SentinelAnswer)> = Vec::with_capacity(sentinels.len());
+                while let Some(joined) = asks.join_next().await {
+                    answers.push(joined.map_err(RedisStoreError::Task)?);
+                }
+                // In URL order, so the error message reads the same way every time.
+                answers.sort_by_key(|(i, _)| *i);
+                let answers: Vec<_> = answers.into_iter().map(|(_, a)| a).collect();
+                let (host, port) = quorum_master(sentinels.len(), &answers)?;
+                let addr = addr_of(&host, port, *tls)?;
+                let info = sentinels[0].clone().set_addr(addr).set_redis_settings(settings.clone());
+                check_role_master(&info, timeout).await?;
+                Ok(vec![info])
             }
             RedisTarget::Cluster { seeds } => {
-                let mut last = String::from("no seed answered");
+                let mut last = RedisStoreError::NoMaster;
                 for seed in seeds {
                     match cluster_masters(seed, timeout).await {
                         Ok(masters) if !masters.is_empty() => return Ok(masters),
-                        Ok(_) => last = "cluster reports no master".into(),
+                        Ok(_) => last = RedisStoreError::NoMaster,
                         Err(e) => last = e,
                     }
                 }
@@ -131,39 +143,77 @@ impl RedisTarget {
     }
 }
 
-fn addr_of(host: &str, port: u16, tls: bool) -> Result<ConnectionAddr, String> {
-    Ok(node(&format!("{host}:{port}"), tls, None)?.addr().clone())
+/// What one sentinel says the master is.
+type SentinelAnswer = Result<(String, u16), RedisStoreError>;
+
+/// The master named by a majority (more than half) of the `configured` sentinels. A
+/// sentinel that is partitioned away can still name a master that is no longer written
+/// to; the majority is what Sentinel's own failover agreement rests on, so a minority's
+/// answer is never taken, and without a majority there is no master (an error: the view
+/// goes stale and `failure_mode` applies).
+pub(super) fn quorum_master(configured: usize, answers: &[SentinelAnswer]) -> SentinelAnswer {
+    let mut votes: Vec<(&(String, u16), usize)> = Vec::new();
+    for addr in answers.iter().flatten() {
+        match votes.iter_mut().find(|(a, _)| *a == addr) {
+            Some((_, n)) => *n += 1,
+            None => votes.push((addr, 1)),
+        }
+    }
+    if let Some((addr, _)) = votes.iter().find(|(_, n)| n * 2 > configured) {
+        return Ok((*addr).clone());
+    }
+    let named: Vec<String> = votes.iter().map(|((h, p), n)| format!("{h}:{p} by {n}")).collect();
+    // Several causes, one per sentinel: the message lists them all.
+    let errors: Vec<String> = answers.iter().filter_map(|a| a.as_ref().err().map(ToString::to_string)).collect();
+    Err(RedisStoreError::NoQuorum { configured, named: named.join(", "), errors: errors.join("; ") })
+}
+
+fn addr_of(host: &str, port: u16, tls: bool) -> Result<ConnectionAddr, RedisStoreError> {
+    let addr = format!("{host}:{port}");
+    match node(&addr, tls, None) {
+        Ok(info) => Ok(info.addr().clone()),
+        Err(source) => Err(RedisStoreError::BadAddress { addr, source }),
+    }
 }
 
 pub(super) async fn connect_node(
     info: &ConnectionInfo,
     timeout: Duration,
-) -> Result<redis::aio::MultiplexedConnection, String> {
-    let client = redis::Client::open(info.clone()).map_err(|e| e.to_string())?;
+) -> Result<redis::aio::MultiplexedConnection, RedisStoreError> {
+    let client = redis::Client::open(info.clone()).map_err(RedisStoreError::node(info.addr(), "client"))?;
     let config =
         redis::AsyncConnectionConfig::new().set_connection_timeout(Some(timeout)).set_response_timeout(Some(timeout));
-    client.get_multiplexed_async_connection_with_config(&config).await.map_err(|e| format!("{}: {e}", info.addr()))
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(RedisStoreError::node(info.addr(), "connect"))
 }
 
-async fn ask_sentinel(s: &ConnectionInfo, name: &str, timeout: Duration) -> Result<(String, u16), String> {
+async fn ask_sentinel(s: &ConnectionInfo, name: &str, timeout: Duration) -> Result<(String, u16), RedisStoreError> {
     let mut con = connect_node(s, timeout).await?;
     let addr: Option<(String, String)> = redis::cmd("SENTINEL")
         .arg("get-master-addr-by-name")
         .arg(name)
         .query_async(&mut con)
         .await
-        .map_err(|e| format!("sentinel {}: {e}", s.addr()))?;
-    let (host, port) = addr.ok_or_else(|| format!("sentinel {} does not know master {name:?}", s.addr()))?;
-    Ok((host, port.parse().map_err(|_| format!("bad port {port:?} from sentinel"))?))
+        .map_err(RedisStoreError::node(s.addr(), "SENTINEL get-master-addr-by-name"))?;
+    let sentinel = || s.addr().to_string();
+    let (host, port) =
+        addr.ok_or_else(|| RedisStoreError::UnknownMaster { sentinel: sentinel(), name: name.to_string() })?;
+    match port.parse() {
+        Ok(p) => Ok((host, p)),
+        Err(_) => Err(RedisStoreError::BadPort { sentinel: sentinel(), port }),
+    }
 }
 
-async fn check_role_master(info: &ConnectionInfo, timeout: Duration) -> Result<(), String> {
+async fn check_role_master(info: &ConnectionInfo, timeout: Duration) -> Result<(), RedisStoreError> {
     let mut con = connect_node(info, timeout).await?;
-    let role: Vec<redis::Value> = redis::cmd("ROLE").query_async(&mut con).await.map_err(|e| e.to_string())?;
+    let role: Vec<redis::Value> =
+        redis::cmd("ROLE").query_async(&mut con).await.map_err(RedisStoreError::node(info.addr(), "ROLE"))?;
     match role.first() {
         Some(redis::Value::BulkString(b)) if b == b"master" => Ok(()),
         Some(redis::Value::SimpleString(s)) if s == "master" => Ok(()),
-        _ => Err(format!("{} is not a master (failover in progress?)", info.addr())),
+        _ => Err(RedisStoreError::NotMaster(info.addr().to_string())),
     }
 }
 
@@ -207,16 +257,17 @@ pub fn parse_cluster_nodes(text: &str) -> (Vec<(String, u16)>, usize) {
 /// failover in progress), so a shard is never silently left untracked.
 pub(super) async fn cluster_master_set<C: redis::aio::ConnectionLike + Send>(
     con: &mut C,
-) -> Result<Vec<(String, u16)>, String> {
-    let text: String = redis::cmd("CLUSTER").arg("NODES").query_async(con).await.map_err(|e| e.to_string())?;
+) -> Result<Vec<(String, u16)>, RedisStoreError> {
+    let text: String =
+        redis::cmd("CLUSTER").arg("NODES").query_async(con).await.map_err(RedisStoreError::command("CLUSTER NODES"))?;
     let (masters, covered) = parse_cluster_nodes(&text);
     if covered < CLUSTER_SLOTS {
-        return Err(format!("cluster serves {covered} of {CLUSTER_SLOTS} slots from healthy masters"));
+        return Err(RedisStoreError::SlotsUncovered { covered, total: CLUSTER_SLOTS });
     }
     Ok(masters)
 }
 
-async fn cluster_masters(seed: &ConnectionInfo, timeout: Duration) -> Result<Vec<ConnectionInfo>, String> {
+async fn cluster_masters(seed: &ConnectionInfo, timeout: Duration) -> Result<Vec<ConnectionInfo>, RedisStoreError> {
     let mut con = connect_node(seed, timeout).await?;
     let tls = matches!(seed.addr(), ConnectionAddr::TcpTls { .. });
     let mut out = Vec::new();
@@ -266,6 +317,22 @@ mod tests {
         assert_eq!(parse_cluster_nodes(huge).1, 0);
         let whole = "a h:7000 master - 0 0 1 connected 0-16383\n";
         assert_eq!(parse_cluster_nodes(whole).1, CLUSTER_SLOTS);
+    }
+
+    #[test]
+    fn the_sentinel_majority_names_the_master() {
+        let addr = |p: u16| ("10.0.0.1".to_string(), p);
+        let m = |p: u16| Ok(addr(p));
+        let down = || Err(RedisStoreError::UnknownMaster { sentinel: "10.0.0.9:26379".into(), name: "m".into() });
+        assert_eq!(quorum_master(1, &[m(1)]).unwrap(), addr(1));
+        assert_eq!(quorum_master(3, &[m(9), m(1), m(1)]).unwrap(), addr(1), "a stale first sentinel is outvoted");
+        assert_eq!(quorum_master(3, &[down(), m(1), m(1)]).unwrap(), addr(1), "two of three is a majority");
+        let err = quorum_master(3, &[m(9), m(1), down()]).unwrap_err().to_string();
+        assert!(err.contains("10.0.0.1:9 by 1") && err.contains("does not know master"), "{err}");
+        assert!(quorum_master(3, &[down(), down(), m(1)]).is_err(), "one answer of three is a minority");
+        assert!(quorum_master(2, &[m(1), m(2)]).is_err(), "a tie is no majority");
+        assert!(quorum_master(4, &[m(1), m(1), down(), down()]).is_err(), "half is not more than half");
+        assert!(quorum_master(0, &[]).is_err());
     }
 
     #[test]
