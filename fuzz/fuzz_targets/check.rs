@@ -49,7 +49,7 @@ fuzz_target!(|data: &[u8]| {
                 TokenSource::Query("access_token".into()),
             ];
             let set = |name: &str| ok.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name);
-            match extract(&view, &sources) {
+            match extract(&view, &sources, hopauth::config::DEFAULT_MAX_TOKEN_BYTES) {
                 Ok(Some(token)) => {
                     let now = hopauth::verify::unix_now();
                     if let Err(why) = acceptable(token, now, f) {
