@@ -29,6 +29,7 @@ pub mod http;
 pub mod issuer;
 pub mod jwks;
 pub mod jws;
+pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod revocation;

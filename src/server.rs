@@ -12,10 +12,11 @@ use tonic_health::ServingStatus;
 use crate::alg::Alg;
 use crate::authorizer::{Authorizer, AuthorizerSettings};
 use crate::background::Background;
-use crate::config::{Config, RevocationBackend};
+use crate::config::{Config, GrpcListen, RevocationBackend};
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
 use crate::http::{router, HttpState};
 use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, KeyRejection, VerifyKey};
+use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
@@ -27,7 +28,10 @@ const READINESS_POLL: Duration = Duration::from_millis(100);
 
 /// A running hopauth; dropping it does not stop it, `shutdown` does.
 pub struct Running {
+    /// The gRPC TCP address; `0.0.0.0:0` when `grpc_listen` is a Unix socket.
     pub grpc_addr: SocketAddr,
+    /// What the gRPC listener bound (TCP with the real port, or the socket path).
+    pub grpc_listen: GrpcListen,
     pub http_addr: SocketAddr,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Metrics,
@@ -152,13 +156,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!(env = %config.admin.token_env, "admin token not set: /admin/* answers 401");
     }
 
-    let grpc_listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("grpc_listen: cannot bind {}", config.grpc_listen))?;
+    let grpc_listener = GrpcListener::bind(&config.grpc_listen).await?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("http_listen: cannot bind {}", config.http_listen))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let grpc_addr = grpc_listener.tcp_addr()?;
+    let grpc_listen = grpc_listener.local()?;
     let http_addr = http_listener.local_addr()?;
 
     let mut background = Background::new();
@@ -206,15 +209,26 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let service = AuthorizationService::new(authorizer.clone());
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let routes = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(service))
-        .serve_with_incoming_shutdown(incoming, background.stop_signal());
+        .add_service(AuthorizationServer::new(service));
+    let stop = background.stop_signal();
     background.spawn(async move {
-        if let Err(error) = grpc.await {
+        let result = match grpc_listener {
+            GrpcListener::Tcp(l) => {
+                let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                routes.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            GrpcListener::Unix(UnixSocket { listener, path }) => {
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let result = routes.serve_with_incoming_shutdown(incoming, stop).await;
+                UnixSocket::remove(&path);
+                result
+            }
+        };
+        if let Err(error) = result {
             tracing::error!(%error, "gRPC server stopped");
         }
     });
@@ -232,6 +246,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    tracing::info!(%grpc_addr, %http_addr, "hopauth serving");
-    Ok(Running { grpc_addr, http_addr, authorizer, metrics, background })
+    tracing::info!(%grpc_listen, %http_addr, "hopauth serving");
+    Ok(Running { grpc_addr, grpc_listen, http_addr, authorizer, metrics, background })
 }
