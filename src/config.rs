@@ -56,6 +56,9 @@ pub struct Config {
     /// `IP:port` or `unix:/path` (see `GrpcListen`).
     #[serde(default = "default_grpc_listen")]
     pub grpc_listen: GrpcListen,
+    /// TLS (optionally mTLS) on `grpc_listen`; TCP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_tls: Option<GrpcTlsConfig>,
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
     /// Where the token is looked for, in order; one token at most per request.
@@ -268,6 +271,17 @@ fn default_grpc_listen() -> GrpcListen {
 pub enum GrpcListen {
     Tcp(SocketAddr),
     Unix(PathBuf),
+}
+
+/// `grpc_tls`: the server certificate, and with `client_ca_file` mTLS (every client must
+/// present a certificate that CA signed). The files are re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The prefix that selects a Unix domain socket in `grpc_listen`.
@@ -607,6 +621,17 @@ impl Config {
         }
         if self.admin.token_env.is_empty() {
             bad("admin.token_env".into(), "must name an environment variable".into());
+        }
+        if let Some(tls) = &self.grpc_tls {
+            if let GrpcListen::Unix(_) = self.grpc_listen {
+                bad(
+                    "grpc_tls".into(),
+                    "TLS is for a TCP grpc_listen; a Unix socket is already local to the pod".into(),
+                );
+            }
+            if let Err(e) = crate::tls::server_config(tls) {
+                bad(e.key().into(), e.to_string().trim_start_matches(e.key()).trim_start_matches(": ").into());
+            }
         }
         if self.grpc_listen == GrpcListen::Tcp(self.http_listen) && self.http_listen.port() != 0 {
             bad("http_listen".into(), "must differ from grpc_listen".into());

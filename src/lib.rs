@@ -35,5 +35,6 @@ pub mod policy;
 pub mod revocation;
 pub mod server;
 pub mod sign;
+pub mod tls;
 pub mod token;
 pub mod verify;

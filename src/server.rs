@@ -20,6 +20,7 @@ use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
+use crate::tls::Certificates;
 use crate::token::TokenSource;
 use crate::verify::{Provider, Verifier, VerifierLimits};
 
@@ -157,6 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let grpc_listener = GrpcListener::bind(&config.grpc_listen).await?;
+    let certificates = config.grpc_tls.as_ref().map(Certificates::load).transpose()?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("http_listen: cannot bind {}", config.http_listen))?;
@@ -165,6 +167,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_addr = http_listener.local_addr()?;
 
     let mut background = Background::new();
+    if let Some(certificates) = &certificates {
+        background.spawn_until_stopped(certificates.clone().watch());
+    }
 
     for cache in caches {
         background.spawn_until_stopped(cache.run());
@@ -216,12 +221,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .add_service(AuthorizationServer::new(service));
     let stop = background.stop_signal();
     background.spawn(async move {
-        let result = match grpc_listener {
-            GrpcListener::Tcp(l) => {
+        let result = match (grpc_listener, certificates) {
+            (GrpcListener::Tcp(l), Some(certificates)) => {
+                routes.serve_with_incoming_shutdown(certificates.incoming(l), stop).await
+            }
+            (GrpcListener::Tcp(l), None) => {
                 let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
                 routes.serve_with_incoming_shutdown(incoming, stop).await
             }
-            GrpcListener::Unix(UnixSocket { listener, path }) => {
+            (GrpcListener::Unix(UnixSocket { listener, path }), _) => {
                 let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
                 let result = routes.serve_with_incoming_shutdown(incoming, stop).await;
                 UnixSocket::remove(&path);
