@@ -61,6 +61,9 @@ pub struct Config {
     pub grpc_tls: Option<GrpcTlsConfig>,
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// `/admin/*` on its own listener (and no longer on `http_listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
     /// Where the token is looked for, in order; one token at most per request.
     #[serde(default = "default_sources")]
     pub sources: Vec<Source>,
@@ -631,6 +634,11 @@ impl Config {
             }
             if let Err(e) = crate::tls::server_config(tls) {
                 bad(e.key().into(), e.to_string().trim_start_matches(e.key()).trim_start_matches(": ").into());
+            }
+        }
+        if let Some(admin) = self.admin_listen {
+            if admin.port() != 0 && (admin == self.http_listen || self.grpc_listen == GrpcListen::Tcp(admin)) {
+                bad("admin_listen".into(), "must differ from http_listen and grpc_listen".into());
             }
         }
         if self.grpc_listen == GrpcListen::Tcp(self.http_listen) && self.http_listen.port() != 0 {

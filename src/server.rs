@@ -14,7 +14,7 @@ use crate::authorizer::{Authorizer, AuthorizerSettings};
 use crate::background::Background;
 use crate::config::{Config, GrpcListen, RevocationBackend};
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
-use crate::http::{router, HttpState};
+use crate::http::{admin_router, public_router, router, HttpState};
 use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, KeyRejection, VerifyKey};
 use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
@@ -34,6 +34,8 @@ pub struct Running {
     /// What the gRPC listener bound (TCP with the real port, or the socket path).
     pub grpc_listen: GrpcListen,
     pub http_addr: SocketAddr,
+    /// Where `/admin/*` is served when `admin_listen` is set (else on `http_addr`).
+    pub admin_addr: Option<SocketAddr>,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Metrics,
     pub background: Background,
@@ -162,6 +164,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("http_listen: cannot bind {}", config.http_listen))?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("admin_listen: cannot bind {addr}"))?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let grpc_addr = grpc_listener.tcp_addr()?;
     let grpc_listen = grpc_listener.local()?;
     let http_addr = http_listener.local_addr()?;
@@ -241,12 +248,25 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    let app = router(HttpState {
+    let state = HttpState {
         authorizer: authorizer.clone(),
         metrics: metrics.clone(),
         admin_token,
         admin_failures: Default::default(),
-    });
+    };
+    let app = match admin_listener {
+        Some(listener) => {
+            let admin =
+                axum::serve(listener, admin_router(state.clone())).with_graceful_shutdown(background.stop_signal());
+            background.spawn(async move {
+                if let Err(error) = admin.await {
+                    tracing::error!(%error, "admin HTTP server stopped");
+                }
+            });
+            public_router(state)
+        }
+        None => router(state),
+    };
     let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
     background.spawn(async move {
         if let Err(error) = http.await {
@@ -254,6 +274,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    tracing::info!(%grpc_listen, %http_addr, "hopauth serving");
-    Ok(Running { grpc_addr, grpc_listen, http_addr, authorizer, metrics, background })
+    tracing::info!(%grpc_listen, %http_addr, admin_addr = ?admin_addr, "hopauth serving");
+    Ok(Running { grpc_addr, grpc_listen, http_addr, admin_addr, authorizer, metrics, background })
 }

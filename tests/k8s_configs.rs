@@ -48,6 +48,8 @@ fn kubernetes_hopauth_configs_are_valid_and_differ_only_in_revocation() {
             "{path}: gRPC is the socket shared with Envoy in the pod"
         );
         assert_eq!(config.http_listen.port(), 9002, "{path}: probes and the ServiceMonitor use 9002");
+        let admin = config.admin_listen.unwrap_or_else(|| panic!("{path}: admin_listen keeps /admin off 9002"));
+        assert!(admin.ip().is_loopback(), "{path}: the admin API stays inside the pod");
         assert_eq!(without_revocation(path), base, "{path} drifted from k8s/base/hopauth.yaml outside `revocation`");
     }
 }

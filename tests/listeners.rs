@@ -100,3 +100,31 @@ async fn checks_over_a_unix_socket_and_loopback_tcp_all_succeed() {
     assert!(envoy_uds.stat("http.inbound.ext_authz.ok").await >= (4 * n) as u64);
     assert!(envoy_tcp.stat("http.inbound.ext_authz.ok").await >= (4 * n) as u64);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listen_takes_admin_off_the_scraped_port() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let hopauth = start_hopauth(&config_yaml(&jwks.url(), "", "admin_listen: 127.0.0.1:0")).await;
+    let admin = hopauth.admin_addr.expect("admin_listen bound");
+    assert_ne!(admin, hopauth.http_addr);
+    let client = reqwest::Client::new();
+    let exp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 600;
+    let revoke = |addr: std::net::SocketAddr| {
+        client
+            .post(format!("http://{addr}/admin/revoke"))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&serde_json::json!({ "jti": "j-1", "exp": exp }))
+            .send()
+    };
+    assert_eq!(revoke(hopauth.http_addr).await.unwrap().status(), 404, "no /admin on http_listen");
+    assert_eq!(hopauth.authorizer.revocation().entries().0, 0);
+    let r = revoke(admin).await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    assert_eq!(hopauth.authorizer.revocation().entries().0, 1, "the revocation was applied");
+    // The side port keeps what probes and Prometheus need; the admin port only /admin.
+    let get = |url: String| client.get(url).send();
+    assert_eq!(get(format!("http://{}/metrics", hopauth.http_addr)).await.unwrap().status(), 200);
+    assert_eq!(get(format!("http://{admin}/metrics")).await.unwrap().status(), 404);
+    hopauth.shutdown().await;
+}
