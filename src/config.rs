@@ -56,10 +56,17 @@ pub const DEFAULT_ADMIN_TOKEN_ENV: &str = "HOPAUTH_ADMIN_TOKEN";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `IP:port` or `unix:/path` (see `GrpcListen`).
     #[serde(default = "default_grpc_listen")]
-    pub grpc_listen: SocketAddr,
+    pub grpc_listen: GrpcListen,
+    /// TLS (optionally mTLS) on `grpc_listen`; TCP only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_tls: Option<GrpcTlsConfig>,
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// `/admin/*` on its own listener (and no longer on `http_listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
     /// Where the token is looked for, in order; one token at most per request.
     #[serde(default = "default_sources")]
     pub sources: Vec<Source>,
@@ -305,8 +312,66 @@ impl Default for VerifyCacheConfig {
     }
 }
 
-fn default_grpc_listen() -> SocketAddr {
+fn default_grpc_listen() -> GrpcListen {
     DEFAULT_GRPC_LISTEN.parse().expect("valid constant")
+}
+
+/// Where the gRPC listener binds: a TCP address, or a Unix domain socket (`unix:/path`),
+/// which Envoy in the same pod reaches with a `pipe: { path: ... }` cluster address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// `grpc_tls`: the server certificate, and with `client_ca_file` mTLS (every client must
+/// present a certificate that CA signed). The files are re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
+/// The prefix that selects a Unix domain socket in `grpc_listen`.
+pub const UNIX_PREFIX: &str = "unix:";
+
+impl std::str::FromStr for GrpcListen {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix(UNIX_PREFIX) {
+            if !path.starts_with('/') {
+                return Err(format!("{text:?}: the socket path must be absolute, e.g. unix:/run/hopauth/grpc.sock"));
+            }
+            return Ok(GrpcListen::Unix(PathBuf::from(path)));
+        }
+        text.parse().map(GrpcListen::Tcp).map_err(|_| {
+            format!("{text:?} is not IP:port or unix:/path; use e.g. 127.0.0.1:9001 or [::1]:9001 or unix:/run/hopauth/grpc.sock (host names are not resolved)")
+        })
+    }
+}
+
+impl std::fmt::Display for GrpcListen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GrpcListen::Tcp(a) => a.fmt(f),
+            GrpcListen::Unix(p) => write!(f, "{UNIX_PREFIX}{}", p.display()),
+        }
+    }
+}
+
+impl Serialize for GrpcListen {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for GrpcListen {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(|e| serde::de::Error::custom(format!("grpc_listen: {e}")))
+    }
 }
 fn default_http_listen() -> SocketAddr {
     DEFAULT_HTTP_LISTEN.parse().expect("valid constant")
@@ -651,7 +716,23 @@ impl Config {
         if self.admin.token_env.is_empty() {
             bad("admin.token_env".into(), "must name an environment variable".into());
         }
-        if self.grpc_listen == self.http_listen && self.grpc_listen.port() != 0 {
+        if let Some(tls) = &self.grpc_tls {
+            if let GrpcListen::Unix(_) = self.grpc_listen {
+                bad(
+                    "grpc_tls".into(),
+                    "TLS is for a TCP grpc_listen; a Unix socket is already local to the pod".into(),
+                );
+            }
+            if let Err(e) = crate::tls::server_config(tls) {
+                bad(e.key().into(), e.to_string().trim_start_matches(e.key()).trim_start_matches(": ").into());
+            }
+        }
+        if let Some(admin) = self.admin_listen {
+            if admin.port() != 0 && (admin == self.http_listen || self.grpc_listen == GrpcListen::Tcp(admin)) {
+                bad("admin_listen".into(), "must differ from http_listen and grpc_listen".into());
+            }
+        }
+        if self.grpc_listen == GrpcListen::Tcp(self.http_listen) && self.http_listen.port() != 0 {
             bad("http_listen".into(), "must differ from grpc_listen".into());
         }
 
@@ -703,6 +784,23 @@ providers:
         assert_eq!(p.jwks.as_ref().unwrap().refresh_interval, DEFAULT_JWKS_REFRESH);
         assert_eq!(c.revocation.backend, RevocationBackend::Memory);
         assert_eq!(c.max_token_bytes, 8192);
+    }
+
+    #[test]
+    fn grpc_listen_is_ip_port_or_a_unix_socket_with_a_hint_for_host_names() {
+        let base = format!("{MINIMAL}grpc_listen: ");
+        let c = parse(&format!("{base}unix:/run/hopauth/grpc.sock")).unwrap();
+        assert_eq!(c.grpc_listen, GrpcListen::Unix("/run/hopauth/grpc.sock".into()));
+        assert!(serde_yaml_ng::to_string(&c).unwrap().contains("grpc_listen: unix:/run/hopauth/grpc.sock"));
+        let c = parse(&format!("{base}\"[::1]:9001\"")).unwrap();
+        assert_eq!(c.grpc_listen.to_string(), "[::1]:9001");
+        let error = parse(&format!("{base}localhost:9001")).unwrap_err().to_string();
+        assert!(
+            error.contains("grpc_listen") && error.contains("use e.g. 127.0.0.1:9001 or [::1]:9001 or unix:"),
+            "{error}"
+        );
+        let error = parse(&format!("{base}unix:grpc.sock")).unwrap_err().to_string();
+        assert!(error.contains("must be absolute"), "{error}");
     }
 
     #[test]

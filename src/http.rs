@@ -88,13 +88,23 @@ impl FailureBudget {
     }
 }
 
+/// Every route on one listener (no `admin_listen`).
 pub fn router(state: HttpState) -> Router {
+    public_router(state.clone()).merge(admin_router(state))
+}
+
+/// `/metrics`, `/healthz`, `/readyz`: what probes and Prometheus reach on `http_listen`.
+pub fn public_router(state: HttpState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/admin/revoke", post(revoke))
         .with_state(state)
+}
+
+/// `/admin/*`: on `admin_listen` when set, so the scraped port cannot revoke.
+pub fn admin_router(state: HttpState) -> Router {
+    Router::new().route("/admin/revoke", post(revoke)).with_state(state)
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {

@@ -12,13 +12,15 @@ use tonic_health::ServingStatus;
 use crate::alg::Alg;
 use crate::authorizer::{Authorizer, AuthorizerSettings};
 use crate::background::Background;
-use crate::config::{Config, RevocationBackend};
+use crate::config::{Config, GrpcListen, RevocationBackend};
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
-use crate::http::{router, HttpState};
+use crate::http::{admin_router, public_router, router, HttpState};
 use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, KeyRejection, VerifyKey};
+use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
+use crate::tls::Certificates;
 use crate::token::TokenSource;
 use crate::verify::{Provider, TokenProfile, Verifier, VerifierLimits};
 
@@ -27,8 +29,13 @@ const READINESS_POLL: Duration = Duration::from_millis(100);
 
 /// A running hopauth; dropping it does not stop it, `shutdown` does.
 pub struct Running {
+    /// The gRPC TCP address; `0.0.0.0:0` when `grpc_listen` is a Unix socket.
     pub grpc_addr: SocketAddr,
+    /// What the gRPC listener bound (TCP with the real port, or the socket path).
+    pub grpc_listen: GrpcListen,
     pub http_addr: SocketAddr,
+    /// Where `/admin/*` is served when `admin_listen` is set (else on `http_addr`).
+    pub admin_addr: Option<SocketAddr>,
     pub authorizer: Arc<Authorizer>,
     pub metrics: Metrics,
     pub background: Background,
@@ -157,16 +164,24 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tracing::warn!(env = %config.admin.token_env, "admin token not set: /admin/* answers 401");
     }
 
-    let grpc_listener = TcpListener::bind(config.grpc_listen)
-        .await
-        .with_context(|| format!("grpc_listen: cannot bind {}", config.grpc_listen))?;
+    let grpc_listener = GrpcListener::bind(&config.grpc_listen).await?;
+    let certificates = config.grpc_tls.as_ref().map(Certificates::load).transpose()?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("http_listen: cannot bind {}", config.http_listen))?;
-    let grpc_addr = grpc_listener.local_addr()?;
+    let admin_listener = match config.admin_listen {
+        Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| format!("admin_listen: cannot bind {addr}"))?),
+        None => None,
+    };
+    let admin_addr = admin_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let grpc_addr = grpc_listener.tcp_addr()?;
+    let grpc_listen = grpc_listener.local()?;
     let http_addr = http_listener.local_addr()?;
 
     let mut background = Background::new();
+    if let Some(certificates) = &certificates {
+        background.spawn_until_stopped(certificates.clone().watch());
+    }
 
     for cache in caches {
         background.spawn_until_stopped(cache.run());
@@ -211,25 +226,52 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let service = AuthorizationService::new(authorizer.clone());
-    let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
-    let grpc = tonic::transport::Server::builder()
+    let routes = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(health_service)
-        .add_service(AuthorizationServer::new(service))
-        .serve_with_incoming_shutdown(incoming, background.stop_signal());
+        .add_service(AuthorizationServer::new(service));
+    let stop = background.stop_signal();
     background.spawn(async move {
-        if let Err(error) = grpc.await {
+        let result = match (grpc_listener, certificates) {
+            (GrpcListener::Tcp(l), Some(certificates)) => {
+                routes.serve_with_incoming_shutdown(certificates.incoming(l), stop).await
+            }
+            (GrpcListener::Tcp(l), None) => {
+                let incoming = tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true));
+                routes.serve_with_incoming_shutdown(incoming, stop).await
+            }
+            (GrpcListener::Unix(UnixSocket { listener, path }), _) => {
+                let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+                let result = routes.serve_with_incoming_shutdown(incoming, stop).await;
+                UnixSocket::remove(&path);
+                result
+            }
+        };
+        if let Err(error) = result {
             tracing::error!(%error, "gRPC server stopped");
         }
     });
 
-    let app = router(HttpState {
+    let state = HttpState {
         authorizer: authorizer.clone(),
         metrics: metrics.clone(),
         admin_token,
         admin_failures: Default::default(),
-    });
+    };
+    let app = match admin_listener {
+        Some(listener) => {
+            let admin =
+                axum::serve(listener, admin_router(state.clone())).with_graceful_shutdown(background.stop_signal());
+            background.spawn(async move {
+                if let Err(error) = admin.await {
+                    tracing::error!(%error, "admin HTTP server stopped");
+                }
+            });
+            public_router(state)
+        }
+        None => router(state),
+    };
     let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
     background.spawn(async move {
         if let Err(error) = http.await {
@@ -237,6 +279,6 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    tracing::info!(%grpc_addr, %http_addr, "hopauth serving");
-    Ok(Running { grpc_addr, http_addr, authorizer, metrics, background })
+    tracing::info!(%grpc_listen, %http_addr, admin_addr = ?admin_addr, "hopauth serving");
+    Ok(Running { grpc_addr, grpc_listen, http_addr, admin_addr, authorizer, metrics, background })
 }

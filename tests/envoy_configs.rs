@@ -43,12 +43,31 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Fixture {
+        Self::start_listening(None).await
+    }
+
+    /// hopauth on the Unix socket `grpc.sock` in the fixture's temp dir (the sidecar default).
+    async fn start_unix() -> Fixture {
+        Self::start_listening(Some("grpc.sock")).await
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.log_path("grpc.sock")
+    }
+
+    async fn start_listening(socket: Option<&str>) -> Fixture {
         let keys = Keys::generate();
         let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
-        let hopauth = start_hopauth(&config_yaml(&jwks.url(), "", "")).await;
+        let logs = tempfile::tempdir().unwrap();
+        let mut yaml = config_yaml(&jwks.url(), "", "");
+        if let Some(name) = socket {
+            let listen = format!("grpc_listen: unix:{}", logs.path().join(name).display());
+            yaml = yaml.replace("grpc_listen: 127.0.0.1:0", &listen);
+        }
+        let hopauth = start_hopauth(&yaml).await;
         wait_ready(&hopauth).await;
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
-        Fixture { keys, _jwks: jwks, hopauth, client, logs: tempfile::tempdir().unwrap() }
+        Fixture { keys, _jwks: jwks, hopauth, client, logs }
     }
 
     fn token(&self, sub: &str, patch: &[(&str, Value)]) -> String {
@@ -93,20 +112,20 @@ async fn log_line(path: &Path, request_path: &str, status: u16) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sidecar_inbound_verifies_rbac_reads_claims_and_access_log_names_sub() {
-    let f = Fixture::start().await;
+    // The shipped sidecar reaches hopauth over the Unix socket (its `pipe` cluster address).
+    let f = Fixture::start_unix().await;
     let app = start_echo().await;
     let (inbound, outbound) = (pick_port(), pick_port());
     let log = f.log_path("sidecar.log");
     // next_service is this sidecar's own inbound listener: the outbound path is exercised
     // end to end (outbound → h2c → inbound → ext_authz → app) with one Envoy.
-    let envoy = Envoy::start_with(
+    let envoy = Envoy::start_with_pipe(
         "sidecar.yaml",
-        f.hopauth.grpc_addr,
+        &f.socket(),
         &[
             ("port_value: 10000", format!("port_value: {inbound}")),
             ("port_value: 10001", format!("port_value: {outbound}")),
             ("port_value: 10002", format!("port_value: {inbound}")),
-            ("port_value: 9001", format!("port_value: {}", f.hopauth.grpc_addr.port())),
             ("port_value: 8080", format!("port_value: {}", app.port())),
             ("path: /dev/stdout", format!("path: {}", log.display())),
         ],
@@ -169,6 +188,15 @@ async fn sidecar_inbound_verifies_rbac_reads_claims_and_access_log_names_sub() {
 
     assert_eq!(envoy.stat("http.inbound.ext_authz.error").await, 0);
     assert_eq!(envoy.stat("http.outbound.ext_authz.ok").await, 0, "no ext_authz on outbound");
+
+    // The socket has the documented mode and goes away at shutdown.
+    use std::os::unix::fs::PermissionsExt;
+    let socket = f.socket();
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, hopauth::listener::SOCKET_MODE, "{mode:o}");
+    let Fixture { hopauth, logs: _logs, .. } = f;
+    hopauth.shutdown().await;
+    assert!(!socket.exists(), "{} left behind", socket.display());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -42,8 +42,14 @@ fn kubernetes_hopauth_configs_are_valid_and_differ_only_in_revocation() {
         let text = std::fs::read_to_string(&file).unwrap();
         let config = Config::from_yaml(&text, &file).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert_eq!(config.revocation.backend, backend, "{path}");
-        assert_eq!(config.grpc_listen.ip().to_string(), "127.0.0.1", "{path}: gRPC must stay inside the pod");
+        assert_eq!(
+            config.grpc_listen,
+            hopauth::config::GrpcListen::Unix("/run/hopauth/grpc.sock".into()),
+            "{path}: gRPC is the socket shared with Envoy in the pod"
+        );
         assert_eq!(config.http_listen.port(), 9002, "{path}: probes and the ServiceMonitor use 9002");
+        let admin = config.admin_listen.unwrap_or_else(|| panic!("{path}: admin_listen keeps /admin off 9002"));
+        assert!(admin.ip().is_loopback(), "{path}: the admin API stays inside the pod");
         assert_eq!(without_revocation(path), base, "{path} drifted from k8s/base/hopauth.yaml outside `revocation`");
     }
 }

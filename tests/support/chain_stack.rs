@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use service::ChainConfig;
 
-use crate::support::{pick_port, Envoy};
+use crate::support::{pick_port, sidecar_over_tcp, Envoy};
 
 /// The services, in call order.
 pub const NAMES: [&str; 3] = ["A", "B", "C"];
@@ -93,7 +93,7 @@ impl Chain {
                 ("port_value: 10000", format!("port_value: {}", inbound[i])),
                 ("port_value: 10001", format!("port_value: {}", outbound[i])),
                 ("port_value: 10002", format!("port_value: {next_in}")),
-                ("port_value: 9001", format!("port_value: {}", hopauth.sidecars[i].port())),
+                sidecar_over_tcp(hopauth.sidecars[i]),
                 ("port_value: 8080", format!("port_value: {}", apps[i].port())),
                 ("path: /dev/stdout", format!("path: {}", log.display())),
             ];

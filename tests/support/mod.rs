@@ -430,6 +430,17 @@ fn replace_once(text: &str, replacements: &[(&str, String)]) -> String {
     out
 }
 
+/// The socket path envoy/sidecar.yaml's hopauth cluster uses (`pipe`).
+pub const SIDECAR_SOCKET: &str = "/run/hopauth/grpc.sock";
+
+/// The replacement that points envoy/sidecar.yaml's hopauth cluster at TCP `addr` instead.
+pub fn sidecar_over_tcp(addr: SocketAddr) -> (&'static str, String) {
+    (
+        "pipe: { path: /run/hopauth/grpc.sock }",
+        format!("socket_address: {{ address: 127.0.0.1, port_value: {} }}", addr.port()),
+    )
+}
+
 /// A real Envoy running a config from `envoy/`, its ports rewritten.
 pub struct Envoy {
     child: Child,
@@ -456,7 +467,7 @@ impl Envoy {
             .replace("port_value: 9901", "port_value: 0")
             .replace("port_value: 9001", &format!("port_value: {}", hopauth.port()))
             .replace("port_value: 8080", &format!("port_value: {}", app.port()));
-        Self::launch(&text, hopauth, port, &[]).await
+        Self::launch(&text, &hopauth.to_string(), port, &[]).await
     }
 
     /// Starts `envoy/<file>` with every `(placeholder, value)` replaced in its text, in one
@@ -477,17 +488,33 @@ impl Envoy {
             .and_then(|(_, to)| to.trim_start_matches("port_value:").trim().parse().ok())
             .expect("start_with needs a replacement for `port_value: 10000` (the listener to wait on)");
         let text = replace_once(&text, &all);
-        Self::launch(&text, hopauth, port, &["--file-flush-interval-msec", "100"]).await
+        Self::launch(&text, &hopauth.to_string(), port, &["--file-flush-interval-msec", "100"]).await
+    }
+
+    /// `start_with` for a config whose hopauth cluster is a `pipe` at `socket` (a Unix socket).
+    pub async fn start_with_pipe(file: &str, socket: &std::path::Path, replacements: &[(&str, String)]) -> Envoy {
+        let text = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
+        let mut all: Vec<(&str, String)> = replacements.to_vec();
+        all.push(("port_value: 9901", "port_value: 0".to_string()));
+        all.push((SIDECAR_SOCKET, socket.display().to_string()));
+        let port = replacements
+            .iter()
+            .find(|(from, _)| *from == "port_value: 10000")
+            .and_then(|(_, to)| to.trim_start_matches("port_value:").trim().parse().ok())
+            .expect("start_with_pipe needs a replacement for `port_value: 10000`");
+        let text = replace_once(&text, &all);
+        Self::launch(&text, &socket.display().to_string(), port, &["--file-flush-interval-msec", "100"]).await
     }
 
     /// Starts Envoy from a whole config `text` a test wrote (its ports already chosen), for
     /// configs that are not one of the shipped files; `port` is the listener waited on.
     /// Returns once that listener accepts and hopauth's cluster is healthy.
     pub async fn start_text(text: &str, hopauth: SocketAddr, port: u16) -> Envoy {
-        Self::launch(text, hopauth, port, &[]).await
+        Self::launch(text, &hopauth.to_string(), port, &[]).await
     }
 
-    async fn launch(text: &str, hopauth: SocketAddr, port: u16, extra_args: &[&str]) -> Envoy {
+    /// `hopauth` is the cluster host as Envoy's /clusters names it (`IP:port` or a socket path).
+    async fn launch(text: &str, hopauth: &str, port: u16, extra_args: &[&str]) -> Envoy {
         let bin = envoy_bin();
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("envoy.yaml");
@@ -539,7 +566,7 @@ impl Envoy {
         self.child.id()
     }
 
-    async fn hopauth_healthy(&self, hopauth: SocketAddr) -> bool {
+    async fn hopauth_healthy(&self, hopauth: &str) -> bool {
         let url = format!("http://{}/clusters", self.admin);
         let Ok(resp) = reqwest::get(&url).await else { return false };
         let Ok(text) = resp.text().await else { return false };
