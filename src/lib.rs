@@ -35,4 +35,5 @@ pub mod revocation;
 pub mod server;
 pub mod sign;
 pub mod token;
+pub mod trace;
 pub mod verify;

@@ -134,7 +134,8 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         max_queue_delay: config.max_queue_delay,
         require_all_providers: config.readiness.require_all_providers,
     };
-    let authorizer = Authorizer::new(sources, verifier, store, settings, metrics.clone());
+    let tracer = config.tracing.as_ref().map(crate::trace::CheckTracer::start).transpose()?;
+    let authorizer = Authorizer::new(sources, verifier, store, settings, metrics.clone()).with_tracer(tracer);
     Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })
 }
 
@@ -169,6 +170,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     if let Some(store) = redis_store {
         background.spawn_until_stopped(store.start());
+    }
+
+    if let Some(tracer) = authorizer.tracer().cloned() {
+        // Export the buffered spans on the way out (the SDK's shutdown blocks).
+        let stop = background.stop_signal();
+        background.spawn(async move {
+            stop.await;
+            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+        });
     }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
