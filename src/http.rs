@@ -160,7 +160,39 @@ fn default_before(authorizer: &Authorizer, iss: &str, now: i64) -> i64 {
     now + skew
 }
 
-async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+/// Who made an admin call, for the audit line: the peer address (the admin API has one
+/// token, so the address is the "who"), and the request id and user agent when sent.
+/// Never the token. Header values are bounded and logged escaped (`?`).
+struct Caller {
+    peer: Option<std::net::SocketAddr>,
+    request_id: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Caller {
+    fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Self {
+        let text = |name: &str| {
+            let v = headers.get(name)?.as_bytes();
+            Some(String::from_utf8_lossy(&v[..v.len().min(AUDIT_HEADER_MAX)]).into_owned())
+        };
+        Caller {
+            peer: extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0),
+            request_id: text("x-request-id"),
+            user_agent: text("user-agent"),
+        }
+    }
+}
+
+/// Longest header value an audit line repeats.
+const AUDIT_HEADER_MAX: usize = 128;
+
+async fn revoke(
+    State(s): State<HttpState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let caller = Caller::of(&extensions, &headers);
     if let Some(refused) = admin_refusal(&s, &headers) {
         return refused;
     }
@@ -191,12 +223,20 @@ async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body
     s.metrics.record_admin_revocation(kind, result.is_ok());
     match result {
         Ok(()) => {
-            tracing::info!(kind, backend = store.backend(), "revocation written");
+            tracing::info!(
+                kind,
+                backend = store.backend(),
+                revocation = %echo,
+                client = ?caller.peer,
+                request_id = ?caller.request_id,
+                user_agent = ?caller.user_agent,
+                "admin: revocation written"
+            );
             (StatusCode::OK, Json(echo)).into_response()
         }
         Err(crate::revocation::RevocationError::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid_request", why),
         Err(e) => {
-            tracing::warn!(error = %e, "revocation write failed");
+            tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "admin: revocation write failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())
         }
     }

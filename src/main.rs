@@ -109,7 +109,12 @@ enum IssuerCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOPAUTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, not in files or log collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -155,17 +160,43 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config, worker_threads } => {
-            let config = match Config::load(&config) {
+        Command::Serve { config: path, worker_threads } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
+            log_start(&path, &config);
             run_server(worker_threads, || async move { hopauth::server::start(config).await.map(|r| r.background) })
         }
     }
+}
+
+/// The start-up line: what runs, from which file, trusting whom.
+fn log_start(path: &std::path::Path, config: &Config) {
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| {
+            let jwks = match &p.jwks {
+                Some(j) if j.uri.is_some() => "uri",
+                Some(j) if j.file.is_some() => "file",
+                Some(_) => "discovery",
+                None => "none (HMAC only)",
+            };
+            format!("{} (issuer {}, jwks {jwks})", p.name, p.issuer)
+        })
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        providers = %providers.join(", "),
+        revocation = ?config.revocation.backend,
+        tracing = config.tracing.is_some(),
+        "hopauth starting"
+    );
 }
 
 fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {

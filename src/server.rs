@@ -235,7 +235,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_token,
         admin_failures: Default::default(),
     });
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
+    // With the peer address: the admin audit lines name who called.
+    let http = axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(background.stop_signal());
     background.spawn(async move {
         if let Err(error) = http.await {
             tracing::error!(%error, "HTTP server stopped");

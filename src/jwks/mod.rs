@@ -220,9 +220,18 @@ impl JwksCache {
                     Err(RefreshError::NoUsableKey { rejected: parsed.rejected.len() })
                 } else {
                     let n = parsed.keys.len();
+                    // Info on the first load and when the set of (kid, alg) changes; debug otherwise.
+                    let ids = |ks: &[VerifyKey]| ks.iter().map(|k| (k.kid.clone(), k.alg)).collect::<Vec<_>>();
+                    let kids = ids(&parsed.keys);
+                    let changed = ids(&self.state.load().keys) != kids;
                     self.state.store(Arc::new(KeyState { keys: parsed.keys, fetched_at: Some(Instant::now()) }));
                     self.metrics.record_jwks_refresh(&self.provider, true, Some(n));
-                    tracing::debug!(provider = %self.provider, keys = n, "JWKS refreshed");
+                    if changed {
+                        let kids: Vec<&str> = kids.iter().filter_map(|(k, _)| k.as_deref()).collect();
+                        tracing::info!(provider = %self.provider, keys = n, kids = ?kids, "keys loaded");
+                    } else {
+                        tracing::debug!(provider = %self.provider, keys = n, "JWKS refreshed, keys unchanged");
+                    }
                     Ok(max_age)
                 }
             }
