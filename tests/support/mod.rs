@@ -369,6 +369,11 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
+    /// Where Envoy's own log is written.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.log")
+    }
+
     async fn hopauth_healthy(&self, hopauth: SocketAddr) -> bool {
         let url = format!("http://{}/clusters", self.admin);
         let Ok(resp) = reqwest::get(&url).await else { return false };
