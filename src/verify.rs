@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::alg::Alg;
 use crate::decision::DenyReason;
 use crate::grpc::render;
-use crate::jwks::{JwksCache, KeyLookup};
+use crate::jwks::{JwksCache, KeyBinding, KeyLookup, KeyStanding};
 use crate::jws::{self, JwsError};
 
 /// One trusted issuer, ready for the request path.
@@ -25,6 +25,52 @@ pub struct Provider {
     pub claims_to_headers: Vec<(String, Arc<str>)>,
     pub payload_header: Option<Arc<str>>,
     pub keys: Arc<JwksCache>,
+    /// Explicit typing and token age, when the provider asks for them.
+    pub profile: TokenProfile,
+}
+
+/// A provider's optional token profile (RFC 8725 §3.11, RFC 9068; `max_token_age`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenProfile {
+    /// The required `typ`, without `application/` (compared case-insensitively).
+    pub typ: Option<Box<str>>,
+    /// Tokens issued (`iat`) longer ago than this are refused; so are tokens without `iat`.
+    pub max_token_age_secs: Option<i64>,
+}
+
+impl TokenProfile {
+    pub fn from_config(p: &crate::config::Provider) -> Self {
+        TokenProfile {
+            typ: p.typ.as_deref().map(|t| crate::config::media_subtype(t).into()),
+            max_token_age_secs: p.max_token_age.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Whether a token's JOSE `typ` is the one required.
+    fn typ_ok(&self, typ: Option<&str>) -> bool {
+        match (&self.typ, typ) {
+            (None, _) => true,
+            (Some(want), Some(got)) => crate::config::media_subtype(got).eq_ignore_ascii_case(want),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The time the token stops passing: `exp`, or earlier when `max_token_age` runs out
+    /// first. The cache keeps an entry until then, so a cached token ages out too.
+    fn deadline(&self, exp: i64, iat: Option<i64>, now: i64, leeway: i64) -> Result<i64, DenyReason> {
+        let Some(max_age) = self.max_token_age_secs else { return Ok(exp) };
+        let iat = iat.ok_or(DenyReason::MissingIat)?;
+        // With an age limit, a token issued in the future is not valid yet (as panva's
+        // `maxTokenAge`); RFC 7519 alone is silent on a future `iat`.
+        if iat > now + leeway {
+            return Err(DenyReason::NotYetValid);
+        }
+        let until = iat.saturating_add(max_age);
+        if now >= until.saturating_add(leeway) {
+            return Err(DenyReason::TokenTooOld);
+        }
+        Ok(exp.min(until))
+    }
 }
 
 /// A token whose signature and claims passed; shared by every request that presents it.
@@ -39,6 +85,9 @@ pub struct VerifiedToken {
     pub exp: i64,
     pub leeway_secs: i64,
     pub scopes: Box<[Box<str>]>,
+    /// The key that verified the signature: a cache hit is refused once that key leaves the
+    /// provider's JWKS, and answered 503 once the provider's keys are past `max_stale`.
+    pub key: KeyBinding,
     /// The encoded CheckResponse that allows this token: identity headers from
     /// `claims_to_headers` and `payload_header`, the claims as dynamic metadata. Rendered
     /// once here, so a cache hit answers without building or encoding anything.
@@ -169,6 +218,8 @@ impl Verifier {
     }
 
     /// A verified token for `token` at time `now`: from the cache, or by full verification.
+    /// A hit still needs its key: 503 past the provider's `max_stale`, 401 (and evicted)
+    /// once a refresh has withdrawn the key that verified it.
     /// Past `start_by` (the request has waited too long) a cache hit is still answered, a
     /// miss is `Overloaded` instead of a signature check.
     pub async fn verify(
@@ -179,6 +230,14 @@ impl Verifier {
     ) -> Result<Arc<VerifiedToken>, DenyReason> {
         if let Some(hit) = self.cache.get(token) {
             self.metrics.verify_cache_hits.inc();
+            match hit.key.standing(now) {
+                KeyStanding::Current => {}
+                KeyStanding::Stale => return Err(DenyReason::KeysUnavailable),
+                KeyStanding::Withdrawn => {
+                    self.cache.invalidate(token);
+                    return Err(DenyReason::UnknownKey);
+                }
+            }
             if now >= hit.exp + hit.leeway_secs {
                 return Err(DenyReason::Expired);
             }
@@ -208,6 +267,7 @@ impl Verifier {
             JwsError::UnknownCrit => DenyReason::UnknownCrit,
             JwsError::Unsupported => DenyReason::Unsupported,
             JwsError::BadClaim => DenyReason::InvalidClaim,
+            JwsError::TooDeep => DenyReason::NestingTooDeep,
         })?;
         let iss = jws.claims.iss.as_deref().ok_or(DenyReason::UnknownIssuer)?;
         let provider = self.providers.iter().find(|p| &*p.issuer == iss).ok_or(DenyReason::UnknownIssuer)?;
@@ -226,10 +286,9 @@ impl Verifier {
         let kid = jws.header.kid.as_deref();
         let check = |lookup: KeyLookup<'_>| match lookup {
             KeyLookup::Found(keys) => {
-                if keys.iter().any(|k| k.verify(jws.signing_input.as_bytes(), &jws.signature)) {
-                    Some(Ok(()))
-                } else {
-                    Some(Err(DenyReason::BadSignature))
+                match keys.iter().find(|k| k.verify(jws.signing_input.as_bytes(), &jws.signature)) {
+                    Some(key) => Some(Ok(key.id)),
+                    None => Some(Err(DenyReason::BadSignature)),
                 }
             }
             KeyLookup::NoKey => Some(Err(DenyReason::UnknownKey)),
@@ -247,14 +306,18 @@ impl Verifier {
                 provider.keys.with_candidates(kid, alg, check).unwrap_or(Err(DenyReason::UnknownKey))
             }
         };
-        outcome?;
+        let key = provider.keys.bind(outcome?);
 
         let c = jws.claims;
         let leeway = provider.leeway_secs;
+        if !provider.profile.typ_ok(jws.header.typ.as_deref()) {
+            return Err(DenyReason::BadTokenType);
+        }
         let exp = c.exp.ok_or(DenyReason::MissingExp)?;
         if now >= exp + leeway {
             return Err(DenyReason::Expired);
         }
+        let exp = provider.profile.deadline(exp, c.iat, now, leeway)?;
         if c.nbf.is_some_and(|nbf| now + leeway < nbf) {
             return Err(DenyReason::NotYetValid);
         }
@@ -281,6 +344,7 @@ impl Verifier {
             exp,
             leeway_secs: leeway,
             scopes: c.scopes.into_iter().map(Into::into).collect(),
+            key,
             allow_response: allow,
         })
     }
@@ -333,6 +397,7 @@ mod tests {
             claims_to_headers: vec![],
             payload_header: None,
             keys: Arc::new(keys),
+            profile: TokenProfile::default(),
         };
         Verifier::new(vec![provider], limits, metrics)
     }
