@@ -124,6 +124,12 @@ fn detail(label: &str, value: impl std::fmt::Display) {
     println!("      {} {}", dim(format!("{label}:")), value);
 }
 
+/// The `/admin/revoke` body that revokes `token`: its own `jti` and `exp`.
+fn revoke_body(token: &str) -> String {
+    let c = claims_of(token);
+    json!({ "jti": c["jti"], "exp": c["exp"] }).to_string()
+}
+
 /// The claims of a JWT, unverified (for display).
 fn claims_of(token: &str) -> Value {
     token
@@ -662,7 +668,28 @@ async fn run_demo(sys: System) -> i32 {
     }
 }
 
-async fn run_up(sys: System) -> i32 {
+/// The log file of the in-process hopauths and issuer under `make up`.
+fn up_log_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("hopauth-up-{}.log", std::process::id()))
+}
+
+/// Sends the in-process services' logs to `up_log_path()` (`make up` keeps the terminal for
+/// the instructions). Failing that, they are not written, and the path says so.
+fn log_to_file() -> Option<std::path::PathBuf> {
+    let path = up_log_path();
+    let file = std::fs::File::create(&path).ok()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOPAUTH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init()
+        .ok()?;
+    Some(path)
+}
+
+async fn run_up(sys: System, log: Option<std::path::PathBuf>) -> i32 {
     let login = sys.login("alice", "alice-pw").await;
     println!();
     println!("{}", green(bold("The system is up. Explore it; Ctrl-C stops everything.")));
@@ -695,9 +722,23 @@ async fn run_up(sys: System) -> i32 {
     println!("  {}", bold("hopauth admin API:"));
     println!("    export HOPAUTH_ADMIN_TOKEN={ADMIN_TOKEN}");
     println!(
-        "    curl -s -X POST http://{}/admin/revoke -H \"authorization: Bearer $HOPAUTH_ADMIN_TOKEN\" -H 'content-type: application/json' -d '{{\"jti\":\"…\",\"exp\":…}}'",
-        sys.hopauth_of(0).http_addr
+        "    curl -s -X POST http://{}/admin/revoke -H \"authorization: Bearer $HOPAUTH_ADMIN_TOKEN\" -H 'content-type: application/json' -d '{}'   {}",
+        sys.hopauth_of(0).http_addr,
+        revoke_body(login.access()),
+        dim("# revokes $TOKEN")
     );
+    println!("  {}", bold("Logs (tail -f):"));
+    match &log {
+        Some(p) => {
+            println!("    {}   {}", p.display(), dim("# hopauth x4 and the issuer (HOPAUTH_LOG=debug for more)"))
+        }
+        None => println!("    {}", dim("hopauth and issuer logs could not be opened")),
+    }
+    println!("    {}   {}", sys.chain.gateway_log.display(), dim("# gateway access log"));
+    for hop in &sys.chain.hops {
+        println!("    {}   {}", hop.access_log.display(), dim(format!("# {} sidecar access log", hop.name)));
+    }
+    println!("    {}   {}", sys.chain.gateway.log_path().display(), dim("# gateway Envoy's own log"));
     let code = match tokio::signal::ctrl_c().await {
         Ok(()) => 0,
         Err(e) => {
@@ -717,11 +758,12 @@ async fn run(up: bool) -> i32 {
     // Panics with install instructions when Envoy is missing, before anything starts.
     let envoy_bin = support::envoy_bin();
     let started = Instant::now();
+    let log = if up { log_to_file() } else { None };
     let sys = System::start().await;
     sys.print();
     println!("  {}", dim(format!("Envoy {}; ready in {:.1} s", envoy_bin.display(), started.elapsed().as_secs_f64())));
     if up {
-        run_up(sys).await
+        run_up(sys, log).await
     } else {
         run_demo(sys).await
     }

@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::policy::RoutePolicy;
 use crate::revocation::{RevocationStatus, RevocationStore, TokenIdentity};
 use crate::token::{self, RequestView, TokenSource};
+use crate::trace::{self as otel, CheckTracer, Probe};
 use crate::verify::{unix_now, Verifier};
 
 /// The decision path's settings, from the config.
@@ -34,6 +35,8 @@ pub struct Authorizer {
     settings: AuthorizerSettings,
     metrics: Metrics,
     deny_log: LogBudget,
+    /// Span export; None (the default) costs the Check path one branch.
+    tracer: Option<CheckTracer>,
 }
 
 impl Authorizer {
@@ -44,7 +47,18 @@ impl Authorizer {
         settings: AuthorizerSettings,
         metrics: Metrics,
     ) -> Self {
-        Authorizer { sources, verifier, revocation, settings, metrics, deny_log: LogBudget::default() }
+        Authorizer { sources, verifier, revocation, settings, metrics, deny_log: LogBudget::default(), tracer: None }
+    }
+
+    /// Records a span per Check into `tracer` (config `tracing`).
+    pub fn with_tracer(mut self, tracer: Option<CheckTracer>) -> Self {
+        self.tracer = tracer;
+        self
+    }
+
+    /// The span exporter, when tracing is on.
+    pub fn tracer(&self) -> Option<&CheckTracer> {
+        self.tracer.as_ref()
     }
 
     pub fn identity_headers(&self) -> &[String] {
@@ -78,7 +92,11 @@ impl Authorizer {
     /// the request reached the server: past `max_queue_delay` only cache hits are served,
     /// and the duration recorded counts from it, so queueing shows in the histogram.
     pub async fn check<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>, arrived: Instant) -> Decision {
-        let (decision, token) = self.decide(req, policy, arrived + self.settings.max_queue_delay).await;
+        let mut probe = self.tracer.as_ref().map(|_| Probe::default());
+        let (decision, token) = self.decide(req, policy, arrived + self.settings.max_queue_delay, &mut probe).await;
+        if let (Some(tracer), Some(probe)) = (&self.tracer, probe) {
+            tracer.record(req, &decision, probe, arrived);
+        }
         match &decision {
             Decision::Allow(a) => self.metrics.record_allow(matches!(a, Allowed::Anonymous), arrived.elapsed()),
             Decision::Deny(reason) => {
@@ -96,6 +114,8 @@ impl Authorizer {
                             reason = reason.as_str(),
                             token = %token.map(fingerprint).unwrap_or_default(),
                             path = %log_path(req.path()),
+                            request_id = otel::request_id(req).unwrap_or_default(),
+                            trace_id = otel::trace_id(req).unwrap_or_default(),
                             "denied"
                         );
                     }
@@ -125,6 +145,7 @@ impl Authorizer {
         req: &'r R,
         policy: RoutePolicy<'_>,
         start_by: Instant,
+        probe: &mut Option<Probe>,
     ) -> (Decision, Option<&'r str>) {
         let token = match token::extract(req, &self.sources, self.settings.max_token_bytes) {
             Ok(Some(t)) => t,
@@ -136,6 +157,9 @@ impl Authorizer {
             return (Decision::Deny(DenyReason::TokenTooLarge), None);
         }
         let now = unix_now();
+        if let Some(p) = probe {
+            p.cache_hit = Some(self.verifier.is_cached(token));
+        }
         let verified = match self.verifier.verify(token, now, Some(start_by)).await {
             Ok(v) => v,
             Err(reason) => return (Decision::Deny(reason), Some(token)),

@@ -90,6 +90,9 @@ pub struct Config {
     pub max_concurrent_verifies: usize,
     #[serde(default)]
     pub readiness: ReadinessConfig,
+    /// OpenTelemetry span export; absent → off (docs/configuration.md#tracing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracing: Option<crate::trace::TracingConfig>,
 }
 
 /// What `/readyz` and gRPC health require.
@@ -734,6 +737,9 @@ impl Config {
         }
         if self.grpc_listen == GrpcListen::Tcp(self.http_listen) && self.http_listen.port() != 0 {
             bad("http_listen".into(), "must differ from grpc_listen".into());
+        }
+        if let Some(t) = &self.tracing {
+            problems.extend(t.problems());
         }
 
         if problems.is_empty() {

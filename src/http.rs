@@ -126,11 +126,47 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 }
 
 /// `{"jti","exp"}` or `{"iss","sub","before"}`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
+#[derive(Debug)]
 enum RevokeRequest {
     Jti { jti: String, exp: i64 },
     Subject { iss: String, sub: String, before: Option<i64> },
+}
+
+/// The body as sent: one flat shape, so a bad field can be named (an untagged enum's
+/// error only says "no variant matched").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    jti: Option<String>,
+    exp: Option<i64>,
+    iss: Option<String>,
+    sub: Option<String>,
+    before: Option<i64>,
+}
+
+impl RevokeRequest {
+    /// The request, or what is wrong with the body, naming the field.
+    fn parse(body: &[u8]) -> Result<Self, String> {
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        let b: RevokeBody = serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string() {
+            p if p == "." => e.into_inner().to_string(),
+            p => format!("{p}: {}", e.into_inner()),
+        })?;
+        match b {
+            RevokeBody { jti: Some(jti), exp: Some(exp), iss: None, sub: None, before: None } => {
+                Ok(RevokeRequest::Jti { jti, exp })
+            }
+            RevokeBody { jti: Some(_), exp: None, .. } => Err("exp: required with jti".into()),
+            RevokeBody { jti: Some(_), .. } => Err("jti: give either jti+exp or iss+sub(+before)".into()),
+            RevokeBody { iss: Some(iss), sub: Some(sub), before, exp: None, .. } => {
+                Ok(RevokeRequest::Subject { iss, sub, before })
+            }
+            RevokeBody { exp: Some(_), .. } => Err("exp: only with jti".into()),
+            RevokeBody { iss: None, sub: Some(_), .. } => Err("iss: required with sub".into()),
+            RevokeBody { iss: Some(_), .. } => Err("sub: required with iss".into()),
+            _ => Err("give {\"jti\":…,\"exp\":…} or {\"iss\":…,\"sub\":…,\"before\":…}".into()),
+        }
+    }
 }
 
 /// Whether the request carries the admin token. Digests are compared, in constant time, so
@@ -183,19 +219,56 @@ fn default_before(authorizer: &Authorizer, iss: &str, now: i64) -> i64 {
     now + skew
 }
 
-async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+/// Who made an admin call, for the audit line: the peer address (the admin API has one
+/// token, so the address is the "who"), and the request id and user agent when sent.
+/// Never the token. Header values are bounded and logged escaped (`?`).
+struct Caller {
+    peer: Option<std::net::SocketAddr>,
+    request_id: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl Caller {
+    fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Self {
+        let text = |name: &str| {
+            let v = headers.get(name)?.as_bytes();
+            Some(String::from_utf8_lossy(&v[..v.len().min(AUDIT_HEADER_MAX)]).into_owned())
+        };
+        Caller {
+            peer: extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0),
+            request_id: text("x-request-id"),
+            user_agent: text("user-agent"),
+        }
+    }
+}
+
+/// Longest header value an audit line repeats.
+const AUDIT_HEADER_MAX: usize = 128;
+
+async fn revoke(
+    State(s): State<HttpState>,
+    extensions: axum::http::Extensions,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let caller = Caller::of(&extensions, &headers);
     if let Some(refused) = admin_refusal(&s, &headers) {
         return refused;
     }
-    let request: RevokeRequest = match serde_json::from_slice(&body) {
+    let request = match RevokeRequest::parse(&body) {
         Ok(r) => r,
-        Err(_) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
-                "body must be {\"jti\":…,\"exp\":…} or {\"iss\":…,\"sub\":…,\"before\":…}",
-            )
+        Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
+    };
+    // A revocation for an issuer no provider trusts is written (it may be configured
+    // later), but it protects nothing now: say so.
+    let warning = match &request {
+        RevokeRequest::Subject { iss, .. }
+            if !s.authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) =>
+        {
+            tracing::warn!(iss = ?iss, client = ?caller.peer, "admin: revocation for an issuer no provider has");
+            Some(format!("no provider has issuer {iss:?}: this revocation matches no token hopauth accepts now"))
         }
+        _ => None,
     };
     let store = s.authorizer.revocation();
     let (kind, result, echo) = match &request {
@@ -214,12 +287,24 @@ async fn revoke(State(s): State<HttpState>, headers: HeaderMap, body: axum::body
     s.metrics.record_admin_revocation(kind, result.is_ok());
     match result {
         Ok(()) => {
-            tracing::info!(kind, backend = store.backend(), "revocation written");
+            tracing::info!(
+                kind,
+                backend = store.backend(),
+                revocation = %echo,
+                client = ?caller.peer,
+                request_id = ?caller.request_id,
+                user_agent = ?caller.user_agent,
+                "admin: revocation written"
+            );
+            let mut echo = echo;
+            if let Some(w) = warning {
+                echo["warning"] = json!(w);
+            }
             (StatusCode::OK, Json(echo)).into_response()
         }
         Err(crate::revocation::RevocationError::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid_request", why),
         Err(e) => {
-            tracing::warn!(error = %e, "revocation write failed");
+            tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "admin: revocation write failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())
         }
     }

@@ -37,4 +37,5 @@ pub mod server;
 pub mod sign;
 pub mod tls;
 pub mod token;
+pub mod trace;
 pub mod verify;

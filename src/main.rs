@@ -44,6 +44,7 @@ enum Command {
     },
     /// Validate a config file and print it with every default filled in; exit 1 on errors.
     CheckConfig {
+        /// Config file (YAML) to check.
         #[arg(long, short, env = "HOPAUTH_CONFIG")]
         config: PathBuf,
     },
@@ -59,15 +60,20 @@ enum Command {
         /// Take `revocation.redis_url` and `max_token_lifetime` from this config.
         #[arg(long, short, env = "HOPAUTH_CONFIG")]
         config: Option<PathBuf>,
+        /// Revoke the one token with this `jti` (needs `--exp`).
         #[arg(long, requires = "exp", conflicts_with_all = ["sub", "iss", "before"])]
         jti: Option<String>,
         /// The token's `exp`: the revocation lasts until then.
         #[arg(long)]
         exp: Option<i64>,
+        /// Revoke every token of this subject (`sub`) issued at or before `--before` (needs `--iss`).
         #[arg(long, requires = "iss", required_unless_present = "jti")]
         sub: Option<String>,
+        /// The subject's issuer (`iss`), exactly as in its tokens.
         #[arg(long, requires = "sub")]
         iss: Option<String>,
+        /// Unix seconds: tokens of the subject with `iat` at or before it are refused
+        /// (default: now plus the issuer's leeway).
         #[arg(long)]
         before: Option<i64>,
     },
@@ -89,6 +95,13 @@ enum Command {
 enum IssuerCommand {
     /// Serve the token, revocation, logout, JWKS and discovery endpoints.
     Serve {
+        /// Issuer config file (YAML).
+        #[arg(long, short, env = "HOPAUTH_ISSUER_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate an issuer config and its users file; exit 1 on errors.
+    CheckConfig {
+        /// Issuer config file (YAML) to check.
         #[arg(long, short, env = "HOPAUTH_ISSUER_CONFIG")]
         config: PathBuf,
     },
@@ -101,6 +114,7 @@ enum IssuerCommand {
     /// Rotate the signing keys: next becomes active, active retiring, a new next is made.
     /// A running issuer picks it up within `keys.reload_interval`.
     RotateKeys {
+        /// Issuer config file (YAML) whose `keys.dir` is rotated.
         #[arg(long, short, env = "HOPAUTH_ISSUER_CONFIG")]
         config: PathBuf,
     },
@@ -109,7 +123,12 @@ enum IssuerCommand {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOPAUTH_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    // Colour codes only for a person at a terminal, not in files or log collectors.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
@@ -155,17 +174,43 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Serve { config, worker_threads } => {
-            let config = match Config::load(&config) {
+        Command::Serve { config: path, worker_threads } => {
+            let config = match Config::load(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
+            log_start(&path, &config);
             run_server(worker_threads, || async move { hopauth::server::start(config).await.map(|r| r.background) })
         }
     }
+}
+
+/// The start-up line: what runs, from which file, trusting whom.
+fn log_start(path: &std::path::Path, config: &Config) {
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| {
+            let jwks = match &p.jwks {
+                Some(j) if j.uri.is_some() => "uri",
+                Some(j) if j.file.is_some() => "file",
+                Some(_) => "discovery",
+                None => "none (HMAC only)",
+            };
+            format!("{} (issuer {}, jwks {jwks})", p.name, p.issuer)
+        })
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        providers = %providers.join(", "),
+        revocation = ?config.revocation.backend,
+        tracing = config.tracing.is_some(),
+        "hopauth starting"
+    );
 }
 
 fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
@@ -209,14 +254,45 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
                 }
             }
         }
+        (Some(IssuerCommand::CheckConfig { config }), _) => {
+            let Some(c) = load(&config) else { return ExitCode::FAILURE };
+            match hopauth::issuer::users::UserDb::load(&c.users_file) {
+                Ok(users) => {
+                    println!("# {}: valid ({} users in {})", config.display(), users.len(), c.users_file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         (Some(IssuerCommand::Serve { config }), _) | (None, Some(config)) => {
             let Some(c) = load(&config) else { return ExitCode::FAILURE };
             run_server(None, || async move { hopauth::issuer::start(c).await.map(|r| r.background) })
         }
         (None, None) => {
-            eprintln!("hopauth issuer: give --config FILE (or a subcommand: serve, hash-password, rotate-keys)");
+            eprintln!(
+                "hopauth issuer: give --config FILE (or a subcommand: serve, check-config, hash-password, rotate-keys)"
+            );
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A revocation write error, in one line when the address answered but not as Redis (an
+/// HTTP port, a database of another kind), instead of the client's repeated parse errors.
+fn not_redis(url: &str, e: hopauth::revocation::RevocationError) -> anyhow::Error {
+    let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
+    let protocol = chain
+        .filter_map(|e| e.downcast_ref::<redis::RedisError>())
+        .any(|r| matches!(r.kind(), redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType))
+        || e.to_string().contains("Parse error");
+    if protocol {
+        let shown = hopauth::config::redact_url(url);
+        anyhow::anyhow!("{shown} answered, but not as Redis: check the host and port (an HTTP port, perhaps?)")
+    } else {
+        e.into()
     }
 }
 
@@ -261,7 +337,7 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
     let now = hopauth::verify::unix_now();
     if let Some(jti) = &t.jti {
         let exp = t.exp.context("--jti needs --exp")?;
-        store.revoke_jti(jti, exp).await?;
+        store.revoke_jti(jti, exp).await.map_err(|e| not_redis(&url, e))?;
         Ok(format!("revoked jti {jti:?} until {exp}: SET {} 1 EX {}", jti_key(jti), exp - now))
     } else {
         let (iss, sub) = (t.iss.context("--sub needs --iss")?, t.sub.context("--iss needs --sub")?);
@@ -272,7 +348,7 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
             .and_then(|c| c.providers.iter().find(|p| p.issuer == iss))
             .map_or(hopauth::config::DEFAULT_LEEWAY, |p| p.leeway);
         let before = t.before.unwrap_or(now + skew.as_secs() as i64);
-        store.revoke_subject(&iss, &sub, before).await?;
+        store.revoke_subject(&iss, &sub, before).await.map_err(|e| not_redis(&url, e))?;
         Ok(format!(
             "revoked every token of {sub:?} from {iss:?} issued at or before {before}: SET {} {before} EX {}",
             subject_key(&iss, &sub),

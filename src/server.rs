@@ -146,7 +146,8 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
         max_queue_delay: config.max_queue_delay,
         require_all_providers: config.readiness.require_all_providers,
     };
-    let authorizer = Authorizer::new(sources, verifier, store, settings, metrics.clone());
+    let tracer = config.tracing.as_ref().map(crate::trace::CheckTracer::start).transpose()?;
+    let authorizer = Authorizer::new(sources, verifier, store, settings, metrics.clone()).with_tracer(tracer);
     Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })
 }
 
@@ -189,6 +190,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 
     if let Some(store) = redis_store {
         background.spawn_until_stopped(store.start());
+    }
+
+    if let Some(tracer) = authorizer.tracer().cloned() {
+        // Export the buffered spans on the way out (the SDK's shutdown blocks).
+        let stop = background.stop_signal();
+        background.spawn(async move {
+            stop.await;
+            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+        });
     }
 
     let (reporter, health_service) = tonic_health::server::health_reporter();
@@ -259,10 +269,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         admin_token,
         admin_failures: Default::default(),
     };
+    // With the peer address: the admin audit lines name who called.
     let app = match admin_listener {
         Some(listener) => {
-            let admin =
-                axum::serve(listener, admin_router(state.clone())).with_graceful_shutdown(background.stop_signal());
+            let admin = axum::serve(
+                listener,
+                admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(background.stop_signal());
             background.spawn(async move {
                 if let Err(error) = admin.await {
                     tracing::error!(%error, "admin HTTP server stopped");
@@ -272,7 +286,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => router(state),
     };
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(background.stop_signal());
+    let http = axum::serve(http_listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(background.stop_signal());
     background.spawn(async move {
         if let Err(error) = http.await {
             tracing::error!(%error, "HTTP server stopped");

@@ -178,6 +178,11 @@ impl Verifier {
         Verifier { providers, identity_headers, cache, verifies, metrics }
     }
 
+    /// Whether `token` has a cache entry now (the span's `cache_hit`; not on the hot path).
+    pub fn is_cached(&self, token: &str) -> bool {
+        self.cache.contains_key(token)
+    }
+
     /// Entries in the cache and the bytes they weigh (after pending housekeeping).
     pub fn cache_usage(&self) -> (u64, u64) {
         (self.cache.entry_count(), self.cache.weighted_size())

@@ -100,3 +100,40 @@ async fn failed_admin_authentications_are_throttled_for_everyone() {
     .await;
     running.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_bodies_name_the_field_and_unknown_issuers_get_a_warning() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let running = start_hopauth(&config_yaml(&jwks.url(), "", "")).await;
+    let described = |body: serde_json::Value| {
+        let running = &running;
+        async move {
+            let r = admin(running, ADMIN_TOKEN, body).await;
+            assert_eq!(r.status(), 400);
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["error"], "invalid_request");
+            v["error_description"].as_str().unwrap().to_string()
+        }
+    };
+    let d = described(json!({"jti": "a", "exp": "tomorrow"})).await;
+    assert!(d.starts_with("exp: invalid type"), "{d}");
+    let d = described(json!({"jti": "a"})).await;
+    assert!(d.starts_with("exp: required"), "{d}");
+    let d = described(json!({"sub": "a"})).await;
+    assert!(d.starts_with("iss: required"), "{d}");
+    let d = described(json!({"jti": "a", "exp": 1, "colour": "red"})).await;
+    assert!(d.contains("unknown field `colour`"), "{d}");
+    let d = described(json!({"iss": ISSUER, "sub": "a", "before": [1]})).await;
+    assert!(d.starts_with("before: invalid type"), "{d}");
+
+    // An issuer no provider has: written, with a warning in the answer.
+    let r = admin(&running, ADMIN_TOKEN, json!({"iss": "https://typo.example", "sub": "a", "before": now()})).await;
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["warning"].as_str().unwrap().contains("https://typo.example"), "{v}");
+    let r = admin(&running, ADMIN_TOKEN, json!({"iss": ISSUER, "sub": "a", "before": now()})).await;
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v.get("warning").is_none(), "a known issuer gets no warning: {v}");
+    running.shutdown().await;
+}

@@ -67,6 +67,7 @@ admin: {{ token_env: HOPAUTH_ADMIN_TOKEN }}
 max_token_bytes: 8192
 max_queue_delay: 50ms
 verify_cache: {{ max_entries: 1000 }}
+tracing: {{ otlp_endpoint: "http://127.0.0.1:4317", sample_ratio: 0.5, service_name: hopauth, export_timeout: 5s }}
 "#,
         file = jwks_file.path().display().to_string()
     );

@@ -349,7 +349,14 @@ impl JwksCache {
         self.generation.store(self.state.load().generation, Ordering::Release);
         self.publish_deadline();
         self.metrics.record_jwks_refresh(&self.provider, true, Some(n));
-        tracing::debug!(provider = %self.provider, keys = n, changed = !same, "JWKS refreshed");
+        if same {
+            tracing::debug!(provider = %self.provider, keys = n, "JWKS refreshed, keys unchanged");
+        } else {
+            // Info on the first load and on every change of the key set.
+            let state = self.state.load();
+            let kids: Vec<&str> = state.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
+            tracing::info!(provider = %self.provider, keys = n, kids = ?kids, "keys loaded");
+        }
     }
 
     /// A 304: the keys held are current as of now.

@@ -561,6 +561,11 @@ impl Envoy {
         std::fs::read_to_string(self.dir.path().join("envoy.log")).unwrap_or_default()
     }
 
+    /// Where Envoy's own log is written.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("envoy.log")
+    }
+
     /// The Envoy process id (for /proc samples).
     pub fn pid(&self) -> u32 {
         self.child.id()
