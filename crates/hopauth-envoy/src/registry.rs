@@ -20,8 +20,9 @@ pub fn new_filter_config(
     }
 }
 
-/// Builds a per-route config (`typed_per_filter_config`). Envoy passes the
-/// `per_route_config_name` of the route's config as `name`.
+/// Builds a per-route config (`typed_per_filter_config`). Envoy passes the `filter_name`
+/// of the route's `DynamicModuleFilterPerRoute` as `name` (empty when it is not set; the
+/// older `per_route_config_name` still works in 1.40 but is deprecated).
 pub fn new_per_route_config(name: &str, config: &[u8]) -> Result<RouteConfig, ConfigError> {
     match name {
         probe::FILTER_NAME => Ok(Box::new(probe::ProbeRoute::parse(config)?)),

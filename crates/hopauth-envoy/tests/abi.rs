@@ -250,6 +250,7 @@ fn admin_get(port: u16, path: &str) -> String {
 
 struct Envoy {
     child: Child,
+    dir: PathBuf,
     listen: u16,
     admin: u16,
     log: PathBuf,
@@ -261,6 +262,10 @@ impl Drop for Envoy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Kept after a failure, for its envoy.log / access.log.
+        if !thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
 }
 
@@ -301,7 +306,7 @@ fn config_yaml(
                   abi_probe:
                     \"@type\": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute
                     dynamic_module_config: {{ name: hopauth_envoy }}
-                    per_route_config_name: abi_probe
+                    filter_name: abi_probe
                     filter_config: {{ \"@type\": type.googleapis.com/google.protobuf.StringValue, value: \"{v}\" }}
 "
             ));
@@ -374,7 +379,7 @@ fn spawn_envoy(filter_name: &str, filter_config: &str) -> Result<Envoy, (i32, St
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .expect("spawn envoy");
-    let mut envoy = Envoy { child, listen, admin, log, access_log, echo };
+    let mut envoy = Envoy { child, dir, listen, admin, log, access_log, echo };
     let end = Instant::now() + STARTUP_DEADLINE;
     loop {
         if let Some(status) = envoy.child.try_wait().unwrap() {
