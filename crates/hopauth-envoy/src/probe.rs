@@ -18,6 +18,7 @@
 //!   `n` ms; `on_scheduled` adds `x-probe-resumed: on-the-holding-worker` (or
 //!   `on-another-thread`) and continues decoding.
 //! - `x-probe-panic: 1`: panics inside the hook (the FFI layer must answer 503).
+//! - `x-probe-panic: scheduled` with `x-probe-suspend-ms`: panics in `on_scheduled` instead.
 use std::fmt::Write as _;
 use std::thread;
 use std::time::Duration;
@@ -55,7 +56,12 @@ impl ProbeFactory {
 
 impl FilterFactory for ProbeFactory {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(Probe { label: self.label.clone(), requests: self.requests, held_on: None })
+        Box::new(Probe {
+            label: self.label.clone(),
+            requests: self.requests,
+            held_on: None,
+            panic_when_scheduled: false,
+        })
     }
 }
 
@@ -82,12 +88,14 @@ struct Probe {
     requests: Counter,
     /// The thread that held the request, to show `on_scheduled` runs on the same worker.
     held_on: Option<thread::ThreadId>,
+    panic_when_scheduled: bool,
 }
 
 impl HttpFilter for Probe {
     fn on_request_headers(&mut self, ctx: &mut RequestContext<'_>, _end_of_stream: bool) -> HeadersStatus {
         ctx.increment_counter(self.requests, 1);
-        if ctx.first_header("x-probe-panic").is_some() {
+        self.panic_when_scheduled = ctx.first_header("x-probe-panic") == Some(b"scheduled");
+        if ctx.first_header("x-probe-panic").is_some() && !self.panic_when_scheduled {
             panic!("abi_probe: panic requested by x-probe-panic");
         }
         if let Some(status) = ctx.first_header("x-probe-reply") {
@@ -138,6 +146,9 @@ impl HttpFilter for Probe {
     fn on_scheduled(&mut self, ctx: &mut RequestContext<'_>, event_id: u64) {
         if event_id != RESUME_EVENT {
             return;
+        }
+        if self.panic_when_scheduled {
+            panic!("abi_probe: panic requested in on_scheduled");
         }
         let same = self.held_on == Some(thread::current().id());
         let on: &[u8] = if same { b"on-the-holding-worker" } else { b"on-another-thread" };

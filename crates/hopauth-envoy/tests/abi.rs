@@ -549,9 +549,19 @@ fn a_panic_in_the_filter_answers_503_and_envoy_keeps_serving() {
     for _ in 0..2 {
         assert_eq!(get(envoy.listen, "/a", &[]).status, 200);
     }
+    // The same from the scheduled hook, on a held request.
+    let r = get(envoy.listen, "/a", &[("x-probe-panic", b"scheduled"), ("x-probe-suspend-ms", b"50")]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.body_text(), "{\"error\":\"internal\",\"reason\":\"filter failure\"}");
+    assert_eq!(envoy.echo.hits.load(Ordering::SeqCst), 2);
+    assert_eq!(get(envoy.listen, "/a", &[]).status, 200);
     assert!(envoy.child_alive(), "Envoy died after the panic");
     let log = envoy.log_text();
     assert!(log.contains("filter \"abi_probe\" panicked in on_request_headers: abi_probe: panic requested"), "{log}");
+    assert!(
+        log.contains("filter \"abi_probe\" panicked in on_scheduled: abi_probe: panic requested in on_scheduled"),
+        "{log}"
+    );
 }
 
 /// envoy_dynamic_module_callback_log from config_new reaches Envoy's log.
