@@ -333,11 +333,17 @@ impl<'hook> RawFilter<'hook> {
         unsafe { envoy_dynamic_module_callback_http_filter_continue_decoding(self.ptr) }
     }
 
-    pub(crate) fn increment_counter(&mut self, id: usize, by: u64) -> bool {
+    /// Adds `by` to counter `id` with `labels` (as many as it was defined with; the caller
+    /// checks, Envoy does not).
+    pub(crate) fn increment_counter(&mut self, id: usize, labels: &[&str], by: u64) -> bool {
+        let mut values: Vec<Buffer> = labels.iter().map(|l| Buffer::of(l.as_bytes())).collect();
+        let values_ptr = if values.is_empty() { ptr::null_mut() } else { values.as_mut_ptr() };
         // SAFETY: RawFilter invariant; `id` came from define_counter on the config that
-        // created this filter; no labels (null, 0) as defined.
+        // created this filter, and the number of label values equals the number of label
+        // names it was defined with (checked by `filter::RequestContext`); `values` outlives
+        // the call.
         let r = unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, id, ptr::null_mut(), 0, by)
+            envoy_dynamic_module_callback_http_filter_increment_counter(self.ptr, id, values_ptr, values.len(), by)
         };
         r == METRICS_SUCCESS
     }
@@ -358,16 +364,20 @@ pub(crate) struct RawConfig {
 }
 
 impl RawConfig {
-    pub(crate) fn define_counter(&self, name: &str) -> Result<usize, u32> {
+    /// Defines counter `name` with `labels` (label names); its id.
+    pub(crate) fn define_counter(&self, name: &str, labels: &[&str]) -> Result<usize, u32> {
+        let mut names: Vec<Buffer> = labels.iter().map(|l| Buffer::of(l.as_bytes())).collect();
+        let names_ptr = if names.is_empty() { ptr::null_mut() } else { names.as_mut_ptr() };
         let mut id = 0usize;
         // SAFETY: `self.ptr` is the config Envoy passed to the running config_new hook (main
-        // thread), the only place stats may be defined; `name` and `id` outlive the call.
+        // thread), the only place stats may be defined; `name`, `names` and `id` outlive the
+        // call (Envoy copies the names).
         let r = unsafe {
             envoy_dynamic_module_callback_http_filter_config_define_counter(
                 self.ptr,
                 Buffer::of(name.as_bytes()),
-                ptr::null_mut(),
-                0,
+                names_ptr,
+                names.len(),
                 &mut id,
             )
         };

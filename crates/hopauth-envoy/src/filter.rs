@@ -86,7 +86,10 @@ pub trait HttpFilter {
 /// A counter defined in [`ConfigContext::define_counter`]; increment it per request with
 /// [`RequestContext::increment_counter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Counter(pub(crate) usize);
+pub struct Counter {
+    id: usize,
+    labels: usize,
+}
 
 /// The handle given while Envoy creates a filter configuration (main thread).
 /// Stats can be defined only here.
@@ -102,9 +105,20 @@ impl<'hook> ConfigContext<'hook> {
     /// Defines a counter (no labels). Envoy shows it at `/stats` as
     /// `dynamicmodulescustom.<name>`.
     pub fn define_counter(&mut self, name: &str) -> Result<Counter, ConfigError> {
-        self.raw.define_counter(name).map(Counter).map_err(|code| {
-            ConfigError::new(format!("Envoy refused to define counter {name:?} (metrics result {code})"))
-        })
+        self.define_counter_with_labels(name, &[])
+    }
+
+    /// Defines a counter with label names `labels`; every increment gives one value per
+    /// name, in order. Envoy shows it at `/stats/prometheus` as
+    /// `envoy_dynamicmodulescustom_<name>{<label>="<value>",…}`. Label values must come
+    /// from closed sets (the team rule for metrics).
+    pub fn define_counter_with_labels(&mut self, name: &str, labels: &[&str]) -> Result<Counter, ConfigError> {
+        match self.raw.define_counter(name, labels) {
+            Ok(id) => Ok(Counter { id, labels: labels.len() }),
+            Err(code) => {
+                Err(ConfigError::new(format!("Envoy refused to define counter {name:?} (metrics result {code})")))
+            }
+        }
     }
 }
 
@@ -207,9 +221,18 @@ impl<'hook> RequestContext<'hook> {
         self.raw.continue_decoding();
     }
 
-    /// Adds `by` to `counter`.
+    /// Adds `by` to `counter` (defined without labels).
     pub fn increment_counter(&mut self, counter: Counter, by: u64) -> bool {
-        self.raw.increment_counter(counter.0, by)
+        self.increment_counter_with_labels(counter, &[], by)
+    }
+
+    /// Adds `by` to `counter` for the label `values` (one per label name it was defined
+    /// with). A wrong number of values is refused here (`false`): Envoy would not check it.
+    pub fn increment_counter_with_labels(&mut self, counter: Counter, values: &[&str], by: u64) -> bool {
+        if values.len() != counter.labels {
+            return false;
+        }
+        self.raw.increment_counter(counter.id, values, by)
     }
 }
 

@@ -11,7 +11,9 @@
 //!   `x-probe-in` the whole-map listing shows), `x-probe-set: module`
 //!   (replacing the client's), one more `x-probe-add: module`, and no `x-probe-remove`;
 //!   dynamic metadata `probe.route` (string) and `probe.in_count` (number); counter
-//!   `abi_probe_requests` +1.
+//!   `abi_probe_requests` +1, `abi_probe_outcomes{outcome="passed"}` +1 (`replied` for a
+//!   local reply); `x-probe-path` (the `:path` pseudo-header) and
+//!   `x-probe-bad-labels-refused: yes` (an increment with the wrong label count is refused).
 //! - `x-probe-reply: <status>`: a local reply with that status, header
 //!   `x-probe-replied: yes` and body `probe reply <status>`.
 //! - `x-probe-suspend-ms: <n>`: StopIteration; a module thread commits the scheduler after
@@ -38,6 +40,7 @@ const MAX_SUSPEND_MS: u64 = 10_000;
 pub struct ProbeFactory {
     label: String,
     requests: Counter,
+    outcomes: Counter,
 }
 
 impl ProbeFactory {
@@ -49,8 +52,9 @@ impl ProbeFactory {
             ConfigError::new(format!("abi_probe: filter_config must be `label=<text>`, got {text:?}"))
         })?;
         let requests = cx.define_counter("abi_probe_requests")?;
+        let outcomes = cx.define_counter_with_labels("abi_probe_outcomes", &["outcome"])?;
         log(LogLevel::Info, &format!("abi_probe: filter config loaded, label={label}"));
-        Ok(Self { label: label.to_owned(), requests })
+        Ok(Self { label: label.to_owned(), requests, outcomes })
     }
 }
 
@@ -59,6 +63,7 @@ impl FilterFactory for ProbeFactory {
         Box::new(Probe {
             label: self.label.clone(),
             requests: self.requests,
+            outcomes: self.outcomes,
             held_on: None,
             panic_when_scheduled: false,
         })
@@ -86,6 +91,7 @@ impl ProbeRoute {
 struct Probe {
     label: String,
     requests: Counter,
+    outcomes: Counter,
     /// The thread that held the request, to show `on_scheduled` runs on the same worker.
     held_on: Option<thread::ThreadId>,
     panic_when_scheduled: bool,
@@ -102,10 +108,15 @@ impl HttpFilter for Probe {
             let status = parse_u64(status).unwrap_or(500);
             let status = u16::try_from(status).unwrap_or(500);
             let body = format!("probe reply {status}");
+            ctx.increment_counter_with_labels(self.outcomes, &["replied"], 1);
             ctx.send_local_reply(status, &[("x-probe-replied", b"yes")], body.as_bytes(), "abi_probe_reply");
             return HeadersStatus::StopIteration;
         }
 
+        ctx.increment_counter_with_labels(self.outcomes, &["passed"], 1);
+        // A wrong label count is refused by the wrapper, never handed to Envoy.
+        let refused = !ctx.increment_counter_with_labels(self.outcomes, &[], 1);
+        let path = ctx.first_header(":path").map(<[u8]>::to_vec).unwrap_or_default();
         let seen: Vec<Vec<u8>> = ctx.header("x-probe-in").map(<[u8]>::to_vec).collect();
         // The whole-map listing (http_get_headers) cross-checks the per-name lookup.
         let all = ctx.headers();
@@ -121,6 +132,8 @@ impl HttpFilter for Probe {
         ctx.set_header("x-probe-hex", hex.as_bytes());
         ctx.set_header("x-probe-listed-in", listed_in.to_string().as_bytes());
         ctx.set_header("x-probe-set", b"module");
+        ctx.set_header("x-probe-path", &path);
+        ctx.set_header("x-probe-bad-labels-refused", if refused { b"yes" } else { b"no" });
         ctx.add_header("x-probe-add", b"module");
         ctx.remove_header("x-probe-remove");
         ctx.set_metadata_string("probe", "route", &route);

@@ -434,6 +434,10 @@ fn headers_are_read_set_added_and_removed_and_route_config_is_per_route() {
     assert_eq!(r.upstream_values("x-probe-add"), ["client", "module"]);
     assert!(r.upstream_values("x-probe-remove").is_empty(), "{}", r.body_text());
     assert_eq!(r.upstream_values("x-probe-label"), [PROBE_LABEL]);
+    // Pseudo-headers read like any other.
+    assert_eq!(r.upstream_values("x-probe-path"), ["/a/x"]);
+    // The wrapper refuses an increment whose label count differs from the definition.
+    assert_eq!(r.upstream_values("x-probe-bad-labels-refused"), ["yes"]);
     // get_most_specific_route_config: the route's own config, or none.
     assert_eq!(r.upstream_values("x-probe-route"), ["alpha"]);
     let b = get(envoy.listen, "/b", &[]);
@@ -520,7 +524,8 @@ fn a_held_request_is_resumed_from_another_thread_through_the_scheduler() {
     assert_eq!(envoy.echo.hits.load(Ordering::SeqCst), hits_before + 1, "the hung-up request reached the upstream");
 }
 
-/// http_filter_config_define_counter (in config_new) and http_filter_increment_counter.
+/// http_filter_config_define_counter (in config_new) and http_filter_increment_counter,
+/// without and with labels.
 #[test]
 fn the_request_counter_is_an_envoy_stat() {
     let envoy = probe_envoy();
@@ -529,11 +534,23 @@ fn the_request_counter_is_an_envoy_stat() {
         assert_eq!(get(envoy.listen, "/c", &[]).status, 200);
     }
     assert_eq!(envoy.counter("dynamicmodulescustom.abi_probe_requests"), Some(3));
+    assert_eq!(get(envoy.listen, "/c", &[("x-probe-reply", b"403")]).status, 403);
     let prom = admin_get(envoy.admin, "/stats/prometheus");
     assert!(
-        prom.lines().any(|l| l.starts_with("envoy_dynamicmodulescustom_abi_probe_requests") && l.ends_with(" 3")),
+        prom.lines().any(|l| l.starts_with("envoy_dynamicmodulescustom_abi_probe_requests") && l.ends_with(" 4")),
         "{prom}"
     );
+    // The labelled counter: one series per label value.
+    let series = |outcome: &str| {
+        prom.lines()
+            .find(|l| {
+                l.starts_with("envoy_dynamicmodulescustom_abi_probe_outcomes{")
+                    && l.contains(&format!("outcome=\"{outcome}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    assert_eq!(series("passed"), Some(3), "{prom}");
+    assert_eq!(series("replied"), Some(1), "{prom}");
 }
 
 /// catch_unwind at the hook: a panic answers 503, is logged through
