@@ -103,6 +103,7 @@ fn fixture() -> Fixture {
         claims_to_headers: vec![("sub".into(), "x-jwt-sub".into()), ("scope".into(), "x-jwt-scope".into())],
         payload_header: Some("x-jwt-payload".into()),
         keys: Arc::new(cache),
+        profile: Default::default(),
     };
     let limits = VerifierLimits {
         cache_max_entries: 100_000,
@@ -254,7 +255,7 @@ fn benches(c: &mut Criterion) {
         TokenSource::Cookie("access_token".into()),
         TokenSource::Query("access_token".into()),
     ];
-    c.bench_function("token_extraction", |b| b.iter(|| extract(black_box(&headers), &sources).unwrap()));
+    c.bench_function("token_extraction", |b| b.iter(|| extract(black_box(&headers), &sources, 8192).unwrap()));
 
     // Rendering and encoding an allow happens once per token, on first sight.
     let identity = fx.authorizer.identity_headers().to_vec();

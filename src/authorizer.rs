@@ -105,13 +105,28 @@ impl Authorizer {
         decision
     }
 
+    /// Records a Check whose request could not be read at all (not valid protobuf): the
+    /// deny metric, and one budgeted log line saying why.
+    pub fn refuse_unreadable(&self, reason: &DenyReason, error: &dyn std::error::Error, arrived: Instant) {
+        self.metrics.record_deny(reason, arrived.elapsed());
+        if tracing::enabled!(tracing::Level::INFO) {
+            let (write, suppressed) = self.deny_log.take(unix_now());
+            if suppressed > 0 {
+                tracing::info!(suppressed, "deny log lines over {DENY_LOG_LINES_PER_SEC}/s were not written");
+            }
+            if write {
+                tracing::info!(reason = reason.as_str(), error = %error, "denied");
+            }
+        }
+    }
+
     async fn decide<'r, R: RequestView>(
         &self,
         req: &'r R,
         policy: RoutePolicy<'_>,
         start_by: Instant,
     ) -> (Decision, Option<&'r str>) {
-        let token = match token::extract(req, &self.sources) {
+        let token = match token::extract(req, &self.sources, self.settings.max_token_bytes) {
             Ok(Some(t)) => t,
             Ok(None) if policy.anonymous => return (Decision::Allow(Allowed::Anonymous), None),
             Ok(None) => return (Decision::Deny(DenyReason::MissingToken), None),

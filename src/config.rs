@@ -126,6 +126,13 @@ pub struct Provider {
     pub claims_to_headers: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_header: Option<String>,
+    /// Explicit typing (RFC 8725 §3.11, RFC 9068): the JOSE header `typ` every token must
+    /// carry, e.g. `at+jwt`; compared case-insensitively, the `application/` prefix optional.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typ: Option<String>,
+    /// Tokens whose `iat` is older than this are refused, and so are tokens without `iat`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "optional_duration")]
+    pub max_token_age: Option<Duration>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,6 +206,44 @@ impl Default for RevocationConfig {
             command_timeout: DEFAULT_REDIS_COMMAND_TIMEOUT,
         }
     }
+}
+
+impl RevocationConfig {
+    /// `redis_url` with every `${VAR}` replaced by that environment variable, so a password
+    /// can come from a Kubernetes Secret while the rest of the config stays a ConfigMap. The
+    /// config keeps the text as written (check-config never prints the secret).
+    pub fn resolved_redis_url(&self) -> Result<Option<String>, String> {
+        self.redis_url.as_deref().map(expand_env).transpose()
+    }
+}
+
+/// Replaces `${NAME}` with the environment variable `NAME` (`$${` stays a literal `${`).
+/// An unset variable or an unclosed `${` is an error that names it.
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let tail = &rest[at..];
+        if let Some(after) = tail.strip_prefix("$${") {
+            out.push_str("${");
+            rest = after;
+        } else if let Some(after) = tail.strip_prefix("${") {
+            let end = after.find('}').ok_or_else(|| format!("unclosed `${{` in {:?}", redact_url(text)))?;
+            let name = &after[..end];
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(format!("`${{{name}}}` is not an environment variable name"));
+            }
+            let value = std::env::var(name).map_err(|_| format!("environment variable ${name} is not set"))?;
+            out.push_str(&value);
+            rest = &after[end + 1..];
+        } else {
+            out.push('$');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 impl fmt::Debug for RevocationConfig {
@@ -332,6 +377,32 @@ pub(crate) mod duration {
         let text = String::deserialize(d)?;
         humantime::parse_duration(&text)
             .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h")))
+    }
+}
+
+/// An optional duration in the same form; absent means "not set".
+pub(crate) mod optional_duration {
+    use super::*;
+
+    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
+    }
+}
+
+/// The media type of a JOSE `typ` without its optional `application/` prefix (RFC 7515
+/// §4.1.9: a `typ` without `/` means `application/<typ>`).
+pub fn media_subtype(typ: &str) -> &str {
+    const APPLICATION: &str = "application/";
+    match typ.get(..APPLICATION.len()) {
+        Some(head) if head.eq_ignore_ascii_case(APPLICATION) => &typ[APPLICATION.len()..],
+        _ => typ,
     }
 }
 
@@ -528,6 +599,16 @@ impl Config {
                     bad(format!("{key}.payload_header"), format!("{h:?} is not a usable header name"));
                 }
             }
+            if let Some(typ) = &p.typ {
+                // RFC 6838 restricted-name characters, after the optional `application/`.
+                let sub = media_subtype(typ);
+                if sub.is_empty() || !sub.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b)) {
+                    bad(format!("{key}.typ"), format!("{typ:?} is not a media type such as `at+jwt`"));
+                }
+            }
+            if p.max_token_age.is_some_and(|age| age < std::time::Duration::from_secs(1)) {
+                bad(format!("{key}.max_token_age"), "must be at least 1s".into());
+            }
         }
         let r = &self.revocation;
         match r.backend {
@@ -538,11 +619,15 @@ impl Config {
             }
             RevocationBackend::Redis => match &r.redis_url {
                 None => bad("revocation.redis_url".into(), "required with backend `redis`".into()),
-                Some(u) => {
-                    if let Err(why) = crate::revocation::redis::RedisTarget::parse(u) {
-                        bad("revocation.redis_url".into(), why);
+                Some(_) => match r.resolved_redis_url() {
+                    Ok(Some(u)) => {
+                        if let Err(why) = crate::revocation::redis::RedisTarget::parse(&u) {
+                            bad("revocation.redis_url".into(), why.to_string());
+                        }
                     }
-                }
+                    Ok(None) => {}
+                    Err(why) => bad("revocation.redis_url".into(), why),
+                },
             },
         }
         if r.max_staleness.is_zero() {
@@ -692,6 +777,25 @@ revocation: { backend: redis }
         let err = parse(&MINIMAL.replace("jwks: { uri", "claims_to_headers: { sub: authorization }\n    jwks: { uri"))
             .unwrap_err();
         assert!(err.to_string().contains("providers[0].claims_to_headers.sub"), "{err}");
+    }
+
+    #[test]
+    fn redis_url_takes_its_password_from_the_environment() {
+        std::env::set_var("HOPAUTH_TEST_REDIS_PASSWORD", "s3cr3t-+");
+        assert_eq!(expand_env("a${HOPAUTH_TEST_REDIS_PASSWORD}b").unwrap(), "as3cr3t-+b");
+        assert_eq!(expand_env("no vars, $5 and $${literal}").unwrap(), "no vars, $5 and ${literal}");
+        assert!(expand_env("${HOPAUTH_TEST_UNSET_VARIABLE}").unwrap_err().contains("HOPAUTH_TEST_UNSET_VARIABLE"));
+        assert!(expand_env("${oops").is_err());
+        assert!(expand_env("${a-b}").is_err());
+        let yaml = format!(
+            "{MINIMAL}revocation: {{ backend: redis, redis_url: \"redis://:${{HOPAUTH_TEST_REDIS_PASSWORD}}@127.0.0.1:6379/0\" }}\n"
+        );
+        let c = parse(&yaml).unwrap();
+        assert_eq!(c.revocation.resolved_redis_url().unwrap().unwrap(), "redis://:s3cr3t-+@127.0.0.1:6379/0");
+        assert!(!serde_yaml_ng::to_string(&c).unwrap().contains("s3cr3t"), "check-config prints the text as written");
+        let unset = yaml.replace("HOPAUTH_TEST_REDIS_PASSWORD", "HOPAUTH_TEST_UNSET_VARIABLE");
+        let err = parse(&unset).unwrap_err().to_string();
+        assert!(err.contains("revocation.redis_url") && err.contains("HOPAUTH_TEST_UNSET_VARIABLE"), "{err}");
     }
 
     #[test]

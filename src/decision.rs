@@ -28,6 +28,8 @@ pub enum DenyStatus {
     Forbidden,
     /// 503: a dependency (keys, revocation store) is not usable.
     Unavailable,
+    /// 400, RFC 6750 `invalid_request`: the CheckRequest itself could not be read.
+    BadRequest,
 }
 
 /// Why a request was refused. `as_str` is the stable name used in metrics and logs.
@@ -57,11 +59,24 @@ pub enum DenyReason {
     RevocationUnavailable,
     /// The Check waited longer than `max_queue_delay` and would need a full verification.
     Overloaded,
+    /// The token's header or claims nest deeper than `jws::MAX_JSON_DEPTH`.
+    NestingTooDeep,
+    /// A credential in another scheme (e.g. `Basic`) where the bearer token is looked for:
+    /// hopauth cannot verify it, so it never passes, not even on an anonymous route.
+    OtherScheme,
+    /// The CheckRequest was not valid protobuf (answered 400 inside a normal CheckResponse).
+    MalformedRequest,
+    /// The JOSE `typ` is not the provider's required `typ`.
+    BadTokenType,
+    /// `iat` is further in the past than the provider's `max_token_age`.
+    TokenTooOld,
+    /// The provider sets `max_token_age` and the token has no `iat`.
+    MissingIat,
 }
 
 impl DenyReason {
     /// Every reason, for pre-registering metric series.
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 28] = [
         "missing_token",
         "multiple_tokens",
         "token_too_large",
@@ -84,6 +99,12 @@ impl DenyReason {
         "keys_unavailable",
         "revocation_unavailable",
         "overloaded",
+        "nesting_too_deep",
+        "other_scheme",
+        "malformed_request",
+        "bad_token_type",
+        "token_too_old",
+        "missing_iat",
     ];
 
     /// Index into `NAMES`.
@@ -111,6 +132,12 @@ impl DenyReason {
             DenyReason::KeysUnavailable => 19,
             DenyReason::RevocationUnavailable => 20,
             DenyReason::Overloaded => 21,
+            DenyReason::NestingTooDeep => 22,
+            DenyReason::OtherScheme => 23,
+            DenyReason::MalformedRequest => 24,
+            DenyReason::BadTokenType => 25,
+            DenyReason::TokenTooOld => 26,
+            DenyReason::MissingIat => 27,
         }
     }
 
@@ -124,6 +151,7 @@ impl DenyReason {
             DenyReason::KeysUnavailable | DenyReason::RevocationUnavailable | DenyReason::Overloaded => {
                 DenyStatus::Unavailable
             }
+            DenyReason::MalformedRequest => DenyStatus::BadRequest,
             _ => DenyStatus::Unauthorized,
         }
     }
@@ -153,6 +181,12 @@ impl DenyReason {
             DenyReason::KeysUnavailable => "signing keys are temporarily unavailable",
             DenyReason::RevocationUnavailable => "revocation status is temporarily unavailable",
             DenyReason::Overloaded => "the authorization service is overloaded",
+            DenyReason::NestingTooDeep => "token claims are nested too deeply",
+            DenyReason::OtherScheme => "credentials use a scheme other than Bearer",
+            DenyReason::MalformedRequest => "the authorization request could not be read",
+            DenyReason::BadTokenType => "token type (typ) is not accepted",
+            DenyReason::TokenTooOld => "token was issued too long ago",
+            DenyReason::MissingIat => "token has no issue time (iat)",
         }
     }
 }
@@ -175,5 +209,21 @@ mod tests {
         assert_eq!(DenyReason::Overloaded.status(), DenyStatus::Unavailable);
         assert_eq!(DenyReason::Overloaded.as_str(), "overloaded");
         assert_eq!(DenyReason::Expired.status(), DenyStatus::Unauthorized);
+        assert_eq!(DenyReason::MalformedRequest.status(), DenyStatus::BadRequest);
+        assert_eq!(DenyReason::OtherScheme.status(), DenyStatus::Unauthorized);
+        // Every reason's index points at its own name.
+        for (i, r) in [
+            DenyReason::NestingTooDeep,
+            DenyReason::OtherScheme,
+            DenyReason::MalformedRequest,
+            DenyReason::BadTokenType,
+            DenyReason::TokenTooOld,
+            DenyReason::MissingIat,
+        ]
+        .iter()
+        .enumerate()
+        {
+            assert_eq!(r.index(), 22 + i, "{r:?}");
+        }
     }
 }

@@ -35,9 +35,17 @@ pub const ADMIN_FAILURE_REFILL: Duration = Duration::from_secs(1);
 
 /// A token bucket of failed attempts, shared by every caller.
 pub struct FailureBudget {
-    state: Mutex<(f64, Instant)>,
+    state: Mutex<BudgetState>,
     burst: u32,
     refill: Duration,
+}
+
+struct BudgetState {
+    attempts: f64,
+    updated: Instant,
+    /// Set when the last attempt is spent: closed for a whole refill interval from then, so
+    /// the answer to the next call does not depend on a fraction of an attempt.
+    closed_until: Option<Instant>,
 }
 
 impl Default for FailureBudget {
@@ -48,22 +56,24 @@ impl Default for FailureBudget {
 
 impl FailureBudget {
     pub fn new(burst: u32, refill: Duration) -> Self {
-        FailureBudget { state: Mutex::new((f64::from(burst), Instant::now())), burst, refill }
+        let state = BudgetState { attempts: f64::from(burst), updated: Instant::now(), closed_until: None };
+        FailureBudget { state: Mutex::new(state), burst, refill }
     }
 
-    fn refilled(&self, state: &mut (f64, Instant), now: Instant) {
-        let earned = now.saturating_duration_since(state.1).as_secs_f64() / self.refill.as_secs_f64();
-        *state = ((state.0 + earned).min(f64::from(self.burst)), now.max(state.1));
+    fn refilled(&self, state: &mut BudgetState, now: Instant) {
+        let earned = now.saturating_duration_since(state.updated).as_secs_f64() / self.refill.as_secs_f64();
+        state.attempts = (state.attempts + earned).min(f64::from(self.burst));
+        state.updated = now.max(state.updated);
     }
 
     /// Whether attempts are allowed at all at `now`; `Err` carries the seconds until one is.
     pub fn open(&self, now: Instant) -> Result<(), u64> {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.refilled(&mut state, now);
-        if state.0 >= 1.0 {
-            Ok(())
-        } else {
-            Err(((1.0 - state.0) * self.refill.as_secs_f64()).ceil().max(1.0) as u64)
+        match state.closed_until {
+            Some(until) if until > now => Err(until.duration_since(now).as_secs_f64().ceil().max(1.0) as u64),
+            _ if state.attempts >= 1.0 => Ok(()),
+            _ => Err(((1.0 - state.attempts) * self.refill.as_secs_f64()).ceil().max(1.0) as u64),
         }
     }
 
@@ -71,7 +81,10 @@ impl FailureBudget {
     pub fn spend(&self, now: Instant) {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         self.refilled(&mut state, now);
-        state.0 = (state.0 - 1.0).max(0.0);
+        state.attempts = (state.attempts - 1.0).max(0.0);
+        if state.attempts < 1.0 {
+            state.closed_until = Some(now + self.refill);
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub enum JwsError {
     Unsupported,
     #[error("a registered claim has the wrong JSON type or is out of range")]
     BadClaim,
+    #[error("header or payload nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")]
+    TooDeep,
 }
 
 /// The JOSE header fields hopauth acts on.
@@ -46,7 +48,7 @@ pub struct Claims {
     pub exp: Option<i64>,
     pub nbf: Option<i64>,
     pub iat: Option<i64>,
-    /// From `scope` (space-separated string) and `scp` (array of strings, or string).
+    /// From `scope` and `scp`, each a space-separated string or an array of strings.
     pub scopes: Vec<String>,
     pub all: Map<String, Value>,
 }
@@ -62,6 +64,14 @@ pub struct UnverifiedJws<'t> {
     pub payload_b64: &'t str,
     pub signature: Vec<u8>,
 }
+
+/// Deepest nesting of arrays and objects accepted in the header or the payload, the
+/// top-level object counting as 1. The claims are copied into the CheckResponse's dynamic
+/// metadata, where each object level costs protobuf 3 message levels (Value, Struct, map
+/// entry) and each array 2: past ~32 levels Envoy (and prost) refuse to decode the answer
+/// at their 100-level limit. 16 keeps every allow well under it (≤ 51 levels) and is far
+/// deeper than any real token needs.
+pub const MAX_JSON_DEPTH: usize = 16;
 
 /// Latest NumericDate accepted (9999-12-31T23:59:59Z); anything later is an attack or a bug.
 const MAX_NUMERIC_DATE: f64 = 253_402_300_799.0;
@@ -121,6 +131,8 @@ fn b64(segment: &str) -> Result<Vec<u8>, JwsError> {
 fn strict_object(json: &[u8]) -> Result<Map<String, Value>, JwsError> {
     match serde_json::from_slice::<Strict>(json) {
         Ok(Strict(Value::Object(map))) => Ok(map),
+        // serde_json's own limit (128) is past ours, so a deep document always ends here.
+        Err(e) if e.is_data() && e.to_string().starts_with(TOO_DEEP) => Err(JwsError::TooDeep),
         _ => Err(JwsError::BadJson),
     }
 }
@@ -182,20 +194,19 @@ fn parse_claims(json: &[u8]) -> Result<Claims, JwsError> {
         Some(_) => return Err(JwsError::BadClaim),
     };
     let mut scopes: Vec<String> = Vec::new();
-    match all.get("scope") {
-        None => {}
-        Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
-        Some(_) => return Err(JwsError::BadClaim),
-    }
-    match all.get("scp") {
-        None => {}
-        Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
-        Some(Value::Array(items)) => {
-            for v in items {
-                scopes.push(v.as_str().ok_or(JwsError::BadClaim)?.to_owned());
+    // `scope` is a space-separated string (RFC 8693 §4.2), but some issuers send an array
+    // of strings, as is usual for `scp`: both claims take both forms.
+    for name in ["scope", "scp"] {
+        match all.get(name) {
+            None => {}
+            Some(Value::String(s)) => scopes.extend(s.split_ascii_whitespace().map(str::to_owned)),
+            Some(Value::Array(items)) => {
+                for v in items {
+                    scopes.push(v.as_str().ok_or(JwsError::BadClaim)?.to_owned());
+                }
             }
+            Some(_) => return Err(JwsError::BadClaim),
         }
-        Some(_) => return Err(JwsError::BadClaim),
     }
     Ok(Claims {
         iss: optional_string(&all, "iss")?,
@@ -211,16 +222,43 @@ fn parse_claims(json: &[u8]) -> Result<Claims, JwsError> {
 }
 
 /// A JSON value whose objects, at every depth, have no duplicate member names (RFC 8725
-/// §3.7 / RFC 7515 §4: a downstream parser could otherwise read the other value).
+/// §3.7 / RFC 7515 §4: a downstream parser could otherwise read the other value), and
+/// whose arrays and objects nest at most `MAX_JSON_DEPTH` deep.
 struct Strict(Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor)
+        d.deserialize_any(StrictVisitor { depth: 0 })
     }
 }
 
-struct StrictVisitor;
+/// Reads one value `depth` containers deep; a container here would be at `depth + 1`.
+#[derive(Clone, Copy)]
+struct StrictVisitor {
+    depth: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for StrictVisitor {
+    type Value = Strict;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Strict, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+/// The error text `strict_object` recognises as "too deep".
+const TOO_DEEP: &str = "nesting deeper than MAX_JSON_DEPTH";
+
+impl StrictVisitor {
+    /// The visitor for the members of a container opened at this level; refused before
+    /// any member is read when it would be too deep.
+    fn inner<E: de::Error>(self) -> Result<StrictVisitor, E> {
+        if self.depth >= MAX_JSON_DEPTH {
+            return Err(E::custom(TOO_DEEP));
+        }
+        Ok(StrictVisitor { depth: self.depth + 1 })
+    }
+}
 
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = Strict;
@@ -253,16 +291,18 @@ impl<'de> Visitor<'de> for StrictVisitor {
         Ok(Strict(Value::Null))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Strict, A::Error> {
+        let inner = self.inner()?;
         let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
+        while let Some(Strict(v)) = seq.next_element_seed(inner)? {
             items.push(v);
         }
         Ok(Strict(Value::Array(items)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Strict, A::Error> {
+        let inner = self.inner()?;
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            let Strict(value) = access.next_value()?;
+            let Strict(value) = access.next_value_seed(inner)?;
             if map.contains_key(&key) {
                 return Err(de::Error::custom("duplicate member name"));
             }
@@ -383,7 +423,8 @@ mod tests {
             r#"{"exp":1,"aud":[123]}"#,
             r#"{"exp":1,"iss":["i"]}"#,
             r#"{"exp":1,"sub":5}"#,
-            r#"{"exp":1,"scope":["a"]}"#,
+            r#"{"exp":1,"scope":["a",1]}"#,
+            r#"{"exp":1,"scope":{"a":1}}"#,
             r#"{"exp":1,"scp":[1]}"#,
         ] {
             assert_eq!(parse(&token(H, payload)).unwrap_err(), JwsError::BadClaim, "{payload}");
@@ -393,5 +434,31 @@ mod tests {
         assert_eq!(frac.claims.exp, Some(2_000_000_000));
         let huge = parse(&token(H, r#"{"exp":1e400}"#)).unwrap_err();
         assert!(matches!(huge, JwsError::BadJson | JwsError::BadClaim));
+    }
+
+    #[test]
+    fn scope_may_be_an_array_of_strings() {
+        let t = token(H, r#"{"exp":1,"scope":["orders:read","profile"],"scp":"x"}"#);
+        assert_eq!(parse(&t).unwrap().claims.scopes, vec!["orders:read", "profile", "x"]);
+        assert_eq!(parse(&token(H, r#"{"exp":1,"scope":[]}"#)).unwrap().claims.scopes, Vec::<String>::new());
+    }
+
+    /// `{"exp":1,"a":{"a":…1…}}` with `depth` containers in all, the claims object included.
+    fn nested(depth: usize, open: &str, close: &str) -> String {
+        format!(r#"{{"exp":1,"a":{}1{}}}"#, open.repeat(depth - 1), close.repeat(depth - 1))
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        for (open, close) in [(r#"{"a":"#, "}"), ("[", "]")] {
+            let at_limit = nested(16, open, close);
+            assert!(parse(&token(H, &at_limit)).is_ok(), "{at_limit}");
+            let past = nested(17, open, close);
+            assert_eq!(parse(&token(H, &past)).unwrap_err(), JwsError::TooDeep, "{past}");
+            let far = nested(120, open, close);
+            assert_eq!(parse(&token(H, &far)).unwrap_err(), JwsError::TooDeep);
+        }
+        let deep_header = format!(r#"{{"alg":"ES256","x":{}1{}}}"#, "[".repeat(20), "]".repeat(20));
+        assert_eq!(parse(&token(&deep_header, P)).unwrap_err(), JwsError::TooDeep);
     }
 }

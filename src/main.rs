@@ -241,7 +241,7 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
         (Some(url), _) => (url.clone(), defaults, None),
         (None, Some(path)) => {
             let c = Config::load(path)?;
-            let url = c.revocation.redis_url.clone().with_context(|| {
+            let url = c.revocation.resolved_redis_url().map_err(anyhow::Error::msg)?.with_context(|| {
                 format!(
                     "{}: revocation.redis_url is not set (the memory backend cannot be written from outside)",
                     path.display()

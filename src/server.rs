@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::revocation::redis::{RedisSettings, RedisStore};
 use crate::revocation::{MemoryStore, RevocationStore};
 use crate::token::TokenSource;
-use crate::verify::{Provider, Verifier, VerifierLimits};
+use crate::verify::{Provider, TokenProfile, Verifier, VerifierLimits};
 
 /// How often readiness is re-evaluated for grpc.health.v1 and the store gauge.
 const READINESS_POLL: Duration = Duration::from_millis(100);
@@ -65,14 +65,18 @@ pub fn revocation_store(
     Ok(match r.backend {
         RevocationBackend::Memory => (Arc::new(MemoryStore::new(r.max_token_lifetime)), None),
         RevocationBackend::Redis => {
-            let url = r.redis_url.as_deref().context("revocation.redis_url is required with backend redis")?;
+            let url = r
+                .resolved_redis_url()
+                .map_err(anyhow::Error::msg)
+                .context("revocation.redis_url")?
+                .context("revocation.redis_url is required with backend redis")?;
             let settings = RedisSettings {
                 max_staleness: r.max_staleness,
                 max_token_lifetime: r.max_token_lifetime,
                 connect_timeout: r.connect_timeout,
                 command_timeout: r.command_timeout,
             };
-            let store = Arc::new(RedisStore::new(url, settings, metrics.clone()).context("revocation.redis_url")?);
+            let store = Arc::new(RedisStore::new(&url, settings, metrics.clone()).context("revocation.redis_url")?);
             (store.clone(), Some(store))
         }
     })
@@ -118,6 +122,7 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
             claims_to_headers: p.claims_to_headers.iter().map(|(c, h)| (c.clone(), h.as_str().into())).collect(),
             payload_header: p.payload_header.as_deref().map(Into::into),
             keys: cache,
+            profile: TokenProfile::from_config(p),
         });
     }
     let (store, redis_store) = revocation_store(config, metrics)?;

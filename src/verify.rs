@@ -25,6 +25,52 @@ pub struct Provider {
     pub claims_to_headers: Vec<(String, Arc<str>)>,
     pub payload_header: Option<Arc<str>>,
     pub keys: Arc<JwksCache>,
+    /// Explicit typing and token age, when the provider asks for them.
+    pub profile: TokenProfile,
+}
+
+/// A provider's optional token profile (RFC 8725 §3.11, RFC 9068; `max_token_age`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TokenProfile {
+    /// The required `typ`, without `application/` (compared case-insensitively).
+    pub typ: Option<Box<str>>,
+    /// Tokens issued (`iat`) longer ago than this are refused; so are tokens without `iat`.
+    pub max_token_age_secs: Option<i64>,
+}
+
+impl TokenProfile {
+    pub fn from_config(p: &crate::config::Provider) -> Self {
+        TokenProfile {
+            typ: p.typ.as_deref().map(|t| crate::config::media_subtype(t).into()),
+            max_token_age_secs: p.max_token_age.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        }
+    }
+
+    /// Whether a token's JOSE `typ` is the one required.
+    fn typ_ok(&self, typ: Option<&str>) -> bool {
+        match (&self.typ, typ) {
+            (None, _) => true,
+            (Some(want), Some(got)) => crate::config::media_subtype(got).eq_ignore_ascii_case(want),
+            (Some(_), None) => false,
+        }
+    }
+
+    /// The time the token stops passing: `exp`, or earlier when `max_token_age` runs out
+    /// first. The cache keeps an entry until then, so a cached token ages out too.
+    fn deadline(&self, exp: i64, iat: Option<i64>, now: i64, leeway: i64) -> Result<i64, DenyReason> {
+        let Some(max_age) = self.max_token_age_secs else { return Ok(exp) };
+        let iat = iat.ok_or(DenyReason::MissingIat)?;
+        // With an age limit, a token issued in the future is not valid yet (as panva's
+        // `maxTokenAge`); RFC 7519 alone is silent on a future `iat`.
+        if iat > now + leeway {
+            return Err(DenyReason::NotYetValid);
+        }
+        let until = iat.saturating_add(max_age);
+        if now >= until.saturating_add(leeway) {
+            return Err(DenyReason::TokenTooOld);
+        }
+        Ok(exp.min(until))
+    }
 }
 
 /// A token whose signature and claims passed; shared by every request that presents it.
@@ -203,6 +249,7 @@ impl Verifier {
             JwsError::UnknownCrit => DenyReason::UnknownCrit,
             JwsError::Unsupported => DenyReason::Unsupported,
             JwsError::BadClaim => DenyReason::InvalidClaim,
+            JwsError::TooDeep => DenyReason::NestingTooDeep,
         })?;
         let iss = jws.claims.iss.as_deref().ok_or(DenyReason::UnknownIssuer)?;
         let provider = self.providers.iter().find(|p| &*p.issuer == iss).ok_or(DenyReason::UnknownIssuer)?;
@@ -246,10 +293,14 @@ impl Verifier {
 
         let c = jws.claims;
         let leeway = provider.leeway_secs;
+        if !provider.profile.typ_ok(jws.header.typ.as_deref()) {
+            return Err(DenyReason::BadTokenType);
+        }
         let exp = c.exp.ok_or(DenyReason::MissingExp)?;
         if now >= exp + leeway {
             return Err(DenyReason::Expired);
         }
+        let exp = provider.profile.deadline(exp, c.iat, now, leeway)?;
         if c.nbf.is_some_and(|nbf| now + leeway < nbf) {
             return Err(DenyReason::NotYetValid);
         }
@@ -328,6 +379,7 @@ mod tests {
             claims_to_headers: vec![],
             payload_header: None,
             keys: Arc::new(keys),
+            profile: TokenProfile::default(),
         };
         Verifier::new(vec![provider], limits, metrics)
     }

@@ -47,6 +47,12 @@ fn outcome(r: &CheckResponse) -> (i32, String) {
     }
 }
 
+/// `hopauth_checks_total{decision="deny",reason=…}` in a metrics rendering (0 when absent).
+fn metric_value(metrics: &str, reason: &str) -> u64 {
+    let series = format!("hopauth_checks_total{{decision=\"deny\",reason=\"{reason}\"}} ");
+    metrics.lines().find_map(|l| l.strip_prefix(&series)).map_or(0, |v| v.trim().parse().unwrap())
+}
+
 fn denied_header<'a>(r: &'a CheckResponse, name: &str) -> Option<&'a str> {
     let Some(HttpResponse::DeniedResponse(d)) = r.http_response.as_ref() else { return None };
     d.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name).map(|h| h.value.as_str())
@@ -332,7 +338,8 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
     let r = client.check(request(&[], "/x", &[])).await.unwrap().into_inner();
     assert_eq!(outcome(&r).0, 401);
 
-    // Bytes that are not a CheckRequest: INVALID_ARGUMENT, never an allow.
+    // Bytes that are not a CheckRequest: a 400 deny inside a normal CheckResponse (gRPC
+    // OK), never a gRPC error that Envoy's `failure_mode_allow` would turn into an allow.
     let raw = tonic::client::Grpc::new(channel.clone());
     let call = |body: Vec<u8>, path: &'static str| {
         let mut raw = raw.clone();
@@ -343,10 +350,28 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
         }
     };
     const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
-    for garbage in [vec![0x0a, 0x7f, 0x01], vec![0xff; 12], vec![0x08, 0x01]] {
-        let err = call(garbage.clone(), CHECK).await.unwrap_err();
-        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{garbage:?}: {err:?}");
+    let malformed_before = metric_value(&running.metrics.render(), "malformed_request");
+    let garbage = [vec![0x0a, 0x7f, 0x01], vec![0xff; 12], vec![0x08, 0x01]];
+    for bytes in &garbage {
+        let reply = call(bytes.clone(), CHECK).await.unwrap_or_else(|e| panic!("{bytes:?}: gRPC error {e:?}"));
+        let r = <CheckResponse as prost::Message>::decode(&reply.into_inner()[..]).unwrap();
+        let (status, body) = outcome(&r);
+        assert_eq!(status, 400, "{bytes:?}: {body}");
+        assert_eq!(r.status.as_ref().unwrap().code, 3, "INVALID_ARGUMENT inside the CheckResponse");
+        assert_eq!(r.status.as_ref().unwrap().message, "malformed_request");
+        let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(body["error"], "invalid_request");
+        assert!(denied_header(&r, "www-authenticate").unwrap().contains("error=\"invalid_request\""));
     }
+    // A message tonic refuses before hopauth sees it (past its 4 MiB receive limit) is a
+    // deny too, not tonic's OUT_OF_RANGE.
+    let oversize = prost::Message::encode_to_vec(&request(&[("x-pad", &"a".repeat(5 << 20))], "/x", &[]));
+    let reply = call(oversize, CHECK).await.unwrap_or_else(|e| panic!("oversize: gRPC error {e:?}"));
+    let r = <CheckResponse as prost::Message>::decode(&reply.into_inner()[..]).unwrap();
+    assert_eq!(outcome(&r).0, 400, "{r:?}");
+    assert_eq!(r.status.as_ref().unwrap().message, "malformed_request");
+    let counted = metric_value(&running.metrics.render(), "malformed_request") - malformed_before;
+    assert_eq!(counted, garbage.len() as u64 + 1, "each malformed request is counted once");
     // The same route accepts what prost encodes.
     let ok = call(prost::Message::encode_to_vec(&request(&[("authorization", &auth)], "/x", &[])), CHECK).await;
     let r = <CheckResponse as prost::Message>::decode(&ok.unwrap().into_inner()[..]).unwrap();

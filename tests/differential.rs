@@ -59,12 +59,8 @@ const RANDOM_JSON_MUTANTS: usize = 1400;
 /// Security bugs this test found that are tracked and being fixed elsewhere: a looser case
 /// matching one is excused but printed as a bug; an entry that no longer matches is printed
 /// as fixed (remove it then). `(class, label prefix, issue)`.
-const KNOWN_BUGS: &[(&str, &str, &str)] = &[(
-    "credentials",
-    "header good + access%5Ftoken=bad",
-    "issue 10 hole 7: a percent-encoded `access%5Ftoken` is not seen, so a forged second token \
-     reaches the upstream beside the verified one (jwt_authn decodes the name and refuses)",
-)];
+// Empty since the `token` branch: hole 7's percent-encoded `access%5Ftoken` is now seen.
+const KNOWN_BUGS: &[(&str, &str, &str)] = &[];
 
 /// Cases where hopauth may allow what jwt_authn refuses: `(class, label prefix, reason)`.
 /// Every entry must match at least one case, so a stale entry fails the test.

@@ -57,6 +57,8 @@ providers:
     leeway: 30s
     claims_to_headers: {{ sub: x-jwt-sub }}
     payload_header: x-jwt-payload
+    typ: at+jwt
+    max_token_age: 10m
   - {{ name: partner, issuer: https://partner.example, audiences: [orders], algorithms: [EdDSA],
       jwks: {{ file: {file:?} }} }}
 revocation: {{ backend: redis, redis_url: "redis://127.0.0.1:6379/0", max_staleness: 5s,

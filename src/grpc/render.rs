@@ -20,6 +20,7 @@ use crate::decision::{DenyReason, DenyStatus};
 
 /// gRPC status codes placed in `CheckResponse.status` (google.rpc.Code).
 const RPC_OK: i32 = 0;
+const RPC_INVALID_ARGUMENT: i32 = 3;
 const RPC_PERMISSION_DENIED: i32 = 7;
 const RPC_UNAVAILABLE: i32 = 14;
 const RPC_UNAUTHENTICATED: i32 = 16;
@@ -81,11 +82,13 @@ pub fn deny(reason: &DenyReason) -> CheckResponse {
         DenyStatus::Unauthorized => (StatusCode::Unauthorized, RPC_UNAUTHENTICATED),
         DenyStatus::Forbidden => (StatusCode::Forbidden, RPC_PERMISSION_DENIED),
         DenyStatus::Unavailable => (StatusCode::ServiceUnavailable, RPC_UNAVAILABLE),
+        DenyStatus::BadRequest => (StatusCode::BadRequest, RPC_INVALID_ARGUMENT),
     };
     let description = reason.description();
     let (error, challenge) = match reason {
-        // RFC 6750 §3.1: a request without credentials gets no error code.
-        DenyReason::MissingToken => (None, "Bearer realm=\"hopauth\"".to_string()),
+        // RFC 6750 §3.1: a request without credentials, or with credentials of an
+        // unsupported method (`Basic`), gets no error code.
+        DenyReason::MissingToken | DenyReason::OtherScheme => (None, "Bearer realm=\"hopauth\"".to_string()),
         DenyReason::InsufficientScope(scope) => (
             Some("insufficient_scope"),
             format!(
@@ -94,6 +97,10 @@ pub fn deny(reason: &DenyReason) -> CheckResponse {
             ),
         ),
         _ if reason.status() == DenyStatus::Unavailable => (Some("temporarily_unavailable"), String::new()),
+        _ if reason.status() == DenyStatus::BadRequest => (
+            Some("invalid_request"),
+            format!("Bearer realm=\"hopauth\", error=\"invalid_request\", error_description=\"{description}\""),
+        ),
         _ => (
             Some("invalid_token"),
             format!("Bearer realm=\"hopauth\", error=\"invalid_token\", error_description=\"{description}\""),
@@ -280,6 +287,21 @@ mod tests {
         assert_eq!(d.status.as_ref().unwrap().code, StatusCode::Forbidden as i32);
         let challenge = header_value(d, "www-authenticate").unwrap();
         assert!(challenge.contains("scope=\"orders:writex\""), "{challenge}");
+    }
+
+    #[test]
+    fn other_schemes_get_the_no_error_challenge_and_bad_requests_400() {
+        let r = deny(&DenyReason::OtherScheme);
+        let d = denied(&r);
+        assert_eq!(d.status.as_ref().unwrap().code, StatusCode::Unauthorized as i32);
+        assert_eq!(header_value(d, "www-authenticate"), Some("Bearer realm=\"hopauth\""));
+        let r = deny(&DenyReason::MalformedRequest);
+        let d = denied(&r);
+        assert_eq!(d.status.as_ref().unwrap().code, StatusCode::BadRequest as i32);
+        assert_eq!(r.status.as_ref().unwrap().code, RPC_INVALID_ARGUMENT);
+        assert!(header_value(d, "www-authenticate").unwrap().contains("error=\"invalid_request\""));
+        let body: serde_json::Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(body["error"], "invalid_request");
     }
 
     #[test]

@@ -5,7 +5,8 @@
 //!
 //! The reader is strict where prost would merge: a singular field that appears twice
 //! (`attributes`, `request`, `http`, `path`, `header_map`) makes the request invalid. Any
-//! wire-format error is a gRPC `INVALID_ARGUMENT`, as a failed prost decode was.
+//! wire-format error is answered with a 400 deny inside a normal CheckResponse (see
+//! `grpc::AuthorizationService::check_unreadable`), never a gRPC error.
 
 use std::ops::Range;
 
@@ -46,6 +47,10 @@ pub enum WireError {
     Repeated(u32),
     #[error("field {0} is not valid UTF-8")]
     Utf8(u32),
+    /// tonic refused the message before it reached this reader (larger than the receive
+    /// limit, or compressed without compression configured).
+    #[error("the gRPC layer refused the message: {0}")]
+    Refused(tonic::Code),
 }
 
 /// One field of a message: its number and, for length-delimited fields, its bytes.
