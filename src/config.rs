@@ -35,9 +35,12 @@ pub const DEFAULT_JWKS_MAX_STALE: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_JWKS_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS larger than this is refused: real ones are a few KiB.
 pub const DEFAULT_JWKS_MAX_BYTES: usize = 512 * 1024;
-/// At most one refetch per provider in this interval caused by an unknown `kid`, so a flood
-/// of random kids never becomes a flood of fetches.
-pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+/// At most one refetch per provider in this interval caused by an unknown `kid`: a flood of
+/// random kids costs the IdP about one (conditional, mostly 304) request a second, and a key
+/// the IdP has just published is seen within about a second, flood or not.
+pub const DEFAULT_KID_REFETCH_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest `kid_refetch_interval` accepted.
+pub const MIN_KID_REFETCH_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a request with an unknown `kid` waits for the refetch it triggered: well inside
 /// Envoy's default 200 ms ext_authz timeout.
 pub const DEFAULT_KID_REFETCH_WAIT: Duration = Duration::from_millis(100);
@@ -570,6 +573,9 @@ impl Config {
                     }
                     if j.max_bytes < 1024 {
                         bad(format!("{jk}.max_bytes"), "must be at least 1024".into());
+                    }
+                    if j.kid_refetch_interval < MIN_KID_REFETCH_INTERVAL {
+                        bad(format!("{jk}.kid_refetch_interval"), "must be at least 100ms".into());
                     }
                     if j.kid_refetch_wait > std::time::Duration::from_secs(1) {
                         bad(format!("{jk}.kid_refetch_wait"), "keep it under Envoy's timeout (at most 1s)".into());

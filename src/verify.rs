@@ -11,7 +11,7 @@ use serde_json::Value;
 use crate::alg::Alg;
 use crate::decision::DenyReason;
 use crate::grpc::render;
-use crate::jwks::{JwksCache, KeyLookup};
+use crate::jwks::{JwksCache, KeyBinding, KeyLookup, KeyStanding};
 use crate::jws::{self, JwsError};
 
 /// One trusted issuer, ready for the request path.
@@ -85,6 +85,9 @@ pub struct VerifiedToken {
     pub exp: i64,
     pub leeway_secs: i64,
     pub scopes: Box<[Box<str>]>,
+    /// The key that verified the signature: a cache hit is refused once that key leaves the
+    /// provider's JWKS, and answered 503 once the provider's keys are past `max_stale`.
+    pub key: KeyBinding,
     /// The encoded CheckResponse that allows this token: identity headers from
     /// `claims_to_headers` and `payload_header`, the claims as dynamic metadata. Rendered
     /// once here, so a cache hit answers without building or encoding anything.
@@ -210,6 +213,8 @@ impl Verifier {
     }
 
     /// A verified token for `token` at time `now`: from the cache, or by full verification.
+    /// A hit still needs its key: 503 past the provider's `max_stale`, 401 (and evicted)
+    /// once a refresh has withdrawn the key that verified it.
     /// Past `start_by` (the request has waited too long) a cache hit is still answered, a
     /// miss is `Overloaded` instead of a signature check.
     pub async fn verify(
@@ -220,6 +225,14 @@ impl Verifier {
     ) -> Result<Arc<VerifiedToken>, DenyReason> {
         if let Some(hit) = self.cache.get(token) {
             self.metrics.verify_cache_hits.inc();
+            match hit.key.standing(now) {
+                KeyStanding::Current => {}
+                KeyStanding::Stale => return Err(DenyReason::KeysUnavailable),
+                KeyStanding::Withdrawn => {
+                    self.cache.invalidate(token);
+                    return Err(DenyReason::UnknownKey);
+                }
+            }
             if now >= hit.exp + hit.leeway_secs {
                 return Err(DenyReason::Expired);
             }
@@ -268,10 +281,9 @@ impl Verifier {
         let kid = jws.header.kid.as_deref();
         let check = |lookup: KeyLookup<'_>| match lookup {
             KeyLookup::Found(keys) => {
-                if keys.iter().any(|k| k.verify(jws.signing_input.as_bytes(), &jws.signature)) {
-                    Some(Ok(()))
-                } else {
-                    Some(Err(DenyReason::BadSignature))
+                match keys.iter().find(|k| k.verify(jws.signing_input.as_bytes(), &jws.signature)) {
+                    Some(key) => Some(Ok(key.id)),
+                    None => Some(Err(DenyReason::BadSignature)),
                 }
             }
             KeyLookup::NoKey => Some(Err(DenyReason::UnknownKey)),
@@ -289,7 +301,7 @@ impl Verifier {
                 provider.keys.with_candidates(kid, alg, check).unwrap_or(Err(DenyReason::UnknownKey))
             }
         };
-        outcome?;
+        let key = provider.keys.bind(outcome?);
 
         let c = jws.claims;
         let leeway = provider.leeway_secs;
@@ -327,6 +339,7 @@ impl Verifier {
             exp,
             leeway_secs: leeway,
             scopes: c.scopes.into_iter().map(Into::into).collect(),
+            key,
             allow_response: allow,
         })
     }

@@ -328,6 +328,206 @@ async fn rfc8725_attacks_are_refused() {
     assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale() {
+    let s = Stack::start_config(|url| {
+        config_yaml(url, "", "")
+            .replace("refresh_interval: 5m", "refresh_interval: 1s\n      max_stale: 3s\n      timeout: 500ms")
+    })
+    .await;
+    let withdrawn = s.keys.es.sign_jwt(&claims("alice")).unwrap();
+    let kept = s.keys.rs.sign_jwt(&claims("bob")).unwrap();
+    for token in [&withdrawn, &kept, &withdrawn, &kept] {
+        assert_eq!(s.get_with_token("/x", token).await.status, 200);
+    }
+    assert!(s.hopauth.metrics.verify_cache_hits.get() >= 2, "both tokens are cached");
+
+    s.jwks.set(jwks_of(&[&s.keys.rs, &s.keys.ps, &s.keys.ed]));
+    wait_until("the cached es-1 token to be refused", std::time::Duration::from_secs(10), || async {
+        s.get_with_token("/x", &withdrawn).await.status == 401
+    })
+    .await;
+    assert_invalid_token(&s.get_with_token("/x", &withdrawn).await, "token signing key is unknown");
+    assert_eq!(s.get_with_token("/x", &kept).await.status, 200, "the other key's cached token passes");
+
+    // The JWKS goes down: past max_stale the cached token gets 503, like any other.
+    s.jwks.set_failing(true);
+    wait_until("the cached token to get 503", std::time::Duration::from_secs(10), || async {
+        s.get_with_token("/x", &kept).await.status == 503
+    })
+    .await;
+    // hopauth answered it (a cache hit), before its health check turned NOT_SERVING and
+    // Envoy started answering 503 itself.
+    let metrics = reqwest::get(format!("http://{}/metrics", s.hopauth.http_addr)).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"hopauth_checks_total{decision="deny",reason="keys_unavailable"}"#), "{metrics}");
+    let r = s.get_with_token("/x", &kept).await;
+    assert_eq!((r.status, r.header("retry-after")), (503, Some("5")), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in() {
+    // Default kid_refetch_interval.
+    let s = Stack::start_config(|url| config_yaml(url, "", "").replace("      kid_refetch_interval: 30s\n", "")).await;
+    let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let attacker = SigningKey::generate(Alg::ES256, "x").unwrap();
+    let mut tasks = Vec::new();
+    let (hits_before, oks_before) = (s.jwks.hits(), s.jwks.oks());
+    let flood_start = std::time::Instant::now();
+    for t in 0..3 {
+        let (client, url, flooding) = (s.client.clone(), s.envoy.url("/x"), flooding.clone());
+        let attacker = SigningKey::from_pkcs8(Alg::ES256, "x", attacker.pkcs8_der()).unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = 0u32;
+            while flooding.load(std::sync::atomic::Ordering::SeqCst) {
+                let header = json!({"alg": "ES256", "kid": format!("random-{t}-{sent}"), "typ": "JWT"});
+                let token = attacker.sign_with_header(&header, &claims("mallory")).unwrap();
+                let r = send(&client, &url, &[("authorization", &bearer(&token))]).await;
+                assert_eq!(r.status, 401, "{r:?}");
+                sent += 1;
+            }
+            sent
+        }));
+    }
+
+    // Mid-flood the IdP publishes a key: a token on it gets in within about a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let fresh = SigningKey::generate(Alg::ES256, "es-2").unwrap();
+    let token = fresh.sign_jwt(&claims("alice")).unwrap();
+    s.jwks.set(jwks_of(&[&s.keys.es, &s.keys.rs, &s.keys.ps, &s.keys.ed, &fresh]));
+    let published = std::time::Instant::now();
+    wait_until("the new key to be accepted", std::time::Duration::from_secs(3), || async {
+        s.get_with_token("/x", &token).await.status == 200
+    })
+    .await;
+    let accepted_after = published.elapsed();
+
+    let remaining = std::time::Duration::from_secs(5).saturating_sub(flood_start.elapsed());
+    tokio::time::sleep(remaining).await;
+    flooding.store(false, std::sync::atomic::Ordering::SeqCst);
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.unwrap();
+    }
+    let flood = flood_start.elapsed();
+    let fetched = s.jwks.hits() - hits_before;
+    let full = s.jwks.oks() - oks_before;
+    println!("{sent} random kids in {flood:?}: {fetched} fetches ({full} 200s); new key in after {accepted_after:?}");
+    assert!(sent >= 50, "the flood was a flood: {sent} requests");
+    // One fetch at the start, then at most one per second: 6 for a flood of 5.x s.
+    let bound = flood.as_secs() as usize + 1;
+    assert!(fetched <= bound, "{sent} random kids in {flood:?} caused {fetched} JWKS fetches (at most {bound})");
+    assert!(full <= 1, "only the new document is a full fetch, the rest are 304s: {full}");
+    assert_eq!(s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await.status, 200);
+}
+
+/// `n` = 65537^128 (2049 bits): in the subgroup generated by 65537 modulo every prime, the
+/// fingerprint of a key from the Infineon library (ROCA, CVE-2017-15361).
+fn roca_modulus() -> Vec<u8> {
+    let mut n = vec![1u8]; // little-endian
+    for _ in 0..128 {
+        // n * 65537 = (n << 16) + n
+        let mut out = vec![0u8; n.len() + 3];
+        let mut carry = 0u32;
+        for (i, byte) in out.iter_mut().enumerate() {
+            let shifted = if i >= 2 { n.get(i - 2).copied().unwrap_or(0) } else { 0 };
+            let sum = u32::from(shifted) + u32::from(n.get(i).copied().unwrap_or(0)) + carry;
+            *byte = sum as u8;
+            carry = sum >> 8;
+        }
+        while out.last() == Some(&0) {
+            out.pop();
+        }
+        n = out;
+    }
+    n.reverse();
+    n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unhygienic_jwks_keys_are_dropped_counted_and_their_tokens_refused() {
+    use sha2::Digest;
+    let s = Stack::start_config(|url| config_yaml(url, "", "").replace("refresh_interval: 5m", "refresh_interval: 1s"))
+        .await;
+    let k = &s.keys;
+    let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
+    let rs_jwk = k.rs.public_jwk();
+
+    let rsa_2040 = json!({"kty": "RSA", "kid": "rsa-2040", "alg": "RS256", "n": b64(&[0xc3; 255]), "e": "AQAB"});
+    let e_one = json!({"kty": "RSA", "kid": "e-1", "alg": "RS256", "n": rs_jwk["n"], "e": "AQ"});
+    let roca = json!({"kty": "RSA", "kid": "roca", "alg": "RS256", "n": b64(&roca_modulus()), "e": "AQAB"});
+    let oc = SigningKey::generate(Alg::ES256, "off-curve").unwrap();
+    let mut off_curve = oc.public_jwk();
+    off_curve["y"] = b64(&[7u8; 32]).into();
+    let enc = SigningKey::generate(Alg::ES256, "enc").unwrap();
+    let mut enc_jwk = enc.public_jwk();
+    enc_jwk["use"] = "enc".into();
+    let secret = b"an HMAC secret in a JWKS, 32+ bytes long";
+    let oct = json!({"kty": "oct", "kid": "hs", "alg": "HS256", "k": b64(secret)});
+    let twin = SigningKey::generate(Alg::ES256, "es-1").unwrap();
+    let mut doc = k.jwks();
+    let bad = [rsa_2040, e_one, roca, off_curve, enc_jwk, oct, twin.public_jwk()];
+    doc["keys"].as_array_mut().unwrap().extend(bad);
+    s.jwks.set(doc);
+
+    let metrics = || async {
+        reqwest::get(format!("http://{}/metrics", s.hopauth.http_addr)).await.unwrap().text().await.unwrap()
+    };
+    let counted = |m: &str, reason: &str| {
+        let prefix = format!(r#"hopauth_jwks_keys_rejected_total{{provider="main",reason="{reason}"}} "#);
+        m.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>()
+    };
+    let reasons =
+        ["weak_rsa", "bad_key_material", "roca_rsa", "not_for_signatures", "unsupported_type", "duplicate_kid"];
+    wait_until("every bad key to be counted", std::time::Duration::from_secs(10), || async {
+        let m = metrics().await;
+        reasons.iter().all(|r| counted(&m, r) >= 1) && counted(&m, "bad_key_material") >= 2
+    })
+    .await;
+    let m = metrics().await;
+    assert!(m.contains(r#"hopauth_jwks_keys{provider="main"} 4"#), "{m}");
+
+    // Tokens on each dropped key: 401.
+    let c = claims("mallory");
+    let signed_as = |key: &SigningKey, kid: &str| {
+        key.sign_with_header(&json!({"alg": key.alg.to_string(), "kid": kid, "typ": "JWT"}), &c).unwrap()
+    };
+    // With e = 1 the "signature" is the padded digest itself (EMSA-PKCS1-v1_5, RFC 8017 §9.2).
+    let e_one_token = {
+        let header = b64(json!({"alg": "RS256", "kid": "e-1"}).to_string().as_bytes());
+        let input = format!("{header}.{}", b64(c.to_string().as_bytes()));
+        let digest_info = [
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
+            0x20,
+        ];
+        let mut em = vec![0x00, 0x01];
+        em.resize(256 - digest_info.len() - 32 - 1, 0xff);
+        em.push(0x00);
+        em.extend_from_slice(&digest_info);
+        em.extend_from_slice(&sha2::Sha256::digest(input.as_bytes()));
+        assert_eq!(em.len(), 256);
+        format!("{input}.{}", b64(&em))
+    };
+    let hs = SigningKey::hmac(Alg::HS256, "hs", secret).unwrap();
+    for (what, token) in [
+        ("rsa-2040", signed_as(&k.rs, "rsa-2040")),
+        ("e=1", e_one_token),
+        ("roca", signed_as(&k.rs, "roca")),
+        ("off-curve", signed_as(&oc, "off-curve")),
+        ("use:enc", signed_as(&enc, "enc")),
+        ("oct", hs.sign_jwt(&c).unwrap()),
+        ("duplicate kid", twin.sign_jwt(&c).unwrap()),
+    ] {
+        let r = s.get_with_token("/x", &token).await;
+        assert_eq!(r.status, 401, "{what}: {r:?}");
+    }
+    // The other keys still allow.
+    for key in [&k.es, &k.rs, &k.ps, &k.ed] {
+        let r = s.get_with_token("/x", &key.sign_jwt(&claims("alice")).unwrap()).await;
+        assert_eq!(r.status, 200, "{}: {r:?}", key.alg);
+    }
+    assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
+}
+
 /// GET `path` with raw header bytes (values a `&str` cannot hold).
 async fn send_raw(s: &Stack, path: &str, headers: &[(&str, &[u8])]) -> u16 {
     let mut req = s.client.get(s.envoy.url(path));

@@ -11,12 +11,50 @@ use crate::alg::{Alg, KeyFamily};
 
 /// Smallest RSA modulus accepted (RFC 7518 §3.3).
 pub const MIN_RSA_BITS: usize = 2048;
+/// Largest RSA modulus accepted: aws-lc verifies up to 8192 bits.
+pub const MAX_RSA_BITS: usize = 8192;
 
 /// A key parsed once, used only with `alg`.
 pub struct VerifyKey {
     pub kid: Option<Box<str>>,
     pub alg: Alg,
+    /// Names this key across refreshes: the same JWK fetched again has the same id.
+    pub id: KeyId,
     material: Material,
+}
+
+/// A key's identity: SHA-256 over its algorithm, `kid` and public material (a configured
+/// HMAC secret gets a process-unique id instead, so nothing is derived from the secret).
+/// A cached token records the id of the key that verified it; a refresh that drops the key
+/// drops its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyId([u8; 32]);
+
+impl KeyId {
+    fn of(alg: Alg, kid: Option<&str>, material: &[&[u8]]) -> Self {
+        let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        // Length-prefixed parts, so no two different keys hash the same input.
+        let mut part = |bytes: &[u8]| {
+            ctx.update(&(bytes.len() as u64).to_be_bytes());
+            ctx.update(bytes);
+        };
+        part(alg.as_str().as_bytes());
+        part(kid.map_or(&[][..], str::as_bytes));
+        for m in material {
+            part(m);
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(ctx.finish().as_ref());
+        KeyId(id)
+    }
+
+    fn unique() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut id = [0xffu8; 32];
+        id[..8].copy_from_slice(&n.to_be_bytes());
+        KeyId(id)
+    }
 }
 
 enum Material {
@@ -34,7 +72,8 @@ impl std::fmt::Debug for VerifyKey {
 impl VerifyKey {
     /// An HMAC key from a configured secret; HMAC comparison is constant-time.
     pub fn hmac(alg: Alg, secret: &[u8]) -> Option<Self> {
-        Some(VerifyKey { kid: None, alg, material: Material::Hmac(Box::new(hmac::Key::new(alg.hmac()?, secret))) })
+        let key = Material::Hmac(Box::new(hmac::Key::new(alg.hmac()?, secret)));
+        Some(VerifyKey { kid: None, alg, id: KeyId::unique(), material: key })
     }
 
     /// Whether `signature` is valid for `signing_input` under this key.
@@ -179,8 +218,8 @@ pub fn keys_from_jwk(jwk: &Jwk, allowed: &[Alg]) -> Result<Vec<VerifyKey>, KeyRe
     let kid: Option<Box<str>> = jwk.common.key_id.as_deref().map(Into::into);
     let mut keys = Vec::with_capacity(algs.len());
     for alg in algs {
-        let parsed = parse_public(jwk, alg)?;
-        keys.push(VerifyKey { kid: kid.clone(), alg, material: Material::Public(parsed) });
+        let (parsed, id) = parse_public(jwk, alg, kid.as_deref())?;
+        keys.push(VerifyKey { kid: kid.clone(), alg, id, material: Material::Public(parsed) });
     }
     Ok(keys)
 }
@@ -189,16 +228,22 @@ fn b64(s: &str) -> Result<Vec<u8>, KeyRejection> {
     URL_SAFE_NO_PAD.decode(s).map_err(|_| KeyRejection::BadKeyMaterial)
 }
 
-fn parse_public(jwk: &Jwk, alg: Alg) -> Result<ParsedPublicKey, KeyRejection> {
+fn parse_public(jwk: &Jwk, alg: Alg, kid: Option<&str>) -> Result<(ParsedPublicKey, KeyId), KeyRejection> {
     match &jwk.algorithm {
         AlgorithmParameters::RSA(p) => {
             let n = b64(&p.n)?;
             let e = b64(&p.e)?;
             let n = strip_leading_zeros(&n);
             let e = strip_leading_zeros(&e);
-            let bits = n.len() * 8 - n.first().map_or(8, |b| b.leading_zeros() as usize);
+            // The first byte is non-zero after stripping, so this cannot underflow; an empty
+            // modulus has 0 bits.
+            let bits = n.first().map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
             if bits < MIN_RSA_BITS {
                 return Err(KeyRejection::WeakRsa);
+            }
+            if bits > MAX_RSA_BITS {
+                // No verifier accepts it; refuse before the ROCA scan walks a huge modulus.
+                return Err(KeyRejection::BadKeyMaterial);
             }
             if has_roca_fingerprint(n) {
                 return Err(KeyRejection::RocaRsa);
@@ -208,7 +253,10 @@ fn parse_public(jwk: &Jwk, alg: Alg) -> Result<ParsedPublicKey, KeyRejection> {
                 return Err(KeyRejection::BadKeyMaterial);
             }
             let params = alg.rsa_parameters().ok_or(KeyRejection::AlgMismatch)?;
-            RsaPublicKeyComponents { n, e }.to_parsed_public_key(params).map_err(|_| KeyRejection::BadKeyMaterial)
+            let parsed = RsaPublicKeyComponents { n, e }
+                .to_parsed_public_key(params)
+                .map_err(|_| KeyRejection::BadKeyMaterial)?;
+            Ok((parsed, KeyId::of(alg, kid, &[n, e])))
         }
         AlgorithmParameters::EllipticCurve(p) => {
             let (x, y) = (b64(&p.x)?, b64(&p.y)?);
@@ -220,17 +268,21 @@ fn parse_public(jwk: &Jwk, alg: Alg) -> Result<ParsedPublicKey, KeyRejection> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
+            let id = KeyId::of(alg, kid, &[&point]);
             // Parsing checks the point is on the curve.
-            ParsedPublicKey::new(alg.verification().ok_or(KeyRejection::AlgMismatch)?, point)
-                .map_err(|_| KeyRejection::BadKeyMaterial)
+            let parsed = ParsedPublicKey::new(alg.verification().ok_or(KeyRejection::AlgMismatch)?, point)
+                .map_err(|_| KeyRejection::BadKeyMaterial)?;
+            Ok((parsed, id))
         }
         AlgorithmParameters::OctetKeyPair(p) => {
             let x = b64(&p.x)?;
             if x.len() != 32 {
                 return Err(KeyRejection::BadKeyMaterial);
             }
-            ParsedPublicKey::new(alg.verification().ok_or(KeyRejection::AlgMismatch)?, x)
-                .map_err(|_| KeyRejection::BadKeyMaterial)
+            let id = KeyId::of(alg, kid, &[&x]);
+            let parsed = ParsedPublicKey::new(alg.verification().ok_or(KeyRejection::AlgMismatch)?, x)
+                .map_err(|_| KeyRejection::BadKeyMaterial)?;
+            Ok((parsed, id))
         }
         _ => Err(KeyRejection::UnsupportedType),
     }
@@ -358,6 +410,55 @@ mod tests {
         let parsed = parse_jwks(&jwks(&[ed.public_jwk()]), &[Alg::ES256]).unwrap();
         assert!(parsed.keys.is_empty());
         assert_eq!(parsed.rejected, vec![KeyRejection::AlgNotAllowed]);
+    }
+
+    /// Hostile key material is a rejected key, never a panic (a panic in debug builds used
+    /// to end the provider's refresh task).
+    #[test]
+    fn hostile_key_material_is_rejected_without_panicking() {
+        let b = |bytes: &[u8]| URL_SAFE_NO_PAD.encode(bytes);
+        let big = b(&[0xc3u8; 256]);
+        let rsa = |n: &str, e: &str| serde_json::json!({"kty":"RSA","n": n,"e": e});
+        let ec = |x: &str, y: &str| serde_json::json!({"kty":"EC","crv":"P-256","x": x,"y": y});
+        let cases = [
+            (rsa("", "AQAB"), KeyRejection::WeakRsa),
+            (rsa("AA", "AQAB"), KeyRejection::WeakRsa),
+            (rsa(&b(&[0u8; 300]), "AQAB"), KeyRejection::WeakRsa),
+            (rsa(&big, ""), KeyRejection::BadKeyMaterial),
+            (rsa(&big, "AA"), KeyRejection::BadKeyMaterial),
+            (rsa(&big, &b(&[0u8; 12])), KeyRejection::BadKeyMaterial),
+            (rsa(&big, &b(&[0xffu8; 64])), KeyRejection::BadKeyMaterial),
+            // Larger than any RSA verifier accepts (8192 bits): refused before the ROCA scan.
+            (rsa(&b(&vec![0xc3u8; 200_000]), "AQAB"), KeyRejection::BadKeyMaterial),
+            (rsa("not base64!", "AQAB"), KeyRejection::BadKeyMaterial),
+            (ec("", ""), KeyRejection::BadKeyMaterial),
+            (ec(&b(&[0u8; 32]), &b(&[0u8; 32])), KeyRejection::BadKeyMaterial),
+            (ec(&b(&[1u8; 33]), &b(&[1u8; 31])), KeyRejection::BadKeyMaterial),
+            (ec(&b(&vec![1u8; 100_000]), ""), KeyRejection::BadKeyMaterial),
+            (serde_json::json!({"kty":"OKP","crv":"Ed25519","x":""}), KeyRejection::BadKeyMaterial),
+            (serde_json::json!({"kty":"OKP","crv":"Ed25519","x": b(&[0u8; 31])}), KeyRejection::BadKeyMaterial),
+        ];
+        for (jwk, want) in cases {
+            let label = jwk.to_string().chars().take(80).collect::<String>();
+            let parsed = parse_jwks(&jwks(&[jwk]), ALL).unwrap();
+            assert!(parsed.keys.is_empty(), "{label}");
+            assert_eq!(parsed.rejected, vec![want], "{label}");
+        }
+    }
+
+    #[test]
+    fn a_key_keeps_its_id_across_fetches_and_ids_tell_keys_apart() {
+        let es = SigningKey::generate(Alg::ES256, "es").unwrap();
+        let other = SigningKey::generate(Alg::ES256, "es").unwrap();
+        let mut renamed = es.public_jwk();
+        renamed["kid"] = "es-renamed".into();
+        let ids = |jwk: serde_json::Value| parse_jwks(&jwks(&[jwk]), ALL).unwrap().keys[0].id;
+        assert_eq!(ids(es.public_jwk()), ids(es.public_jwk()));
+        assert_ne!(ids(es.public_jwk()), ids(other.public_jwk()), "same kid, other key");
+        assert_ne!(ids(es.public_jwk()), ids(renamed), "same key, other kid");
+        let h1 = VerifyKey::hmac(Alg::HS256, b"0123456789abcdef0123456789abcdef").unwrap();
+        let h2 = VerifyKey::hmac(Alg::HS256, b"0123456789abcdef0123456789abcdef").unwrap();
+        assert_ne!(h1.id, h2.id);
     }
 
     #[test]
