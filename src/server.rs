@@ -272,11 +272,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // With the peer address: the admin audit lines name who called.
     let app = match admin_listener {
         Some(listener) => {
-            let admin = axum::serve(
-                listener,
-                admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(background.stop_signal());
+            let admin =
+                axum::serve(listener, admin_router(state.clone()).into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(background.stop_signal());
             background.spawn(async move {
                 if let Err(error) = admin.await {
                     tracing::error!(%error, "admin HTTP server stopped");
