@@ -3,28 +3,9 @@
 
 mod support;
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use hopauth::grpc::AuthorizationService;
 use serde_json::json;
 use support::*;
-
-fn request(token: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/x".into(),
-                    headers: [("authorization".to_string(), bearer(token))].into_iter().collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
 
 async fn admin(running: &hopauth::server::Running, token: &str, body: serde_json::Value) -> reqwest::Response {
     reqwest::Client::new()
@@ -49,13 +30,13 @@ async fn a_subject_revocation_without_before_covers_the_issuers_clock_skew() {
     let mut c = claims("dave");
     c["iat"] = (now() + 20).into();
     let token = keys.es.sign_jwt(&c).unwrap();
-    assert_eq!(svc.check_request(&request(&token)).await.status.unwrap().code, 0);
+    assert_eq!(svc.check_request(&bearer_check(&token)).await.status.unwrap().code, 0);
 
     let r = admin(&running, ADMIN_TOKEN, json!({"iss": ISSUER, "sub": "dave"})).await;
     assert_eq!(r.status(), 200);
     let echo: serde_json::Value = r.json().await.unwrap();
     assert!(echo["before"].as_i64().unwrap() >= now() + 29, "before covers the leeway: {echo}");
-    assert_eq!(svc.check_request(&request(&token)).await.status.unwrap().code, 16, "revoked despite the skew");
+    assert_eq!(svc.check_request(&bearer_check(&token)).await.status.unwrap().code, 16, "revoked despite the skew");
     running.shutdown().await;
 }
 

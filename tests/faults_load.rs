@@ -9,39 +9,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use hopauth::authorizer::DENY_LOG_LINES_PER_SEC;
 use hopauth::grpc::AuthorizationService;
 use serde_json::json;
 use support::*;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
-
-fn check_request(token: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    path: "/x".into(),
-                    headers: [("authorization".to_string(), bearer(token))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-async fn status(svc: &AuthorizationService, token: &str) -> i32 {
-    match svc.check_request(&check_request(token)).await.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
-        other => panic!("{other:?}"),
-    }
-}
 
 /// What a counting `tracing` layer saw.
 #[derive(Default, Debug)]
@@ -149,7 +122,7 @@ async fn f12_random_iss_kid_and_sub_keep_metric_series_fixed_and_deny_logs_rate_
     let mut denies = 0u64;
     for _ in 0..50 {
         for (token, want) in round(&keys) {
-            assert_eq!(status(&svc, &token).await, want);
+            assert_eq!(check_status(&svc, &token).await, want);
             denies += u64::from(want != 200);
         }
     }
@@ -160,7 +133,7 @@ async fn f12_random_iss_kid_and_sub_keep_metric_series_fixed_and_deny_logs_rate_
     let rounds = 1000;
     for i in 0..rounds {
         for (token, want) in round(&keys) {
-            assert_eq!(status(&svc, &token).await, want, "round {i}");
+            assert_eq!(check_status(&svc, &token).await, want, "round {i}");
             denies += u64::from(want != 200);
         }
         if i % 250 == 0 {
@@ -180,7 +153,7 @@ async fn f12_random_iss_kid_and_sub_keep_metric_series_fixed_and_deny_logs_rate_
     while now() == last_second {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(status(&svc, "not-a-token").await, 401);
+    assert_eq!(check_status(&svc, "not-a-token").await, 401);
     denies += 1;
 
     let seen = seen.0.lock().unwrap();
@@ -235,7 +208,7 @@ fn forged_rsa(i: usize) -> String {
 async fn timed(svc: &Arc<AuthorizationService>, token: &Arc<str>) -> (Duration, i32) {
     let (svc, token) = (svc.clone(), token.clone());
     let start = Instant::now();
-    let status = tokio::spawn(async move { status(&svc, &token).await }).await.unwrap();
+    let status = tokio::spawn(async move { check_status(&svc, &token).await }).await.unwrap();
     (start.elapsed(), status)
 }
 
@@ -257,10 +230,10 @@ async fn f10_a_flood_of_forged_rsa_tokens_leaves_cached_traffic_and_metrics_serv
     let svc = Arc::new(AuthorizationService::new(hopauth.authorizer.clone()));
     let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
     let valid: Arc<str> = keys.es.sign_jwt(&claims("cached")).unwrap().into();
-    assert_eq!(status(&svc, &valid).await, 200);
+    assert_eq!(check_status(&svc, &valid).await, 200);
     let flood: Arc<Vec<String>> = Arc::new((0..4000).map(forged_rsa).collect());
-    assert_eq!(status(&svc, &flood[0]).await, 401);
-    assert_eq!(status(&svc, &flood[1]).await, 401);
+    assert_eq!(check_status(&svc, &flood[0]).await, 401);
+    assert_eq!(check_status(&svc, &flood[1]).await, 401);
 
     let mut quiet = Vec::new();
     for _ in 0..300 {
@@ -282,7 +255,7 @@ async fn f10_a_flood_of_forged_rsa_tokens_leaves_cached_traffic_and_metrics_serv
                 while in_flight.len() < 256 {
                     let (svc, token) = (svc.clone(), flood[i % flood.len()].clone());
                     i += 1;
-                    in_flight.spawn(async move { status(&svc, &token).await });
+                    in_flight.spawn(async move { check_status(&svc, &token).await });
                 }
                 let s = in_flight.join_next().await.unwrap().unwrap();
                 *outcomes.lock().unwrap().entry(s).or_default() += 1;

@@ -16,9 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use fault_proxy::{Dir, FaultProxy, Trigger};
 use hopauth::grpc::AuthorizationService;
 use hopauth::server::Running;
@@ -36,31 +34,6 @@ fn redis_yaml(url: &str, max_staleness: &str, mode: &str) -> String {
     )
 }
 
-fn check_request(token: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    path: "/x".into(),
-                    headers: [("authorization".to_string(), bearer(token))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-/// The HTTP status a Check renders as (200 for an allow).
-async fn status(svc: &AuthorizationService, token: &str) -> i32 {
-    match svc.check_request(&check_request(token)).await.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
-        other => panic!("{other:?}"),
-    }
-}
-
 /// Polls until `token` gets `want`; the time it took. Every other answer seen on the way
 /// is counted in `seen`.
 async fn wait_status(
@@ -73,7 +46,7 @@ async fn wait_status(
 ) -> Duration {
     let start = Instant::now();
     loop {
-        let got = status(svc, token).await;
+        let got = check_status(svc, token).await;
         if got == want {
             return start.elapsed();
         }
@@ -116,12 +89,12 @@ impl Guard {
                     let tokens = revoked.lock().unwrap().clone();
                     for svc in &svcs {
                         for t in &tokens {
-                            if status(svc, t).await == 200 {
+                            if check_status(svc, t).await == 200 {
                                 wrong.fetch_add(1, Ordering::SeqCst);
                             }
                             checks.fetch_add(1, Ordering::SeqCst);
                         }
-                        let s = status(svc, &valid).await;
+                        let s = check_status(svc, &valid).await;
                         *seen.lock().unwrap().entry(s).or_default() += 1;
                     }
                     tokio::time::sleep(Duration::from_millis(3)).await;
@@ -226,7 +199,7 @@ async fn f5_resets_mid_scan_mid_push_and_mid_lookup_never_allow_a_revoked_token(
     f.revoke_direct(&known_key);
     let mut seen = BTreeMap::new();
     wait_status(&svc, &known, 401, ENFORCE_WITHIN, "known revocation", &mut seen).await;
-    assert_eq!(status(&svc, &valid).await, 200);
+    assert_eq!(check_status(&svc, &valid).await, 200);
     let guard = Guard::start(vec![f.svc(0)], valid.clone());
     guard.revoked(&known);
 
@@ -245,7 +218,7 @@ async fn f5_resets_mid_scan_mid_push_and_mid_lookup_never_allow_a_revoked_token(
 
     // 2. The invalidation push that carries a revocation is cut after its first bytes.
     let (y, y_key) = token_and_key(&f.keys, "y");
-    assert_eq!(status(&svc, &y).await, 200);
+    assert_eq!(check_status(&svc, &y).await, 200);
     f.proxy.arm(Trigger::on(Dir::Down, b"invalidate").after(6));
     let fault = Instant::now();
     f.revoke_direct(&y_key);
@@ -256,7 +229,7 @@ async fn f5_resets_mid_scan_mid_push_and_mid_lookup_never_allow_a_revoked_token(
 
     // 3. The lookup after a push (GET + PTTL) never reaches Redis: reset mid-lookup.
     let (z, z_key) = token_and_key(&f.keys, "z");
-    assert_eq!(status(&svc, &z).await, 200);
+    assert_eq!(check_status(&svc, &z).await, 200);
     f.proxy.arm(Trigger::on(Dir::Up, b"PTTL"));
     let fault = Instant::now();
     f.revoke_direct(&z_key);
@@ -279,7 +252,7 @@ async fn f5_resets_mid_scan_mid_push_and_mid_lookup_never_allow_a_revoked_token(
     // Every revocation holds once the path is quiet again, and fresh tokens pass.
     wait_status(&svc, &valid, 200, ENFORCE_WITHIN, "recovery", &mut seen).await;
     for t in [&known, &x, &y, &z, &w] {
-        assert_eq!(status(&svc, t).await, 401);
+        assert_eq!(check_status(&svc, t).await, 401);
     }
     assert!(f.instances[0].authorizer.ready());
     let (wrong, checks, valid_seen) = guard.finish().await;
@@ -330,7 +303,7 @@ async fn f5_a_resync_cut_halfway_never_replaces_the_complete_view() {
     let svc = AuthorizationService::new(hopauth.authorizer.clone());
     let (valid, _) = token_and_key(&keys, "valid");
     for t in &revoked {
-        let r = svc.check_request(&check_request(t)).await;
+        let r = svc.check_request(&bearer_check(t)).await;
         assert_eq!(r.status.as_ref().map(|s| s.message.as_str()), Some("revoked"), "{r:?}");
     }
     assert_eq!(hopauth.authorizer.revocation().entries().0, 3040);
@@ -386,7 +359,7 @@ async fn f8_half_open_shorter_than_max_staleness_is_invisible_and_misses_nothing
     guard.revoked(&known);
 
     let (x, x_key) = token_and_key(&f.keys, "x");
-    assert_eq!(status(&svc, &x).await, 200);
+    assert_eq!(check_status(&svc, &x).await, 200);
     let fault = Instant::now();
     f.proxy.set_stalled(true);
     f.revoke_direct(&x_key);
@@ -474,7 +447,7 @@ async fn outage_past_max_staleness(outage: Outage) {
     let mut before_503 = BTreeMap::new();
     let to_503 =
         wait_status(&deny, &valid, 503, max_staleness * 4, "deny mode past max_staleness", &mut before_503).await;
-    let r = deny.check_request(&check_request(&valid)).await;
+    let r = deny.check_request(&bearer_check(&valid)).await;
     assert_eq!(r.status.as_ref().map(|s| s.message.as_str()), Some("revocation_unavailable"), "{r:?}");
     let Some(HttpResponse::DeniedResponse(d)) = r.http_response else { panic!("{r:?}") };
     let body: Value = serde_json::from_str(&d.body).unwrap();
@@ -482,13 +455,13 @@ async fn outage_past_max_staleness(outage: Outage) {
     // The allow instance's last confirmation may be up to a heartbeat later than the other's.
     let end = Instant::now() + max_staleness * 2;
     while f.metric(1, "hopauth_revocation_fail_open_total") == 0.0 {
-        assert_eq!(status(&allow, &valid).await, 200, "allow mode lets verified tokens through");
+        assert_eq!(check_status(&allow, &valid).await, 200, "allow mode lets verified tokens through");
         assert!(Instant::now() < end, "allow-mode passes past max_staleness are not counted");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(f.metric(0, "hopauth_revocation_fail_open_total"), 0.0);
     for svc in [&deny, &allow] {
-        assert_eq!(status(svc, &known).await, 401, "a known revocation holds past max_staleness");
+        assert_eq!(check_status(svc, &known).await, 401, "a known revocation holds past max_staleness");
     }
     assert!(!f.instances[0].authorizer.ready());
     let allow_ready_when_stale = f.instances[1].authorizer.ready();

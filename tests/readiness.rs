@@ -95,7 +95,7 @@ async fn a_stale_store_with_failure_mode_allow_stays_ready_and_fails_open_counte
 
     let svc = hopauth::grpc::AuthorizationService::new(running.authorizer.clone());
     let token = keys.es.sign_jwt(&claims("alice")).unwrap();
-    let r = svc.check_request(&check_request_with_token(&token)).await;
+    let r = svc.check_request(&bearer_check(&token)).await;
     assert_eq!(r.status.unwrap().code, 0, "a verified token passes while the store is stale");
     assert_eq!(running.metrics.revocation_fail_open.get(), 1);
     running.shutdown().await;
@@ -111,23 +111,4 @@ async fn a_stale_store_with_failure_mode_deny_is_unready() {
     assert!(!running.authorizer.ready());
     assert_eq!(readyz(&running).await.0, 503);
     running.shutdown().await;
-}
-
-fn check_request_with_token(token: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: "/x".into(),
-                    headers: [("authorization".to_string(), bearer(token))].into_iter().collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
 }

@@ -10,9 +10,6 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
-use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use hopauth::grpc::AuthorizationService;
 use hopauth::metrics::Metrics;
 use hopauth::revocation::redis::{RedisSettings, RedisStore};
@@ -87,35 +84,11 @@ async fn behaviour_is_the_same_for_memory_and_redis() {
     assert!(!redis.cli(&["GET", &format!("hopauth:revoked:sub:{ISSUER}|u2")]).is_empty());
 }
 
-fn check_request(token: &str) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    path: "/x".into(),
-                    headers: [("authorization".to_string(), bearer(token))].into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }),
-    }
-}
-
-async fn status(svc: &AuthorizationService, token: &str) -> i32 {
-    match svc.check_request(&check_request(token)).await.http_response {
-        Some(HttpResponse::OkResponse(_)) => 200,
-        Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
-        other => panic!("{other:?}"),
-    }
-}
-
 async fn wait_status(svc: &AuthorizationService, token: &str, want: i32, what: &str) -> Duration {
     let start = Instant::now();
     let end = start + Duration::from_secs(10);
     loop {
-        let got = status(svc, token).await;
+        let got = check_status(svc, token).await;
         if got == want {
             return start.elapsed();
         }
@@ -201,7 +174,7 @@ async fn outage_past_max_staleness(outage: Outage) {
     // Both instances must hold it before the outage: each learns it on its own connection.
     wait_status(&deny_svc, &known_token, 401, "known revocation").await;
     wait_status(&allow_svc, &known_token, 401, "known revocation (allow)").await;
-    assert_eq!(status(&deny_svc, &token).await, 200);
+    assert_eq!(check_status(&deny_svc, &token).await, 200);
 
     outage.apply(&mut redis);
     let to_503 = wait_status(&deny_svc, &token, 503, "deny mode after max_staleness").await;
@@ -209,11 +182,11 @@ async fn outage_past_max_staleness(outage: Outage) {
     let fail_open = allow.metrics.revocation_fail_open.clone();
     wait_until("allow mode counts a fail-open", Duration::from_secs(10), || {
         let (svc, token, fail_open) = (&allow_svc, &token, fail_open.clone());
-        async move { status(svc, token).await == 200 && fail_open.get() > 0 }
+        async move { check_status(svc, token).await == 200 && fail_open.get() > 0 }
     })
     .await;
-    assert_eq!(status(&deny_svc, &known_token).await, 401, "a known revocation holds during the outage");
-    assert_eq!(status(&allow_svc, &known_token).await, 401, "even in allow mode");
+    assert_eq!(check_status(&deny_svc, &known_token).await, 401, "a known revocation holds during the outage");
+    assert_eq!(check_status(&allow_svc, &known_token).await, 401, "even in allow mode");
     assert!(!deny.authorizer.ready());
 
     // Written while hopauth is disconnected: another process on the same data.
@@ -257,7 +230,7 @@ async fn two_instances_on_one_redis_both_enforce() {
     let (sa, sb) = (AuthorizationService::new(a.authorizer.clone()), AuthorizationService::new(b.authorizer.clone()));
     let c = claims("alice");
     let token = keys.es.sign_jwt(&c).unwrap();
-    assert_eq!((status(&sa, &token).await, status(&sb, &token).await), (200, 200));
+    assert_eq!((check_status(&sa, &token).await, check_status(&sb, &token).await), (200, 200));
     // Revoked through instance A's admin API: instance B hears it from Redis.
     let resp = reqwest::Client::new()
         .post(format!("http://{}/admin/revoke", a.http_addr))
@@ -267,7 +240,7 @@ async fn two_instances_on_one_redis_both_enforce() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    assert_eq!(status(&sa, &token).await, 401);
+    assert_eq!(check_status(&sa, &token).await, 401);
     let took = wait_status(&sb, &token, 401, "instance B").await;
     eprintln!("admin revoke on A -> enforced on B in {took:?}");
 }
@@ -641,7 +614,7 @@ impl Watch {
             let (mut answers, mut not_ready) = (std::collections::BTreeMap::new(), 0);
             let http = reqwest::Client::new();
             while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-                *answers.entry(status(&svc, &token).await).or_insert(0) += 1;
+                *answers.entry(check_status(&svc, &token).await).or_insert(0) += 1;
                 if http.get(&readyz).send().await.unwrap().status() != 200 {
                     not_ready += 1;
                 }
@@ -672,8 +645,8 @@ async fn restart_within_max_staleness(outage: Outage) {
     let token = keys.es.sign_jwt(&claims("alice")).unwrap();
     let missed = claims("missed");
     let missed_token = keys.es.sign_jwt(&missed).unwrap();
-    assert_eq!(status(&svc, &token).await, 200);
-    assert_eq!(status(&svc, &missed_token).await, 200);
+    assert_eq!(check_status(&svc, &token).await, 200);
+    assert_eq!(check_status(&svc, &missed_token).await, 200);
     let syncs = |m: &Metrics| metric(&m.render(), r#"hopauth_revocation_syncs_total{result="success"}"#);
     let first_syncs = syncs(&running.metrics);
 
@@ -699,7 +672,7 @@ async fn restart_within_max_staleness(outage: Outage) {
     assert_eq!(answers.keys().copied().collect::<Vec<_>>(), vec![200], "every answer during the restart was 200");
     assert_eq!(not_ready, 0, "/readyz stayed ready");
     // Written while hopauth was disconnected; the resync enforces it.
-    assert_eq!(status(&svc, &missed_token).await, 401);
+    assert_eq!(check_status(&svc, &missed_token).await, 401);
     assert!(running.authorizer.ready());
 }
 

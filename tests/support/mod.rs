@@ -675,3 +675,33 @@ impl Stack {
             .unwrap()
     }
 }
+
+/// A CheckRequest for `GET /x` carrying `token` as a bearer token, as Envoy sends it.
+pub fn bearer_check(token: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+    use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: "GET".into(),
+                    path: "/x".into(),
+                    headers: [("authorization".to_string(), bearer(token))].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+/// The HTTP status the Check of `token` renders as (200 for an allow).
+pub async fn check_status(svc: &hopauth::grpc::AuthorizationService, token: &str) -> i32 {
+    use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
+    match svc.check_request(&bearer_check(token)).await.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code,
+        other => panic!("{other:?}"),
+    }
+}
