@@ -1,7 +1,9 @@
 //! Background tasks that share one stop signal and shut down together: the listeners and
-//! loops of `hopauth serve` and `hopauth issuer`.
+//! loops of `hopauth serve` and `hopauth issuer`; and `run_server`, which runs them until
+//! SIGINT/SIGTERM.
 
 use std::future::Future;
+use std::process::ExitCode;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -64,4 +66,54 @@ impl Background {
             }
         }
     }
+}
+
+/// Builds the runtime, starts a server, runs it until SIGINT/SIGTERM (or its own stop) and
+/// shuts it down cleanly.
+pub fn run_server<F, E>(worker_threads: Option<usize>, start: impl FnOnce() -> F) -> ExitCode
+where
+    F: Future<Output = Result<Background, E>>,
+    E: std::fmt::Display,
+{
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = worker_threads.filter(|n| *n > 0) {
+        builder.worker_threads(n);
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        match start().await {
+            Ok(background) => {
+                tokio::select! {
+                    _ = shutdown_signal() => tracing::info!("shutting down"),
+                    _ = background.stopped() => {}
+                }
+                background.shutdown().await;
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return ctrl_c.await.unwrap_or(()),
+        };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
 }

@@ -9,6 +9,8 @@
 //! - [`verify`]: signature and claims checks; the verified-token cache.
 //! - [`policy`]: per-route requirements from Envoy's context extensions.
 //! - [`revocation`]: the revocation store seam and its backends.
+//! - [`redis_url`]: the forms of `revocation.redis_url`, parsed without connecting.
+//! - [`revoke`]: `hopauth revoke`, one revocation written straight to Redis.
 //! - [`decision`]: `Decision` and `DenyReason`, free of wire types.
 //! - [`authorizer`]: the decision path that ties the above together.
 //! - [`grpc`]: the ext_authz adapter (CheckRequest → CheckResponse).
@@ -32,7 +34,9 @@ pub mod jws;
 pub mod listener;
 pub mod metrics;
 pub mod policy;
+pub mod redis_url;
 pub mod revocation;
+pub mod revoke;
 pub mod server;
 pub mod sign;
 pub mod tls;

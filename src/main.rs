@@ -162,8 +162,8 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            let target = RevokeTarget { redis_url, config, jti, exp, sub, iss, before };
-            match runtime.block_on(revoke(target)) {
+            let request = hopauth::revoke::RevokeRequest { redis_url, config, jti, exp, sub, iss, before };
+            match runtime.block_on(hopauth::revoke::revoke(request)) {
                 Ok(done) => {
                     println!("{done}");
                     ExitCode::SUCCESS
@@ -182,35 +182,12 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            log_start(&path, &config);
-            run_server(worker_threads, || async move { hopauth::server::start(config).await.map(|r| r.background) })
+            hopauth::server::log_start(&path, &config);
+            hopauth::background::run_server(worker_threads, || async move {
+                hopauth::server::start(config).await.map(|r| r.background)
+            })
         }
     }
-}
-
-/// The start-up line: what runs, from which file, trusting whom.
-fn log_start(path: &std::path::Path, config: &Config) {
-    let providers: Vec<String> = config
-        .providers
-        .iter()
-        .map(|p| {
-            let jwks = match &p.jwks {
-                Some(j) if j.uri.is_some() => "uri",
-                Some(j) if j.file.is_some() => "file",
-                Some(_) => "discovery",
-                None => "none (HMAC only)",
-            };
-            format!("{} (issuer {}, jwks {jwks})", p.name, p.issuer)
-        })
-        .collect();
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %path.display(),
-        providers = %providers.join(", "),
-        revocation = ?config.revocation.backend,
-        tracing = config.tracing.is_some(),
-        "hopauth starting"
-    );
 }
 
 fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
@@ -269,7 +246,10 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
         }
         (Some(IssuerCommand::Serve { config }), _) | (None, Some(config)) => {
             let Some(c) = load(&config) else { return ExitCode::FAILURE };
-            run_server(None, || async move { hopauth::issuer::start(c).await.map(|r| r.background) })
+            hopauth::background::run_server(
+                None,
+                || async move { hopauth::issuer::start(c).await.map(|r| r.background) },
+            )
         }
         (None, None) => {
             eprintln!(
@@ -278,131 +258,4 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// A revocation write error, in one line when the address answered but not as Redis (an
-/// HTTP port, a database of another kind), instead of the client's repeated parse errors.
-fn not_redis(url: &str, e: hopauth::revocation::RevocationError) -> anyhow::Error {
-    let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
-    let protocol = chain
-        .filter_map(|e| e.downcast_ref::<redis::RedisError>())
-        .any(|r| matches!(r.kind(), redis::ErrorKind::Parse | redis::ErrorKind::UnexpectedReturnType))
-        || e.to_string().contains("Parse error");
-    if protocol {
-        let shown = hopauth::config::redact_url(url);
-        anyhow::anyhow!("{shown} answered, but not as Redis: check the host and port (an HTTP port, perhaps?)")
-    } else {
-        e.into()
-    }
-}
-
-struct RevokeTarget {
-    redis_url: Option<String>,
-    config: Option<PathBuf>,
-    jti: Option<String>,
-    exp: Option<i64>,
-    sub: Option<String>,
-    iss: Option<String>,
-    before: Option<i64>,
-}
-
-/// Writes one revocation through the Redis backend and says what it wrote.
-async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
-    use anyhow::Context;
-    use hopauth::revocation::redis::{jti_key, subject_key, RedisSettings, RedisStore};
-    use hopauth::revocation::RevocationStore;
-
-    let defaults = hopauth::config::RevocationConfig::default();
-    let (url, revocation, config) = match (&t.redis_url, &t.config) {
-        (Some(url), _) => (url.clone(), defaults, None),
-        (None, Some(path)) => {
-            let c = Config::load(path)?;
-            let url = c.revocation.resolved_redis_url().map_err(anyhow::Error::msg)?.with_context(|| {
-                format!(
-                    "{}: revocation.redis_url is not set (the memory backend cannot be written from outside)",
-                    path.display()
-                )
-            })?;
-            (url, c.revocation.clone(), Some(c))
-        }
-        (None, None) => anyhow::bail!("give --redis-url or --config"),
-    };
-    let settings = RedisSettings {
-        max_staleness: revocation.max_staleness,
-        max_token_lifetime: revocation.max_token_lifetime,
-        connect_timeout: revocation.connect_timeout,
-        command_timeout: revocation.command_timeout,
-    };
-    let store = RedisStore::new(&url, settings, hopauth::metrics::Metrics::standalone())?;
-    let now = hopauth::verify::unix_now();
-    if let Some(jti) = &t.jti {
-        let exp = t.exp.context("--jti needs --exp")?;
-        store.revoke_jti(jti, exp).await.map_err(|e| not_redis(&url, e))?;
-        Ok(format!("revoked jti {jti:?} until {exp}: SET {} 1 EX {}", jti_key(jti), exp - now))
-    } else {
-        let (iss, sub) = (t.iss.context("--sub needs --iss")?, t.sub.context("--iss needs --sub")?);
-        // `iat` is the issuer's clock: cover the skew its provider allows (the default leeway
-        // when no config says which).
-        let skew = config
-            .as_ref()
-            .and_then(|c| c.providers.iter().find(|p| p.issuer == iss))
-            .map_or(hopauth::config::DEFAULT_LEEWAY, |p| p.leeway);
-        let before = t.before.unwrap_or(now + skew.as_secs() as i64);
-        store.revoke_subject(&iss, &sub, before).await.map_err(|e| not_redis(&url, e))?;
-        Ok(format!(
-            "revoked every token of {sub:?} from {iss:?} issued at or before {before}: SET {} {before} EX {}",
-            subject_key(&iss, &sub),
-            revocation.max_token_lifetime.as_secs()
-        ))
-    }
-}
-
-/// Builds the runtime, starts a server, runs it until SIGINT/SIGTERM (or its own stop) and
-/// shuts it down cleanly.
-fn run_server<F, E>(worker_threads: Option<usize>, start: impl FnOnce() -> F) -> ExitCode
-where
-    F: std::future::Future<Output = Result<hopauth::background::Background, E>>,
-    E: std::fmt::Display,
-{
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = worker_threads.filter(|n| *n > 0) {
-        builder.worker_threads(n);
-    }
-    let runtime = match builder.enable_all().build() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async {
-        match start().await {
-            Ok(background) => {
-                tokio::select! {
-                    _ = shutdown_signal() => tracing::info!("shutting down"),
-                    _ = background.stopped() => {}
-                }
-                background.shutdown().await;
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ExitCode::FAILURE
-            }
-        }
-    })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return ctrl_c.await.unwrap_or(()),
-        };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

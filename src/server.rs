@@ -77,13 +77,9 @@ pub fn revocation_store(
                 .map_err(anyhow::Error::msg)
                 .context("revocation.redis_url")?
                 .context("revocation.redis_url is required with backend redis")?;
-            let settings = RedisSettings {
-                max_staleness: r.max_staleness,
-                max_token_lifetime: r.max_token_lifetime,
-                connect_timeout: r.connect_timeout,
-                command_timeout: r.command_timeout,
-            };
-            let store = Arc::new(RedisStore::new(&url, settings, metrics.clone()).context("revocation.redis_url")?);
+            let store = Arc::new(
+                RedisStore::new(&url, RedisSettings::from(r), metrics.clone()).context("revocation.redis_url")?,
+            );
             (store.clone(), Some(store))
         }
     })
@@ -112,7 +108,7 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
                 };
                 (source, JwksSettings::from(j))
             }
-            None => (JwksSource::None, JwksSettings::from(&default_jwks_config())),
+            None => (JwksSource::None, JwksSettings::from(&crate::config::JwksConfig::default())),
         };
         let public: Vec<Alg> = p.algorithms.iter().copied().filter(|a| !a.is_hmac()).collect();
         let cache =
@@ -151,8 +147,29 @@ pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Bu
     Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })
 }
 
-fn default_jwks_config() -> crate::config::JwksConfig {
-    serde_yaml_ng::from_str("discovery: false").expect("defaults parse")
+/// The start-up line: what runs, from which file, trusting whom.
+pub fn log_start(path: &std::path::Path, config: &Config) {
+    let providers: Vec<String> = config
+        .providers
+        .iter()
+        .map(|p| {
+            let jwks = match &p.jwks {
+                Some(j) if j.uri.is_some() => "uri",
+                Some(j) if j.file.is_some() => "file",
+                Some(_) => "discovery",
+                None => "none (HMAC only)",
+            };
+            format!("{} (issuer {}, jwks {jwks})", p.name, p.issuer)
+        })
+        .collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        providers = %providers.join(", "),
+        revocation = ?config.revocation.backend,
+        tracing = config.tracing.is_some(),
+        "hopauth starting"
+    );
 }
 
 /// Binds both listeners and starts serving. Ports may be 0 (tests).

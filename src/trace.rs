@@ -6,7 +6,7 @@
 //! Also the small, allocation-free readers of `x-request-id` and the trace id that the
 //! deny log line uses whether tracing is on or not.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Tracer, TracerProvider as _};
@@ -15,72 +15,15 @@ use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
-use serde::{Deserialize, Serialize};
 
-use crate::config::Problem;
+use crate::config::TracingConfig;
 use crate::decision::{Allowed, Decision};
 use crate::token::RequestView;
 
-/// Default share of root traces (requests without a sampled `traceparent`) that get a span.
-pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
-/// Default `service.name` resource attribute.
-pub const DEFAULT_SERVICE_NAME: &str = "hopauth";
-/// Default time one OTLP export may take.
-pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The span's name.
 pub const SPAN_NAME: &str = "hopauth.check";
 /// Longest `x-request-id` / trace id written to a log line; longer ones are not written.
 const MAX_LOGGED_ID: usize = 128;
-
-/// The `tracing` config section; absent means tracing off.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TracingConfig {
-    /// OTLP/gRPC collector endpoint, e.g. `http://127.0.0.1:4317`.
-    pub otlp_endpoint: String,
-    /// Parent-based sampling: a request whose `traceparent` is sampled (or not) follows
-    /// that; one without gets a span with this probability.
-    #[serde(default = "default_sample_ratio")]
-    pub sample_ratio: f64,
-    #[serde(default = "default_service_name")]
-    pub service_name: String,
-    /// Time one export may take.
-    #[serde(default = "default_export_timeout", with = "crate::config::duration")]
-    pub export_timeout: Duration,
-}
-
-fn default_sample_ratio() -> f64 {
-    DEFAULT_SAMPLE_RATIO
-}
-fn default_service_name() -> String {
-    DEFAULT_SERVICE_NAME.to_string()
-}
-fn default_export_timeout() -> Duration {
-    DEFAULT_EXPORT_TIMEOUT
-}
-
-impl TracingConfig {
-    /// The problems of this section, keys prefixed `tracing.`.
-    pub fn problems(&self) -> Vec<Problem> {
-        let mut out = Vec::new();
-        let mut bad = |key: &str, message: String| out.push(Problem { key: format!("tracing.{key}"), message });
-        match url::Url::parse(&self.otlp_endpoint) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-            Ok(_) => bad("otlp_endpoint", "must be an http:// or https:// URL with a host".into()),
-            Err(e) => bad("otlp_endpoint", format!("{:?} is not a URL: {e}", self.otlp_endpoint)),
-        }
-        if !(0.0..=1.0).contains(&self.sample_ratio) {
-            bad("sample_ratio", "must be between 0 and 1".into());
-        }
-        if self.service_name.is_empty() {
-            bad("service_name", "must not be empty".into());
-        }
-        if self.export_timeout.is_zero() || self.export_timeout > Duration::from_secs(60) {
-            bad("export_timeout", "must be more than 0 and at most 60s".into());
-        }
-        out
-    }
-}
 
 /// Why tracing could not start.
 #[derive(Debug, thiserror::Error)]
@@ -250,17 +193,5 @@ mod tests {
         assert_eq!(request_id(&Req(vec![("x-request-id", b"a b")])), None);
         let long: &'static [u8] = Box::leak(vec![b'a'; MAX_LOGGED_ID + 1].into_boxed_slice());
         assert_eq!(request_id(&Req(vec![("x-request-id", long)])), None);
-    }
-
-    #[test]
-    fn config_problems_name_the_key() {
-        let mut c: TracingConfig = serde_yaml_ng::from_str("otlp_endpoint: http://127.0.0.1:4317").unwrap();
-        assert!(c.problems().is_empty());
-        assert_eq!(c.sample_ratio, DEFAULT_SAMPLE_RATIO);
-        c.otlp_endpoint = "127.0.0.1:4317".into();
-        c.sample_ratio = 1.5;
-        c.service_name.clear();
-        let keys: Vec<String> = c.problems().into_iter().map(|p| p.key).collect();
-        assert_eq!(keys, ["tracing.otlp_endpoint", "tracing.sample_ratio", "tracing.service_name"]);
     }
 }

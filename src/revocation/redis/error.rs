@@ -33,8 +33,11 @@ pub enum RedisStoreError {
     #[error("sentinel {sentinel} named a bad port {port:?}")]
     BadPort { sentinel: String, port: String },
     /// No address is named by more than half of the configured sentinels.
-    #[error("no master is named by a majority of the {configured} sentinels (named: [{named}]; errors: [{errors}])")]
-    NoQuorum { configured: usize, named: String, errors: String },
+    #[error(
+        "no master is named by a majority of the {configured} sentinels (named: [{named}]; errors: [{}])",
+        join(errors)
+    )]
+    NoQuorum { configured: usize, named: String, errors: Vec<RedisStoreError> },
     #[error("{0} is not a master (failover in progress?)")]
     NotMaster(String),
     #[error("cluster serves {covered} of {total} slots from healthy masters")]
@@ -62,4 +65,9 @@ impl RedisStoreError {
     pub(super) fn command(what: &'static str) -> impl FnOnce(RedisError) -> Self {
         move |source| RedisStoreError::Command { what, source }
     }
+}
+
+/// Several causes (one per sentinel) in one line: `a; b`.
+fn join(errors: &[RedisStoreError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
 }

@@ -15,17 +15,18 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 
+pub use crate::redis_url::RedisTarget;
 pub use error::RedisStoreError;
 pub use sync::run;
 /// For the fuzz target only (fuzz/fuzz_targets/cluster_nodes.rs): not an API.
 #[doc(hidden)]
 pub use target::parse_cluster_nodes;
-pub use target::RedisTarget;
 
 use super::{
     validate_jti, validate_subject, BoxFuture, LocalView, RevocationError, RevocationStatus, RevocationStore,
     TokenIdentity, KEY_PREFIX,
 };
+use crate::config::RevocationConfig;
 use crate::metrics::Metrics;
 use crate::verify::unix_now;
 
@@ -64,6 +65,18 @@ pub struct RedisSettings {
     pub command_timeout: Duration,
 }
 
+impl From<&RevocationConfig> for RedisSettings {
+    /// The one mapping from the `revocation` section, for `serve` and `revoke` alike.
+    fn from(r: &RevocationConfig) -> Self {
+        RedisSettings {
+            max_staleness: r.max_staleness,
+            max_token_lifetime: r.max_token_lifetime,
+            connect_timeout: r.connect_timeout,
+            command_timeout: r.command_timeout,
+        }
+    }
+}
+
 enum Writer {
     Node(MultiplexedConnection),
     Cluster(redis::cluster_async::ClusterConnection),
@@ -99,7 +112,7 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub fn new(url: &str, settings: RedisSettings, metrics: Metrics) -> Result<Self, RevocationError> {
-        let target = RedisTarget::parse(url).map_err(|why| RevocationError::Unavailable(why.into()))?;
+        let target = RedisTarget::parse(url).map_err(|why| RevocationError::Unavailable(Box::new(why)))?;
         Ok(RedisStore {
             target,
             settings,
@@ -168,25 +181,27 @@ impl RedisStore {
 
     /// Runs one write, reconnecting once if the cached connection has gone away.
     async fn write(&self, cmd: redis::Cmd) -> Result<(), RevocationError> {
-        for attempt in 0..2 {
+        let mut last = None;
+        for _ in 0..2 {
             let mut guard = self.writer().await?;
-            let result: redis::RedisResult<()> = match guard.as_mut() {
-                Some(w) => tokio::time::timeout(self.settings.command_timeout, w.query(&cmd))
-                    .await
-                    .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "command timed out")))),
-                None => continue,
-            };
+            // `writer` has just filled the slot.
+            let Some(w) = guard.as_mut() else { continue };
+            let result: redis::RedisResult<()> = tokio::time::timeout(self.settings.command_timeout, w.query(&cmd))
+                .await
+                .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "command timed out"))));
             match result {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     *guard = None;
-                    if attempt == 1 {
-                        return Err(RevocationError::Unavailable(Box::new(e)));
-                    }
+                    last = Some(e);
                 }
             }
         }
-        Err(RevocationError::Unavailable("write failed".into()))
+        let error: Box<dyn std::error::Error + Send + Sync> = match last {
+            Some(e) => Box::new(e),
+            None => Box::new(RedisStoreError::ConnectionLost),
+        };
+        Err(RevocationError::Unavailable(error))
     }
 }
 

@@ -11,7 +11,8 @@ use redis::aio::MultiplexedConnection;
 use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::{load_keys, target::RedisTarget, RedisStore, RedisStoreError, KEY_PREFIX};
+use super::{load_keys, RedisStore, RedisStoreError, KEY_PREFIX};
+use crate::redis_url::RedisTarget;
 use crate::revocation::LocalView;
 
 /// First reconnect delay: short, since most outages are a restart; doubles per failure.

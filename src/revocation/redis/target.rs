@@ -1,108 +1,15 @@
-//! Where the revocation data lives: one node (`redis://`, `rediss://`), a Sentinel-managed
-//! master (`redis+sentinel://`), or a Cluster (`redis+cluster://`); and how to find the
-//! masters to track.
+//! How to find the masters to track behind a `RedisTarget` (the parsed `redis_url`, see
+//! `crate::redis_url`): the node itself, the master a majority of the sentinels names, or
+//! every master of a cluster.
 
 use std::time::Duration;
 
-use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo, RedisError};
+use redis::{ConnectionAddr, ConnectionInfo};
 
 use super::RedisStoreError;
-
-/// A parsed `revocation.redis_url`.
-#[derive(Clone)]
-pub enum RedisTarget {
-    Single(ConnectionInfo),
-    /// `redis+sentinel://[user:pass@]host:port[,host:port…]/<master-name>[/<db>]`; the
-    /// credentials are the master's; sentinels are reached without them.
-    Sentinel {
-        sentinels: Vec<ConnectionInfo>,
-        master_name: String,
-        settings: RedisConnectionInfo,
-        tls: bool,
-    },
-    /// `redis+cluster://[user:pass@]host:port[,host:port…]`: seed nodes.
-    Cluster {
-        seeds: Vec<ConnectionInfo>,
-    },
-}
-
-impl std::fmt::Debug for RedisTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RedisTarget::Single(i) => write!(f, "Single({})", i.addr()),
-            RedisTarget::Sentinel { master_name, sentinels, .. } => {
-                write!(f, "Sentinel({master_name} via {} sentinels)", sentinels.len())
-            }
-            RedisTarget::Cluster { seeds } => write!(f, "Cluster({} seeds)", seeds.len()),
-        }
-    }
-}
-
-fn resp3(info: ConnectionInfo) -> ConnectionInfo {
-    let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
-    info.set_redis_settings(settings)
-}
-
-/// Parses `user:pass@h1:p1,h2:p2` into credentials and host list.
-fn split_hosts(rest: &str) -> (Option<&str>, Vec<&str>, &str) {
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let (creds, hosts) = authority.rsplit_once('@').map_or((None, authority), |(c, h)| (Some(c), h));
-    (creds, hosts.split(',').filter(|h| !h.is_empty()).collect(), path)
-}
-
-fn node(host: &str, tls: bool, creds: Option<&str>) -> Result<ConnectionInfo, RedisError> {
-    let scheme = if tls { "rediss" } else { "redis" };
-    let url = match creds {
-        Some(c) => format!("{scheme}://{c}@{host}"),
-        None => format!("{scheme}://{host}"),
-    };
-    url.as_str().into_connection_info()
-}
-
-/// `node` for a host in the URL; the message names the host (never the credentials).
-fn url_node(host: &str, tls: bool, creds: Option<&str>) -> Result<ConnectionInfo, String> {
-    node(host, tls, creds).map_err(|e| format!("bad node {host:?}: {e}"))
-}
+use crate::redis_url::{node, RedisTarget};
 
 impl RedisTarget {
-    pub fn parse(url: &str) -> Result<Self, String> {
-        if let Some(rest) = url.strip_prefix("redis+sentinel://").or_else(|| url.strip_prefix("rediss+sentinel://")) {
-            let tls = url.starts_with("rediss");
-            let (creds, hosts, path) = split_hosts(rest);
-            let mut parts = path.split('/').filter(|p| !p.is_empty());
-            let master_name = parts.next().ok_or("redis+sentinel:// needs /<master-name> after the hosts")?;
-            let db: i64 = match parts.next() {
-                Some(d) => d.parse().map_err(|_| format!("bad database number {d:?}"))?,
-                None => 0,
-            };
-            if hosts.is_empty() {
-                return Err("redis+sentinel:// needs at least one sentinel host:port".into());
-            }
-            let sentinels = hosts.iter().map(|h| url_node(h, tls, None).map(resp3)).collect::<Result<Vec<_>, _>>()?;
-            let with_creds = url_node(hosts[0], tls, creds)?;
-            let settings = with_creds.redis_settings().clone().set_db(db).set_protocol(ProtocolVersion::RESP3);
-            return Ok(RedisTarget::Sentinel { sentinels, master_name: master_name.to_string(), settings, tls });
-        }
-        if let Some(rest) = url.strip_prefix("redis+cluster://").or_else(|| url.strip_prefix("rediss+cluster://")) {
-            let tls = url.starts_with("rediss");
-            let (creds, hosts, _) = split_hosts(rest);
-            if hosts.is_empty() {
-                return Err("redis+cluster:// needs at least one seed host:port".into());
-            }
-            let seeds = hosts.iter().map(|h| url_node(h, tls, creds).map(resp3)).collect::<Result<Vec<_>, _>>()?;
-            return Ok(RedisTarget::Cluster { seeds });
-        }
-        if url.starts_with("redis://") || url.starts_with("rediss://") {
-            let info = url.into_connection_info().map_err(|e| e.to_string())?;
-            return Ok(RedisTarget::Single(resp3(info)));
-        }
-        Err("use redis://, rediss://, redis+sentinel:// or redis+cluster://".into())
-    }
-
-    pub fn is_cluster(&self) -> bool {
-        matches!(self, RedisTarget::Cluster { .. })
-    }
-
     /// The current master(s): the node itself, the master a majority of the sentinels names
     /// (checked with ROLE so a demoted node is never read), or every master of the cluster.
     pub async fn masters(&self, timeout: Duration) -> Result<Vec<ConnectionInfo>, RedisStoreError> {
@@ -122,7 +29,7 @@ impl RedisTarget {
                 // In URL order, so the error message reads the same way every time.
                 answers.sort_by_key(|(i, _)| *i);
                 let answers: Vec<_> = answers.into_iter().map(|(_, a)| a).collect();
-                let (host, port) = quorum_master(sentinels.len(), &answers)?;
+                let (host, port) = quorum_master(sentinels.len(), answers)?;
                 let addr = addr_of(&host, port, *tls)?;
                 let info = sentinels[0].clone().set_addr(addr).set_redis_settings(settings.clone());
                 check_role_master(&info, timeout).await?;
@@ -151,21 +58,24 @@ type SentinelAnswer = Result<(String, u16), RedisStoreError>;
 /// to; the majority is what Sentinel's own failover agreement rests on, so a minority's
 /// answer is never taken, and without a majority there is no master (an error: the view
 /// goes stale and `failure_mode` applies).
-pub(super) fn quorum_master(configured: usize, answers: &[SentinelAnswer]) -> SentinelAnswer {
-    let mut votes: Vec<(&(String, u16), usize)> = Vec::new();
-    for addr in answers.iter().flatten() {
-        match votes.iter_mut().find(|(a, _)| *a == addr) {
-            Some((_, n)) => *n += 1,
-            None => votes.push((addr, 1)),
+pub(super) fn quorum_master(configured: usize, answers: Vec<SentinelAnswer>) -> SentinelAnswer {
+    let mut votes: Vec<((String, u16), usize)> = Vec::new();
+    let mut errors = Vec::new();
+    for answer in answers {
+        match answer {
+            Ok(addr) => match votes.iter_mut().find(|(a, _)| *a == addr) {
+                Some((_, n)) => *n += 1,
+                None => votes.push((addr, 1)),
+            },
+            // Several causes, one per sentinel: the error keeps them all.
+            Err(e) => errors.push(e),
         }
     }
     if let Some((addr, _)) = votes.iter().find(|(_, n)| n * 2 > configured) {
-        return Ok((*addr).clone());
+        return Ok(addr.clone());
     }
     let named: Vec<String> = votes.iter().map(|((h, p), n)| format!("{h}:{p} by {n}")).collect();
-    // Several causes, one per sentinel: the message lists them all.
-    let errors: Vec<String> = answers.iter().filter_map(|a| a.as_ref().err().map(ToString::to_string)).collect();
-    Err(RedisStoreError::NoQuorum { configured, named: named.join(", "), errors: errors.join("; ") })
+    Err(RedisStoreError::NoQuorum { configured, named: named.join(", "), errors })
 }
 
 fn addr_of(host: &str, port: u16, tls: bool) -> Result<ConnectionAddr, RedisStoreError> {
@@ -282,26 +192,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_each_topology() {
-        assert!(matches!(RedisTarget::parse("redis://127.0.0.1:6379/0"), Ok(RedisTarget::Single(_))));
-        assert!(matches!(RedisTarget::parse("rediss://h:6380"), Ok(RedisTarget::Single(_))));
-        match RedisTarget::parse("redis+sentinel://:pw@10.0.0.1:26379,10.0.0.2:26379/mymaster/2").unwrap() {
-            RedisTarget::Sentinel { sentinels, master_name, settings, .. } => {
-                assert_eq!(sentinels.len(), 2);
-                assert_eq!(master_name, "mymaster");
-                assert_eq!(settings.db(), 2);
-            }
-            other => panic!("{other:?}"),
-        }
-        match RedisTarget::parse("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").unwrap() {
-            RedisTarget::Cluster { seeds } => assert_eq!(seeds.len(), 2),
-            other => panic!("{other:?}"),
-        }
-        assert!(RedisTarget::parse("redis+sentinel://h:1").is_err(), "master name required");
-        assert!(RedisTarget::parse("http://h").is_err());
-    }
-
-    #[test]
     fn cluster_nodes_count_each_valid_slot_once() {
         // Found by fuzz/fuzz_targets/cluster_nodes.rs: slots were summed per range, so two
         // masters listing the same half counted as every slot served while the other half
@@ -324,15 +214,15 @@ mod tests {
         let addr = |p: u16| ("10.0.0.1".to_string(), p);
         let m = |p: u16| Ok(addr(p));
         let down = || Err(RedisStoreError::UnknownMaster { sentinel: "10.0.0.9:26379".into(), name: "m".into() });
-        assert_eq!(quorum_master(1, &[m(1)]).unwrap(), addr(1));
-        assert_eq!(quorum_master(3, &[m(9), m(1), m(1)]).unwrap(), addr(1), "a stale first sentinel is outvoted");
-        assert_eq!(quorum_master(3, &[down(), m(1), m(1)]).unwrap(), addr(1), "two of three is a majority");
-        let err = quorum_master(3, &[m(9), m(1), down()]).unwrap_err().to_string();
+        assert_eq!(quorum_master(1, vec![m(1)]).unwrap(), addr(1));
+        assert_eq!(quorum_master(3, vec![m(9), m(1), m(1)]).unwrap(), addr(1), "a stale first sentinel is outvoted");
+        assert_eq!(quorum_master(3, vec![down(), m(1), m(1)]).unwrap(), addr(1), "two of three is a majority");
+        let err = quorum_master(3, vec![m(9), m(1), down()]).unwrap_err().to_string();
         assert!(err.contains("10.0.0.1:9 by 1") && err.contains("does not know master"), "{err}");
-        assert!(quorum_master(3, &[down(), down(), m(1)]).is_err(), "one answer of three is a minority");
-        assert!(quorum_master(2, &[m(1), m(2)]).is_err(), "a tie is no majority");
-        assert!(quorum_master(4, &[m(1), m(1), down(), down()]).is_err(), "half is not more than half");
-        assert!(quorum_master(0, &[]).is_err());
+        assert!(quorum_master(3, vec![down(), down(), m(1)]).is_err(), "one answer of three is a minority");
+        assert!(quorum_master(2, vec![m(1), m(2)]).is_err(), "a tie is no majority");
+        assert!(quorum_master(4, vec![m(1), m(1), down(), down()]).is_err(), "half is not more than half");
+        assert!(quorum_master(0, vec![]).is_err());
     }
 
     #[test]
