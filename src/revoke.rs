@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use crate::config::{Config, RevocationConfig, DEFAULT_LEEWAY};
-use crate::revocation::redis::{jti_key, subject_key, RedisSettings, RedisStore};
-use crate::revocation::{RevocationError, RevocationStore};
+use crate::revocation::redis::{RedisSettings, RedisStore};
+use crate::revocation::{jti_key, subject_key, RevocationError, RevocationStore};
 
 /// What to revoke, and where: one token (`jti` until `exp`) or every token of a subject
 /// (`iss`/`sub`, issued at or before `before`), in the Redis of `redis_url` or `config`.

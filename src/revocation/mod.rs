@@ -2,6 +2,7 @@
 //! cache. The check is local and synchronous (no I/O on the request path); writes go
 //! through the store so that every instance sharing it enforces them.
 
+mod layout;
 mod local;
 mod memory;
 pub mod redis;
@@ -9,11 +10,9 @@ pub mod redis;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use layout::{jti_key, parse_key, subject_key, RevokedKey, KEY_PREFIX};
 pub use local::LocalView;
 pub use memory::MemoryStore;
-
-/// Redis key prefix shared by every writer (see docs/revocation.md).
-pub const KEY_PREFIX: &str = "hopauth:revoked:";
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

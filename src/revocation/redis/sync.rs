@@ -11,9 +11,10 @@ use redis::aio::MultiplexedConnection;
 use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 
-use super::{load_keys, RedisStore, RedisStoreError, KEY_PREFIX};
+use super::keys::load_keys;
+use super::{RedisStore, RedisStoreError};
 use crate::redis_url::RedisTarget;
-use crate::revocation::LocalView;
+use crate::revocation::{LocalView, KEY_PREFIX};
 
 /// First reconnect delay: short, since most outages are a restart; doubles per failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
