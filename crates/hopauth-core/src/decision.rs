@@ -1,22 +1,44 @@
 //! What hopauth answers: `Decision::Allow` with the verified identity, or `Decision::Deny`
-//! with a reason. Pure values, no wire types: the gRPC adapter renders them.
+//! with a reason. Pure values, no wire types: each host renders them its own way.
 
 use std::sync::Arc;
 
-use crate::verify::VerifiedToken;
+use crate::keys::KeyBinding;
 
+/// `T` is the host's rendered allow kept with a verified token (see `render`).
 #[derive(Debug, Clone)]
-pub enum Decision {
-    Allow(Allowed),
+pub enum Decision<T = ()> {
+    Allow(Allowed<T>),
     Deny(DenyReason),
 }
 
 #[derive(Debug, Clone)]
-pub enum Allowed {
+pub enum Allowed<T = ()> {
     /// A token was verified; its identity goes upstream.
-    Verified(Arc<VerifiedToken>),
+    Verified(Arc<VerifiedToken<T>>),
     /// No token, on a route with `hopauth.anonymous: allow`.
     Anonymous,
+}
+
+/// A token whose signature and claims passed; shared by every request that presents it.
+/// Kept compact (names shared with the provider, boxed slices): the cache holds many.
+#[derive(Debug)]
+pub struct VerifiedToken<T = ()> {
+    pub provider: Arc<str>,
+    pub iss: Arc<str>,
+    pub sub: Option<Box<str>>,
+    pub jti: Option<Box<str>>,
+    pub iat: Option<i64>,
+    pub exp: i64,
+    pub leeway_secs: i64,
+    pub scopes: Box<[Box<str>]>,
+    /// The key that verified the signature: a cache hit is refused once that key leaves the
+    /// provider's JWKS, and answered 503 once the provider's keys are past `max_stale`.
+    pub key: KeyBinding,
+    /// The host's answer that allows this token (for the sidecar the encoded CheckResponse
+    /// with identity headers and claims metadata), rendered once when it was verified, so a
+    /// cache hit answers without building or encoding anything.
+    pub rendered: T,
 }
 
 /// The HTTP family a deny renders as.

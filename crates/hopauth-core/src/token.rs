@@ -1,7 +1,6 @@
 //! Finding the token in a request: a header with a scheme prefix, a cookie, or a query
 //! parameter, in the configured order. One credential per request (CVE-2020-25017 class).
 
-use crate::config::Source;
 use crate::decision::DenyReason;
 
 /// The parts of an HTTP request hopauth reads, however Envoy encoded them.
@@ -18,18 +17,6 @@ pub enum TokenSource {
     Header { name: String, prefix: String },
     Cookie(String),
     Query(String),
-}
-
-impl TokenSource {
-    pub fn from_config(s: &Source) -> Self {
-        match (&s.header, &s.cookie, &s.query) {
-            (Some(h), _, _) => TokenSource::Header { name: h.clone(), prefix: s.prefix.clone().unwrap_or_default() },
-            (_, Some(c), _) => TokenSource::Cookie(c.clone()),
-            (_, _, Some(q)) => TokenSource::Query(q.clone()),
-            // validate() guarantees one of the three.
-            _ => TokenSource::Header { name: "authorization".into(), prefix: "Bearer ".into() },
-        }
-    }
 }
 
 /// The token, if the request carries exactly one; `Err` when it carries several, or one

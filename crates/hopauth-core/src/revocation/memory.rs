@@ -4,7 +4,7 @@ use super::{
     validate_jti, validate_subject, BoxFuture, LocalView, RevocationError, RevocationStatus, RevocationStore,
     TokenIdentity,
 };
-use crate::verify::unix_now;
+use crate::clock::unix_now;
 
 pub struct MemoryStore {
     view: LocalView,

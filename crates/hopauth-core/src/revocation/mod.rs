@@ -1,19 +1,19 @@
 //! Revocation: the `RevocationStore` seam, checked on every request after the verified-token
 //! cache. The check is local and synchronous (no I/O on the request path); writes go
-//! through the store so that every instance sharing it enforces them.
+//! through the store so that every instance sharing it enforces them. The core holds the
+//! local view, the in-process backend and the Redis key layout ([`layout`]); the Redis
+//! sync itself is the sidecar's.
 
+pub mod layout;
 mod local;
 mod memory;
-pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 
 pub use local::LocalView;
+pub use layout::KEY_PREFIX;
 pub use memory::MemoryStore;
-
-/// Redis key prefix shared by every writer (see docs/revocation.md).
-pub const KEY_PREFIX: &str = "hopauth:revoked:";
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
