@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::alg::Alg;
-use crate::config::{duration, redact_url, ConfigError, Problem};
+use hopauth_core::alg::Alg;
+use hopauth_service::config_file::{duration, redact_url, ConfigError, Problem};
 
 /// Token, revocation, logout, JWKS and discovery endpoints.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9100";

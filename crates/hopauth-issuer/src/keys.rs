@@ -12,9 +12,9 @@ use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::alg::Alg;
-use crate::jwks::VerifyKey;
-use crate::sign::{SignError, SigningKey};
+use hopauth_core::alg::Alg;
+use hopauth_core::keys::VerifyKey;
+use hopauth_core::sign::{SignError, SigningKey};
 
 pub const STATE_FILE: &str = "state.json";
 
@@ -238,7 +238,7 @@ impl KeySet {
             let parsed: jsonwebtoken::jwk::Jwk =
                 serde_json::from_value(jwk.clone()).map_err(|e| invalid(format!("key {}: {e}", entry.kid)))?;
             verify.extend(
-                crate::jwks::keys_from_jwk(&parsed, &[entry.alg])
+                hopauth_core::keys::keys_from_jwk(&parsed, &[entry.alg])
                     .map_err(|r| invalid(format!("key {}: {}", entry.kid, r.as_str())))?,
             );
             published.push(jwk);
@@ -358,7 +358,7 @@ mod tests {
         let store = KeyStore::open(dir.path(), Alg::ES256, RETAIN, 1000).unwrap();
         let set = store.current();
         let token = set.active.sign_jwt(&json!({"sub": "a"})).unwrap();
-        let parsed = crate::jws::parse(&token).unwrap();
+        let parsed = hopauth_core::jws::parse(&token).unwrap();
         assert!(set.verify.iter().any(|k| k.kid.as_deref() == parsed.header.kid.as_deref()
             && k.verify(parsed.signing_input.as_bytes(), &parsed.signature)));
     }

@@ -8,6 +8,7 @@
 //! - [`throttle`]: token-bucket limits per user, client address and refresh family.
 //! - [`keys`]: signing keys on disk, next/active/retiring, rotation.
 //! - [`refresh`]: the refresh token store (memory, Redis).
+//! - [`revocation`]: revocations written in the core's Redis layout (or in memory).
 //! - [`tokens`]: the grants, revocation and logout, as plain functions.
 //! - [`http`]: the axum routes.
 //! - [`metrics`]: `hopauth_issuer_*` metrics.
@@ -17,6 +18,7 @@ pub mod http;
 pub mod keys;
 pub mod metrics;
 pub mod refresh;
+pub mod revocation;
 pub mod throttle;
 pub mod tokens;
 pub mod users;
@@ -36,10 +38,11 @@ use self::metrics::IssuerMetrics;
 use self::refresh::{MemoryRefreshStore, RedisRefreshStore, RefreshStore};
 use self::tokens::TokenService;
 use self::users::UserDb;
-use crate::background::Background;
-use crate::revocation::redis::{RedisSettings, RedisStore};
-use crate::revocation::{MemoryStore, RevocationStore};
-use crate::verify::unix_now;
+use hopauth_core::clock::unix_now;
+use hopauth_core::revocation::MemoryStore;
+use hopauth_service::Background;
+
+use self::revocation::{RedisRevocations, RevocationWriter};
 
 /// How often the refresh store is pinged for `/readyz` and `hopauth_issuer_store_up`.
 const STORE_POLL: Duration = Duration::from_secs(1);
@@ -71,7 +74,7 @@ pub fn rotate_keys(config: &IssuerConfig) -> Result<keys::Rotation, keys::KeyErr
 }
 
 /// The store for refresh tokens and the revocation writer, per `store`.
-fn stores(config: &IssuerConfig) -> anyhow::Result<(Arc<dyn RefreshStore>, Arc<dyn RevocationStore>)> {
+fn stores(config: &IssuerConfig) -> anyhow::Result<(Arc<dyn RefreshStore>, Arc<dyn RevocationWriter>)> {
     // A subject revocation must outlive every token issued before it, leeway included.
     let lifetime = config.access_token_lifetime + config.leeway;
     let s = &config.store;
@@ -86,16 +89,9 @@ fn stores(config: &IssuerConfig) -> anyhow::Result<(Arc<dyn RefreshStore>, Arc<d
         StoreBackend::Redis => {
             let url = s.redis_url.as_deref().context("store.redis_url is required with backend redis")?;
             let refresh =
-                RedisRefreshStore::new(url, s.connect_timeout, s.command_timeout).context("store.redis_url")?;
-            let settings = RedisSettings {
-                max_staleness: Duration::from_secs(5),
-                max_token_lifetime: lifetime,
-                connect_timeout: s.connect_timeout,
-                command_timeout: s.command_timeout,
-            };
-            let revocation =
-                RedisStore::new(url, settings, crate::metrics::Metrics::standalone()).context("store.redis_url")?;
-            (Arc::new(refresh), Arc::new(revocation))
+                Arc::new(RedisRefreshStore::new(url, s.connect_timeout, s.command_timeout).context("store.redis_url")?);
+            let revocation = RedisRevocations::new(refresh.clone(), lifetime);
+            (refresh, Arc::new(revocation))
         }
     })
 }

@@ -16,8 +16,8 @@ use super::metrics::IssuerMetrics;
 use super::refresh::{self, NewToken, RefreshStore, Rotation, Session};
 use super::throttle::Throttle;
 use super::users::UserDb;
-use crate::revocation::RevocationStore;
-use crate::verify::unix_now;
+use crate::revocation::RevocationWriter;
+use hopauth_core::clock::unix_now;
 
 /// An RFC 6749 §5.2 error (plus `slow_down`, RFC 8628, for rate limits). The description
 /// is short and safe to show; the detail goes to the log.
@@ -87,7 +87,7 @@ pub struct TokenService {
     users: Arc<UserDb>,
     keys: Arc<KeyStore>,
     refresh: Arc<dyn RefreshStore>,
-    revocation: Arc<dyn RevocationStore>,
+    revocation: Arc<dyn RevocationWriter>,
     per_user: Throttle,
     per_address: Throttle,
     per_family: Throttle,
@@ -137,7 +137,7 @@ impl TokenService {
         users: Arc<UserDb>,
         keys: Arc<KeyStore>,
         refresh: Arc<dyn RefreshStore>,
-        revocation: Arc<dyn RevocationStore>,
+        revocation: Arc<dyn RevocationWriter>,
         metrics: IssuerMetrics,
     ) -> Self {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
@@ -336,7 +336,7 @@ impl TokenService {
         if token.len() > 8192 {
             return None;
         }
-        let parsed = crate::jws::parse(token).ok()?;
+        let parsed = hopauth_core::jws::parse(token).ok()?;
         let keys = self.keys.current();
         let kid = parsed.header.kid.as_deref()?;
         let ok = keys.verify.iter().any(|k| {

@@ -10,7 +10,7 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use argon2::Argon2;
 use serde::Deserialize;
 
-use crate::config::Problem;
+use hopauth_service::config_file::Problem;
 
 /// Weakest argon2id memory cost accepted, in KiB (19 MiB: OWASP's minimum, and what
 /// `hash-password` uses).
@@ -21,7 +21,7 @@ pub const MIN_ARGON2_ITERATIONS: u32 = 2;
 pub const MIN_ARGON2_PARALLELISM: u32 = 1;
 
 /// Errors reading the users file: the same shape as the config's, key and file named.
-pub type UsersError = crate::config::ConfigError;
+pub type UsersError = hopauth_service::config_file::ConfigError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HashError {

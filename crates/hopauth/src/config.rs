@@ -7,9 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::alg::Alg;
+use hopauth_core::alg::Alg;
+pub use hopauth_core::verify::media_subtype;
+pub(crate) use hopauth_service::config_file::{duration, optional_duration};
+pub use hopauth_service::config_file::{redact_url, ConfigError, Problem};
 
 /// gRPC listener for ext_authz and health.
 pub const DEFAULT_GRPC_LISTEN: &str = "127.0.0.1:9001";
@@ -273,17 +276,6 @@ impl fmt::Debug for RevocationConfig {
     }
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`: never print a password.
-pub fn redact_url(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        Ok(u) => u.to_string(),
-        Err(_) => "<unparseable url>".to_string(),
-    }
-}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -436,80 +428,6 @@ pub fn default_max_concurrent_verifies() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Durations written as `30s`, `5m`, `1h 30m`, `250ms`.
-pub(crate) mod duration {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*d).to_string())
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {text:?} ({e}); write e.g. 30s, 5m, 1h")))
-    }
-}
-
-/// An optional duration in the same form; absent means "not set".
-pub(crate) mod optional_duration {
-    use super::*;
-
-    pub(crate) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => duration::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        duration::deserialize(d).map(Some)
-    }
-}
-
-/// The media type of a JOSE `typ` without its optional `application/` prefix (RFC 7515
-/// §4.1.9: a `typ` without `/` means `application/<typ>`).
-pub fn media_subtype(typ: &str) -> &str {
-    const APPLICATION: &str = "application/";
-    match typ.get(..APPLICATION.len()) {
-        Some(head) if head.eq_ignore_ascii_case(APPLICATION) => &typ[APPLICATION.len()..],
-        _ => typ,
-    }
-}
-
-/// Every problem found in one config file.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {source}")]
-    Parse {
-        file: PathBuf,
-        #[source]
-        source: serde_yaml_ng::Error,
-    },
-    #[error("{}", format_invalid(file, problems))]
-    Invalid { file: PathBuf, problems: Vec<Problem> },
-}
-
-/// One validation problem: the dotted key and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
-    pub key: String,
-    pub message: String,
-}
-
-fn format_invalid(file: &Path, problems: &[Problem]) -> String {
-    let mut out = format!("{}: {} problem(s)", file.display(), problems.len());
-    for p in problems {
-        out.push_str(&format!("\n  {}: {}: {}", file.display(), p.key, p.message));
-    }
-    out
-}
 
 impl Config {
     /// Reads, parses and validates a config file.

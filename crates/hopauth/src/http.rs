@@ -14,12 +14,15 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::authorizer::Authorizer;
-use crate::metrics::Metrics;
+use hopauth_core::clock::unix_now;
+use hopauth_core::revocation::RevocationError;
+
+use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
+use crate::SidecarAuthorizer;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub authorizer: Arc<Authorizer>,
+    pub authorizer: Arc<SidecarAuthorizer>,
     pub metrics: Metrics,
     /// Bearer token for `/admin/*`; `None` turns the admin API off (every call 401).
     pub admin_token: Option<Arc<str>>,
@@ -189,7 +192,7 @@ fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Respo
 fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let now = Instant::now();
     if let Err(retry_after) = s.admin_failures.open(now) {
-        s.metrics.record_admin_auth_failure(true);
+        s.metrics.admin().refused(AdminRefusal::Throttled);
         let mut r =
             error(StatusCode::TOO_MANY_REQUESTS, "slow_down", "too many failed admin authentications; retry later");
         r.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
@@ -197,7 +200,7 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
     }
     if !authorized(headers, s.admin_token.as_deref()) {
         s.admin_failures.spend(now);
-        s.metrics.record_admin_auth_failure(false);
+        s.metrics.admin().refused(AdminRefusal::WrongToken);
         tracing::warn!("admin call refused: missing or wrong admin token");
         let mut r = error(StatusCode::UNAUTHORIZED, "invalid_token", "admin bearer token required");
         r.headers_mut().insert(header::WWW_AUTHENTICATE, "Bearer realm=\"hopauth-admin\"".parse().expect("static"));
@@ -210,7 +213,7 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
 /// token's issuer is allowed (its `leeway`; the largest of all providers for an unknown
 /// issuer). `iat` comes from the issuer's clock: a token it issued a moment ago may carry an
 /// `iat` ahead of ours, and "revoke everything until now" must cover it.
-fn default_before(authorizer: &Authorizer, iss: &str, now: i64) -> i64 {
+fn default_before(authorizer: &SidecarAuthorizer, iss: &str, now: i64) -> i64 {
     let providers = authorizer.verifier().providers();
     let skew = match providers.iter().find(|p| &*p.issuer == iss) {
         Some(p) => p.leeway_secs,
@@ -273,22 +276,22 @@ async fn revoke(
     let store = s.authorizer.revocation();
     let (kind, result, echo) = match &request {
         RevokeRequest::Jti { jti, exp } => {
-            ("jti", store.revoke_jti(jti, *exp).await, json!({"revoked": "jti", "jti": jti, "exp": exp}))
+            (RevocationKind::Jti, store.revoke_jti(jti, *exp).await, json!({"revoked": "jti", "jti": jti, "exp": exp}))
         }
         RevokeRequest::Subject { iss, sub, before } => {
-            let before = before.unwrap_or_else(|| default_before(&s.authorizer, iss, crate::verify::unix_now()));
+            let before = before.unwrap_or_else(|| default_before(&s.authorizer, iss, unix_now()));
             (
-                "subject",
+                RevocationKind::Subject,
                 store.revoke_subject(iss, sub, before).await,
                 json!({"revoked": "subject", "iss": iss, "sub": sub, "before": before}),
             )
         }
     };
-    s.metrics.record_admin_revocation(kind, result.is_ok());
+    s.metrics.admin().revocation(kind, result.is_ok());
     match result {
         Ok(()) => {
             tracing::info!(
-                kind,
+                kind = kind.as_str(),
                 backend = store.backend(),
                 revocation = %echo,
                 client = ?caller.peer,
@@ -302,7 +305,7 @@ async fn revoke(
             }
             (StatusCode::OK, Json(echo)).into_response()
         }
-        Err(crate::revocation::RevocationError::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid_request", why),
+        Err(RevocationError::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid_request", why),
         Err(e) => {
             tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "admin: revocation write failed");
             error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())

@@ -1,41 +1,33 @@
-//! hopauth: an Envoy ext_authz (v3, gRPC) server that verifies the caller's JWT on every hop.
+//! hopauth, the sidecar: an Envoy ext_authz (v3, gRPC) server around the decision core
+//! (`hopauth_core`), with everything the core leaves to its host.
 //!
-//! The map of the house:
 //! - [`config`]: the typed YAML configuration and its validation.
-//! - [`alg`]: the JWS algorithms and the key family each needs.
-//! - [`token`]: finding the one token in a request (header, cookie, query).
-//! - [`jws`]: strict parsing of a compact JWS and its claims.
-//! - [`jwks`]: per-provider keys, fetched and refreshed in the background.
-//! - [`verify`]: signature and claims checks; the verified-token cache.
-//! - [`policy`]: per-route requirements from Envoy's context extensions.
-//! - [`revocation`]: the revocation store seam and its backends.
-//! - [`decision`]: `Decision` and `DenyReason`, free of wire types.
-//! - [`authorizer`]: the decision path that ties the above together.
-//! - [`grpc`]: the ext_authz adapter (CheckRequest → CheckResponse).
+//! - [`settings`]: the config mapped to the core's plain settings.
+//! - [`assemble`]: a config turned into a decision core and its background work (any host).
+//! - [`jwks`]: fetching and refreshing each provider's keys into its core key set.
+//! - [`revocation`]: the Redis backend (the sync that keeps the core's local view).
+//! - [`grpc`]: the ext_authz adapter (CheckRequest → CheckResponse, the renderer).
+//! - [`observer`]: the core's decisions as metrics and spans.
+//! - [`metrics`]: Prometheus metrics, one handle per component.
+//! - [`trace`]: OpenTelemetry span export.
 //! - [`http`]: metrics, health and admin endpoints.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`sign`]: signing JWTs (reference issuer, tests, benchmarks).
+//! - [`listener`], [`tls`]: the gRPC listener (TCP or Unix socket) and its TLS.
 //! - [`server`]: start-up and shutdown.
-//! - [`background`]: tasks that share one stop signal and shut down together.
-//! - [`issuer`]: the reference authentication service (login, refresh, logout, JWKS).
 
-pub mod alg;
-pub mod authorizer;
-pub mod background;
+pub mod assemble;
 pub mod config;
-pub mod decision;
 pub mod grpc;
 pub mod http;
-pub mod issuer;
 pub mod jwks;
-pub mod jws;
 pub mod listener;
 pub mod metrics;
-pub mod policy;
+pub mod observer;
 pub mod revocation;
 pub mod server;
-pub mod sign;
+pub mod settings;
 pub mod tls;
-pub mod token;
 pub mod trace;
-pub mod verify;
+
+/// The sidecar's authorizer: answers rendered as encoded CheckResponses, decisions
+/// recorded as metrics (and spans).
+pub type SidecarAuthorizer = hopauth_core::authorizer::Authorizer<grpc::render::CheckResponses, observer::SidecarObserver>;

@@ -214,7 +214,7 @@ fn log_start(path: &std::path::Path, config: &Config) {
 }
 
 fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
-    use hopauth::issuer::config::IssuerConfig;
+    use hopauth_issuer::config::IssuerConfig;
     let load = |path: &std::path::Path| IssuerConfig::load(path).map_err(|e| eprintln!("{e}")).ok();
     match (command, config) {
         (Some(IssuerCommand::HashPassword { password_stdin }), _) => {
@@ -227,7 +227,7 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
                 eprintln!("cannot read the password from stdin: {e}");
                 return ExitCode::FAILURE;
             }
-            match hopauth::issuer::users::hash_password(line.trim_end_matches(['\r', '\n'])) {
+            match hopauth_issuer::users::hash_password(line.trim_end_matches(['\r', '\n'])) {
                 Ok(phc) => {
                     println!("{phc}");
                     ExitCode::SUCCESS
@@ -240,7 +240,7 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
         }
         (Some(IssuerCommand::RotateKeys { config }), _) => {
             let Some(c) = load(&config) else { return ExitCode::FAILURE };
-            match hopauth::issuer::rotate_keys(&c) {
+            match hopauth_issuer::rotate_keys(&c) {
                 Ok(r) => {
                     println!(
                         "active {} (signing), next {} (published), retiring {:?}, removed {:?}",
@@ -256,7 +256,7 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
         }
         (Some(IssuerCommand::CheckConfig { config }), _) => {
             let Some(c) = load(&config) else { return ExitCode::FAILURE };
-            match hopauth::issuer::users::UserDb::load(&c.users_file) {
+            match hopauth_issuer::users::UserDb::load(&c.users_file) {
                 Ok(users) => {
                     println!("# {}: valid ({} users in {})", config.display(), users.len(), c.users_file.display());
                     ExitCode::SUCCESS
@@ -269,7 +269,7 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
         }
         (Some(IssuerCommand::Serve { config }), _) | (None, Some(config)) => {
             let Some(c) = load(&config) else { return ExitCode::FAILURE };
-            run_server(None, || async move { hopauth::issuer::start(c).await.map(|r| r.background) })
+            run_server(None, || async move { hopauth_issuer::start(c).await.map(|r| r.background) })
         }
         (None, None) => {
             eprintln!(
@@ -282,7 +282,7 @@ fn issuer(config: Option<PathBuf>, command: Option<IssuerCommand>) -> ExitCode {
 
 /// A revocation write error, in one line when the address answered but not as Redis (an
 /// HTTP port, a database of another kind), instead of the client's repeated parse errors.
-fn not_redis(url: &str, e: hopauth::revocation::RevocationError) -> anyhow::Error {
+fn not_redis(url: &str, e: hopauth_core::revocation::RevocationError) -> anyhow::Error {
     let chain = std::iter::successors(Some(&e as &(dyn std::error::Error + 'static)), |e| e.source());
     let protocol = chain
         .filter_map(|e| e.downcast_ref::<redis::RedisError>())
@@ -310,7 +310,7 @@ struct RevokeTarget {
 async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
     use anyhow::Context;
     use hopauth::revocation::redis::{jti_key, subject_key, RedisSettings, RedisStore};
-    use hopauth::revocation::RevocationStore;
+    use hopauth_core::revocation::RevocationStore;
 
     let defaults = hopauth::config::RevocationConfig::default();
     let (url, revocation, config) = match (&t.redis_url, &t.config) {
@@ -333,8 +333,8 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
         connect_timeout: revocation.connect_timeout,
         command_timeout: revocation.command_timeout,
     };
-    let store = RedisStore::new(&url, settings, hopauth::metrics::Metrics::standalone())?;
-    let now = hopauth::verify::unix_now();
+    let store = RedisStore::new(&url, settings, hopauth::metrics::Metrics::standalone().revocation().clone())?;
+    let now = hopauth_core::clock::unix_now();
     if let Some(jti) = &t.jti {
         let exp = t.exp.context("--jti needs --exp")?;
         store.revoke_jti(jti, exp).await.map_err(|e| not_redis(&url, e))?;
@@ -361,7 +361,7 @@ async fn revoke(t: RevokeTarget) -> anyhow::Result<String> {
 /// shuts it down cleanly.
 fn run_server<F, E>(worker_threads: Option<usize>, start: impl FnOnce() -> F) -> ExitCode
 where
-    F: std::future::Future<Output = Result<hopauth::background::Background, E>>,
+    F: std::future::Future<Output = Result<hopauth_service::Background, E>>,
     E: std::fmt::Display,
 {
     let mut builder = tokio::runtime::Builder::new_multi_thread();

@@ -9,20 +9,18 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
-use crate::alg::Alg;
-use crate::authorizer::{Authorizer, AuthorizerSettings};
-use crate::background::Background;
-use crate::config::{Config, GrpcListen, RevocationBackend};
+use hopauth_service::Background;
+
+use crate::assemble::{self, Core};
+use crate::config::{Config, GrpcListen};
+use crate::grpc::render::CheckResponses;
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
 use crate::http::{admin_router, public_router, router, HttpState};
-use crate::jwks::{http_client, JwksCache, JwksSettings, JwksSource, KeyRejection, VerifyKey};
 use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
-use crate::revocation::redis::{RedisSettings, RedisStore};
-use crate::revocation::{MemoryStore, RevocationStore};
+use crate::observer::SidecarObserver;
 use crate::tls::Certificates;
-use crate::token::TokenSource;
-use crate::verify::{Provider, TokenProfile, Verifier, VerifierLimits};
+use crate::SidecarAuthorizer;
 
 /// How often readiness is re-evaluated for grpc.health.v1 and the store gauge.
 const READINESS_POLL: Duration = Duration::from_millis(100);
@@ -36,7 +34,7 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Where `/admin/*` is served when `admin_listen` is set (else on `http_addr`).
     pub admin_addr: Option<SocketAddr>,
-    pub authorizer: Arc<Authorizer>,
+    pub authorizer: Arc<SidecarAuthorizer>,
     pub metrics: Metrics,
     pub background: Background,
 }
@@ -53,113 +51,19 @@ impl Running {
     }
 }
 
-/// What `build_authorizer` returns: the authorizer and the background work it needs.
-pub struct Built {
-    pub authorizer: Arc<Authorizer>,
-    pub jwks: Vec<Arc<JwksCache>>,
-    pub redis: Option<Arc<RedisStore>>,
-}
-
-/// A Redis-backed store, whose sync loop the server runs.
-type SyncedStore = Arc<RedisStore>;
-
-/// The configured revocation store; for Redis also the handle that runs its sync loop.
-pub fn revocation_store(
-    config: &Config,
-    metrics: &Metrics,
-) -> anyhow::Result<(Arc<dyn RevocationStore>, Option<SyncedStore>)> {
-    let r = &config.revocation;
-    Ok(match r.backend {
-        RevocationBackend::Memory => (Arc::new(MemoryStore::new(r.max_token_lifetime)), None),
-        RevocationBackend::Redis => {
-            let url = r
-                .resolved_redis_url()
-                .map_err(anyhow::Error::msg)
-                .context("revocation.redis_url")?
-                .context("revocation.redis_url is required with backend redis")?;
-            let settings = RedisSettings {
-                max_staleness: r.max_staleness,
-                max_token_lifetime: r.max_token_lifetime,
-                connect_timeout: r.connect_timeout,
-                command_timeout: r.command_timeout,
-            };
-            let store = Arc::new(RedisStore::new(&url, settings, metrics.clone()).context("revocation.redis_url")?);
-            (store.clone(), Some(store))
-        }
-    })
-}
-
-pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Built> {
-    let client = http_client();
-    let mut providers = Vec::new();
-    let mut caches = Vec::new();
-    for p in &config.providers {
-        let mut static_keys = Vec::new();
-        if let Some(var) = &p.hmac_secret_env {
-            let secret = std::env::var(var).with_context(|| format!("provider {}: ${var} is not set", p.name))?;
-            static_keys.extend(
-                p.algorithms.iter().filter(|a| a.is_hmac()).filter_map(|a| VerifyKey::hmac(*a, secret.as_bytes())),
-            );
-        }
-        let (source, settings) = match &p.jwks {
-            Some(j) => {
-                let source = if let Some(uri) = &j.uri {
-                    JwksSource::Uri(uri.clone())
-                } else if let Some(file) = &j.file {
-                    JwksSource::File(file.clone())
-                } else {
-                    JwksSource::Discovery { issuer: p.issuer.clone() }
-                };
-                (source, JwksSettings::from(j))
-            }
-            None => (JwksSource::None, JwksSettings::from(&default_jwks_config())),
-        };
-        let public: Vec<Alg> = p.algorithms.iter().copied().filter(|a| !a.is_hmac()).collect();
-        let cache =
-            Arc::new(JwksCache::new(&p.name, public, source, settings, static_keys, client.clone(), metrics.clone()));
-        let reasons = KeyRejection::ALL.map(KeyRejection::as_str);
-        metrics.register_provider(&p.name, &reasons);
-        caches.push(cache.clone());
-        providers.push(Provider {
-            name: p.name.as_str().into(),
-            issuer: p.issuer.as_str().into(),
-            audiences: p.audiences.clone(),
-            algorithms: p.algorithms.clone(),
-            leeway_secs: p.leeway.as_secs() as i64,
-            claims_to_headers: p.claims_to_headers.iter().map(|(c, h)| (c.clone(), h.as_str().into())).collect(),
-            payload_header: p.payload_header.as_deref().map(Into::into),
-            keys: cache,
-            profile: TokenProfile::from_config(p),
-        });
-    }
-    let (store, redis_store) = revocation_store(config, metrics)?;
-    let limits = VerifierLimits {
-        cache_max_entries: config.verify_cache.max_entries,
-        cache_max_bytes: config.verify_cache.max_bytes,
-        max_concurrent_verifies: config.max_concurrent_verifies,
-    };
-    let verifier = Verifier::new(providers, limits, metrics.clone());
-    let sources = config.sources.iter().map(TokenSource::from_config).collect();
-    let settings = AuthorizerSettings {
-        max_token_bytes: config.max_token_bytes,
-        failure_mode: config.revocation.failure_mode,
-        max_queue_delay: config.max_queue_delay,
-        require_all_providers: config.readiness.require_all_providers,
-    };
+/// The sidecar's core: the ext_authz renderer, metrics and (when configured) span export.
+pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Core<CheckResponses, SidecarObserver>> {
     let tracer = config.tracing.as_ref().map(crate::trace::CheckTracer::start).transpose()?;
-    let authorizer = Authorizer::new(sources, verifier, store, settings, metrics.clone()).with_tracer(tracer);
-    Ok(Built { authorizer: Arc::new(authorizer), jwks: caches, redis: redis_store })
-}
-
-fn default_jwks_config() -> crate::config::JwksConfig {
-    serde_yaml_ng::from_str("discovery: false").expect("defaults parse")
+    let observer = SidecarObserver::new(metrics.checks().clone(), tracer);
+    assemble::build(config, CheckResponses, observer, metrics)
 }
 
 /// Binds both listeners and starts serving. Ports may be 0 (tests).
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     let registry = prometheus::Registry::new();
     let metrics = Metrics::register(&registry).context("registering metrics")?;
-    let Built { authorizer, jwks: caches, redis: redis_store } = build_authorizer(&config, &metrics)?;
+    let core = build_authorizer(&config, &metrics)?;
+    let authorizer = core.authorizer.clone();
     let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty()).map(Arc::from);
     if admin_token.is_none() {
         tracing::warn!(env = %config.admin.token_env, "admin token not set: /admin/* answers 401");
@@ -184,15 +88,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background.spawn_until_stopped(certificates.clone().watch());
     }
 
-    for cache in caches {
-        background.spawn_until_stopped(cache.run());
-    }
+    core.spawn_into(&mut background);
 
-    if let Some(store) = redis_store {
-        background.spawn_until_stopped(store.start());
-    }
-
-    if let Some(tracer) = authorizer.tracer().cloned() {
+    if let Some(tracer) = authorizer.observer().tracer().cloned() {
         // Export the buffered spans on the way out (the SDK's shutdown blocks).
         let stop = background.stop_signal();
         background.spawn(async move {
@@ -205,23 +103,19 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     reporter.set_service_status("", ServingStatus::NotServing).await;
     reporter.set_service_status(AUTHZ_SERVICE_NAME, ServingStatus::NotServing).await;
     {
-        let authorizer = authorizer.clone();
         let metrics = metrics.clone();
         background.spawn_until_stopped(async move {
             let mut was_ready = None;
             loop {
+                let authorizer = &core.authorizer;
                 let ready = authorizer.ready();
                 let store = authorizer.revocation();
-                metrics.revocation_store_up.set(i64::from(store.ready()));
-                let (jtis, subjects) = store.entries();
-                metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
-                metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
-                metrics.record_verify_cache(authorizer.verifier().cache_usage());
-                for p in authorizer.verifier().providers() {
-                    metrics.record_jwks_key_age(&p.name, p.keys.key_age());
-                }
+                metrics.revocation().store_up(store.ready());
+                metrics.revocation().entries(store.entries());
+                metrics.checks().cache_usage(authorizer.verifier().cache_usage());
+                core.publish_key_ages();
                 if let Some(age) = store.sync_age() {
-                    metrics.revocation_sync_age.set(age.as_secs_f64());
+                    metrics.revocation().sync_age(age);
                 }
                 if was_ready != Some(ready) {
                     let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };

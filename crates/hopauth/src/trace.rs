@@ -2,11 +2,10 @@
 //! the request carries (Envoy forwards it in the CheckRequest headers when it is in
 //! `allowed_headers`), exported over OTLP/gRPC. Off unless the config has a `tracing`
 //! section; off, the Check path only tests an `Option` (no span, no allocation).
-//!
-//! Also the small, allocation-free readers of `x-request-id` and the trace id that the
-//! deny log line uses whether tracing is on or not.
+//! The core reports each decision through the sidecar's observer (`observer.rs`), which
+//! hands it here.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanKind, Tracer, TracerProvider as _};
@@ -17,9 +16,10 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use serde::{Deserialize, Serialize};
 
+use hopauth_core::observe::{Facts, Verdict};
+use hopauth_core::token::RequestView;
+
 use crate::config::Problem;
-use crate::decision::{Allowed, Decision};
-use crate::token::RequestView;
 
 /// Default share of root traces (requests without a sampled `traceparent`) that get a span.
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
@@ -29,8 +29,6 @@ pub const DEFAULT_SERVICE_NAME: &str = "hopauth";
 pub const DEFAULT_EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The span's name.
 pub const SPAN_NAME: &str = "hopauth.check";
-/// Longest `x-request-id` / trace id written to a log line; longer ones are not written.
-const MAX_LOGGED_ID: usize = 128;
 
 /// The `tracing` config section; absent means tracing off.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -100,13 +98,6 @@ impl std::fmt::Debug for CheckTracer {
     }
 }
 
-/// What the decision path noticed that the span reports.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Probe {
-    /// The token was in the verified-token cache (None: no token got that far).
-    pub cache_hit: Option<bool>,
-}
-
 impl CheckTracer {
     /// Starts the batch exporter; must run inside the Tokio runtime (tonic's channel).
     pub fn start(config: &TracingConfig) -> Result<Self, TracingError> {
@@ -130,26 +121,26 @@ impl CheckTracer {
         Ok(CheckTracer { provider, tracer })
     }
 
-    /// Records the span of one finished Check that arrived at `arrived`.
-    pub fn record<R: RequestView>(&self, req: &R, decision: &Decision, probe: Probe, arrived: Instant) {
+    /// Records the span of one finished Check.
+    pub fn record<R: RequestView>(&self, req: &R, verdict: Verdict<'_>, facts: &Facts) {
         let parent = TraceContextPropagator::new().extract_with_context(&Context::new(), &Headers(req));
-        let elapsed = arrived.elapsed();
+        let elapsed = facts.elapsed;
         let mut attributes = Vec::with_capacity(6);
-        match decision {
-            Decision::Allow(a) => {
+        match verdict {
+            Verdict::Verified { provider } => {
                 attributes.push(KeyValue::new("hopauth.decision", "allow"));
-                if let Allowed::Verified(v) = a {
-                    attributes.push(KeyValue::new("hopauth.provider", v.provider.to_string()));
-                } else {
-                    attributes.push(KeyValue::new("hopauth.reason", "anonymous"));
-                }
+                attributes.push(KeyValue::new("hopauth.provider", provider.to_string()));
             }
-            Decision::Deny(reason) => {
+            Verdict::Anonymous => {
+                attributes.push(KeyValue::new("hopauth.decision", "allow"));
+                attributes.push(KeyValue::new("hopauth.reason", "anonymous"));
+            }
+            Verdict::Deny(reason) => {
                 attributes.push(KeyValue::new("hopauth.decision", "deny"));
                 attributes.push(KeyValue::new("hopauth.reason", reason.as_str()));
             }
         }
-        if let Some(hit) = probe.cache_hit {
+        if let Some(hit) = facts.cache_hit {
             attributes.push(KeyValue::new("hopauth.cache_hit", hit));
         }
         attributes.push(KeyValue::new("hopauth.duration_us", elapsed.as_micros() as i64));
@@ -190,67 +181,9 @@ impl<R: RequestView> Extractor for Headers<'_, R> {
     }
 }
 
-/// The request's `x-request-id`, if it is printable ASCII of loggable length.
-pub fn request_id<R: RequestView>(req: &R) -> Option<&str> {
-    req.header_values("x-request-id").next().and_then(loggable)
-}
-
-/// The trace id of the request's W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`).
-pub fn trace_id<R: RequestView>(req: &R) -> Option<&str> {
-    let v = req.header_values("traceparent").next()?;
-    let v = loggable(v)?;
-    let mut parts = v.split('-');
-    let (_version, id) = (parts.next()?, parts.next()?);
-    let hex = |s: &str, n| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    (hex(id, 32) && !id.bytes().all(|b| b == b'0')).then_some(id)
-}
-
-/// `v` as text if a log line can carry it safely (no control characters, bounded).
-fn loggable(v: &[u8]) -> Option<&str> {
-    if v.is_empty() || v.len() > MAX_LOGGED_ID || !v.iter().all(|b| b.is_ascii_graphic()) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    struct Req(Vec<(&'static str, &'static [u8])>);
-    impl RequestView for Req {
-        fn header_values<'s>(&'s self, name: &str) -> impl Iterator<Item = &'s [u8]> {
-            let name = name.to_string();
-            self.0.iter().filter(move |(n, _)| *n == name).map(|(_, v)| *v)
-        }
-        fn path(&self) -> &str {
-            "/"
-        }
-    }
-
-    #[test]
-    fn trace_id_reads_a_valid_traceparent_only() {
-        let ok = Req(vec![("traceparent", b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")]);
-        assert_eq!(trace_id(&ok), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
-        for bad in [
-            &b"00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01"[..],
-            b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
-            b"00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
-            b"garbage",
-        ] {
-            assert_eq!(trace_id(&Req(vec![("traceparent", bad)])), None, "{bad:?}");
-        }
-        assert_eq!(trace_id(&Req(vec![])), None);
-    }
-
-    #[test]
-    fn request_id_refuses_what_could_forge_a_log_line() {
-        assert_eq!(request_id(&Req(vec![("x-request-id", b"abc-123")])), Some("abc-123"));
-        assert_eq!(request_id(&Req(vec![("x-request-id", b"a\nlevel=ERROR")])), None);
-        assert_eq!(request_id(&Req(vec![("x-request-id", b"a b")])), None);
-        let long: &'static [u8] = Box::leak(vec![b'a'; MAX_LOGGED_ID + 1].into_boxed_slice());
-        assert_eq!(request_id(&Req(vec![("x-request-id", long)])), None);
-    }
 
     #[test]
     fn config_problems_name_the_key() {

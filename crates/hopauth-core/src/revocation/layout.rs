@@ -64,6 +64,37 @@ pub fn subject_write(
     Ok(KeyWrite { key: subject_key(iss, sub), value: before, ttl_secs })
 }
 
+/// Why a key under the prefix could not be read as docs/revocation.md lays it out; the
+/// `reason` label of `hopauth_revocation_bad_keys_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadKey {
+    /// Not a string (a hash, a list…): a `jti` key still revokes, a subject key revokes
+    /// every token of the subject.
+    WrongType,
+    /// A name that is not UTF-8 or not in the layout: no token can match it, so it is skipped.
+    BadKey,
+    /// A subject revocation whose value is not unix seconds: every token of the subject is
+    /// refused.
+    BadValue,
+}
+
+impl BadKey {
+    /// Every label value, in `index` order, so the metric can be pre-registered at 0.
+    pub const NAMES: [&'static str; 3] = ["wrong_type", "bad_key", "bad_value"];
+
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES[self.index()]
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            BadKey::WrongType => 0,
+            BadKey::BadKey => 1,
+            BadKey::BadValue => 2,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{NewToken, RefreshStore, Refused, RevokedFamily, Rotation, Session, StoreError};
-use crate::revocation::BoxFuture;
+use hopauth_core::revocation::BoxFuture;
 
 /// Expired entries are swept every this many writes.
 const SWEEP_EVERY: u64 = 1024;
@@ -70,7 +70,7 @@ impl RefreshStore for MemoryRefreshStore {
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            let now = crate::verify::unix_now();
+            let now = hopauth_core::clock::unix_now();
             inner.sweep(now);
             inner.tokens.insert(
                 first.hash.clone(),

@@ -14,7 +14,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 pub use self::redis::RedisRefreshStore;
-use crate::revocation::BoxFuture;
+use hopauth_core::revocation::BoxFuture;
 pub use memory::MemoryRefreshStore;
 
 #[derive(Debug, thiserror::Error)]

@@ -14,7 +14,8 @@ use redis::aio::MultiplexedConnection;
 use redis::AsyncConnectionConfig;
 
 use super::{NewToken, RefreshStore, Refused, RevokedFamily, Rotation, Session, StoreError};
-use crate::revocation::BoxFuture;
+use hopauth_core::revocation::layout::KeyWrite;
+use hopauth_core::revocation::BoxFuture;
 
 fn family_key(family: &str) -> String {
     format!("hopauth:issuer:family:{{{family}}}")
@@ -81,7 +82,7 @@ struct LuaScript {
 impl LuaScript {
     fn new(code: &'static str) -> Self {
         let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, code.as_bytes());
-        LuaScript { code, sha1: crate::issuer::users::hex(digest.as_ref()) }
+        LuaScript { code, sha1: crate::users::hex(digest.as_ref()) }
     }
 
     async fn run(
@@ -184,6 +185,15 @@ impl RedisRefreshStore {
 }
 
 impl RedisRefreshStore {
+    /// `SET key value EX ttl` on the shared connection (idempotent, so safe to retry): how
+    /// the issuer's revocations reach Redis, in the layout the sidecars read.
+    pub(crate) async fn set_ex(&self, w: &KeyWrite) -> Result<(), StoreError> {
+        self.with_retry(|mut c| async move {
+            redis::cmd("SET").arg(&w.key).arg(w.value).arg("EX").arg(w.ttl_secs).query_async::<()>(&mut c).await
+        })
+        .await
+    }
+
     async fn run_revoke(&self, keys: Vec<String>, now: i64) -> Result<Option<RevokedFamily>, StoreError> {
         let args = [now.to_string()];
         let (keys, args) = (&keys, &args);

@@ -22,10 +22,11 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
-use crate::authorizer::Authorizer;
-use crate::decision::{Allowed, Decision, DenyReason};
-use crate::policy::RoutePolicy;
+use hopauth_core::decision::{Allowed, Decision, DenyReason};
+use hopauth_core::policy::RoutePolicy;
 use wire::{CheckView, WireError};
+
+use crate::SidecarAuthorizer;
 
 /// A CheckRequest as it came off the wire: read in place, or why it could not be read.
 pub type Received = Result<CheckView, WireError>;
@@ -35,14 +36,14 @@ pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 pub struct AuthorizationService {
-    authorizer: Arc<Authorizer>,
+    authorizer: Arc<SidecarAuthorizer>,
     anonymous: Bytes,
     /// Denies by `DenyReason::index`, encoded on first use.
     denies: [OnceLock<Bytes>; DenyReason::NAMES.len()],
 }
 
 impl AuthorizationService {
-    pub fn new(authorizer: Arc<Authorizer>) -> Self {
+    pub fn new(authorizer: Arc<SidecarAuthorizer>) -> Self {
         let anonymous = render::allow(authorizer.identity_headers(), [], None, None);
         AuthorizationService { authorizer, anonymous, denies: std::array::from_fn(|_| OnceLock::new()) }
     }
@@ -52,7 +53,7 @@ impl AuthorizationService {
     pub async fn check_wire(&self, request: &CheckView, arrived: Instant) -> Bytes {
         let policy = RoutePolicy::from_extensions(|k| request.context_extension(k));
         match self.authorizer.check(request, policy, arrived).await {
-            Decision::Allow(Allowed::Verified(token)) => token.allow_response.clone(),
+            Decision::Allow(Allowed::Verified(token)) => token.rendered.clone(),
             Decision::Allow(Allowed::Anonymous) => self.anonymous.clone(),
             Decision::Deny(reason @ DenyReason::InsufficientScope(_)) => render::encode(&render::deny(&reason)),
             Decision::Deny(reason) => {

@@ -16,7 +16,8 @@ use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, Wi
 use prost::Message;
 use serde_json::{Map, Value};
 
-use crate::decision::{DenyReason, DenyStatus};
+use hopauth_core::decision::{DenyReason, DenyStatus};
+use hopauth_core::render::{AllowParts, Renderer};
 
 /// gRPC status codes placed in `CheckResponse.status` (google.rpc.Code).
 const RPC_OK: i32 = 0;
@@ -66,6 +67,28 @@ pub fn allow<'a>(
         write_metadata(claims, &mut buf);
     }
     buf.into()
+}
+
+/// The ext_authz renderer the verified-token cache is built with: a verified token's allow
+/// as the encoded CheckResponse, kept with the token.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckResponses;
+
+impl Renderer for CheckResponses {
+    type Rendered = Bytes;
+
+    fn allow(&self, parts: AllowParts<'_>) -> Bytes {
+        allow(
+            parts.identity_headers,
+            parts.headers.iter().map(|(h, v)| (*h, v.as_str())),
+            parts.payload,
+            Some(parts.claims),
+        )
+    }
+
+    fn bytes(&self, rendered: &Bytes) -> usize {
+        rendered.len()
+    }
 }
 
 fn header(key: &str, value: impl Into<String>, action: HeaderAppendAction) -> HeaderValueOption {

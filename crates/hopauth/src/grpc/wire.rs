@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use bytes::Bytes;
 
-use crate::token::RequestView;
+use hopauth_core::token::RequestView;
 
 /// Field numbers, from envoy/service/auth/v3/{external_auth,attribute_context}.proto and
 /// envoy/config/core/v3/base.proto.

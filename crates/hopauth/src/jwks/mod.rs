@@ -1,31 +1,21 @@
-//! Per-provider verification keys: fetched at start and on a schedule in the background,
-//! read lock-free on the request path (arc-swap), last good set kept through failures for
-//! `max_stale`, and an unknown `kid` answered by a single-flight refetch, at most one per
-//! `kid_refetch_interval`, made cheap by conditional requests.
+//! Fetching each provider's keys into its core `KeySet`: at start and on a schedule in
+//! the background, the last good set kept through failures, an unknown `kid` answered by
+//! the refetch the key set asks for (its policy: single-flight, at most one per
+//! `kid_refetch_interval`), made cheap by conditional requests.
 
 mod fetch;
-mod keys;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use arc_swap::ArcSwap;
-use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
 
 pub use fetch::{
     check_jwks_uri, discover, fetch, fetch_conditional, http_client, parse_max_age, Conditional, ErrorChain,
     FetchError, Fetched, Validators,
 };
-pub use keys::{
-    keys_from_jwk, parse_jwks, JwksDocError, KeyId, KeyRejection, ParsedJwks, VerifyKey, MAX_RSA_BITS, MIN_RSA_BITS,
-};
+use hopauth_core::keys::{parse_jwks, JwksDocError, KeySet, ParsedJwks};
 
-use crate::alg::Alg;
-use crate::config::JwksConfig;
-use crate::metrics::Metrics;
+use crate::metrics::JwksMetrics;
 
 /// Shortest refresh a `Cache-Control: max-age` may ask for.
 pub const MIN_REFRESH: Duration = Duration::from_secs(30);
@@ -46,123 +36,29 @@ pub enum JwksSource {
     None,
 }
 
-/// The keys in use and when they were last confirmed.
-pub struct KeyState {
-    pub keys: Arc<[VerifyKey]>,
-    /// Last successful fetch (a 200 or a 304 confirming these keys); `None` before the first.
-    pub fetched_at: Option<Instant>,
-    /// Bumped each time a different set of keys is installed; starts at 1.
-    pub generation: u64,
-}
-
-/// Schedule settings of one provider's cache.
+/// How one provider's document is fetched.
 #[derive(Debug, Clone)]
-pub struct JwksSettings {
+pub struct FetchSettings {
     pub refresh_interval: Duration,
-    pub max_stale: Duration,
     pub timeout: Duration,
     pub max_bytes: usize,
-    pub kid_refetch_interval: Duration,
-    pub kid_refetch_wait: Duration,
 }
 
-impl From<&JwksConfig> for JwksSettings {
-    fn from(c: &JwksConfig) -> Self {
-        JwksSettings {
-            refresh_interval: c.refresh_interval,
-            max_stale: c.max_stale,
-            timeout: c.timeout,
-            max_bytes: c.max_bytes,
-            kid_refetch_interval: c.kid_refetch_interval,
-            kid_refetch_wait: c.kid_refetch_wait,
-        }
-    }
-}
-
-/// What a lookup found for a token's `kid`/`alg`.
-pub enum KeyLookup<'a> {
-    /// Keys to try, in order.
-    Found(Vec<&'a VerifyKey>),
-    /// The token names a `kid` this provider does not have.
-    UnknownKid,
-    /// No key for that algorithm at all.
-    NoKey,
-}
-
-/// A verified token's tie to the key that verified it, kept in the verified-token cache so
-/// that a hit is refused once that key leaves the provider's JWKS or its keys go stale.
-#[derive(Debug)]
-pub struct KeyBinding {
-    cache: Arc<JwksCache>,
-    id: KeyId,
-    /// The key-set generation in which `id` was last seen; 0 = never checked, so the first
-    /// hit looks the key up (a refresh may have run since the signature check).
-    seen_in: AtomicU64,
-}
-
-/// Whether a cached token's key still stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStanding {
-    Current,
-    /// The key left the JWKS at a refresh: the token is refused.
-    Withdrawn,
-    /// The provider's keys are past `max_stale`: 503, as for any token of the provider.
-    Stale,
-}
-
-impl KeyBinding {
-    /// Whether the key still stands at `now` (Unix seconds). While the key set is
-    /// unchanged this is three atomic loads and two compares; after a change, one scan of the
-    /// new set (once per cached token).
-    pub fn standing(&self, now: i64) -> KeyStanding {
-        let cache = &*self.cache;
-        if now > cache.stale_after.load(Ordering::Relaxed) {
-            return KeyStanding::Stale;
-        }
-        if self.seen_in.load(Ordering::Relaxed) == cache.generation.load(Ordering::Acquire) {
-            return KeyStanding::Current;
-        }
-        let state = cache.state.load();
-        if cache.static_keys.iter().chain(state.keys.iter()).any(|k| k.id == self.id) {
-            self.seen_in.store(state.generation, Ordering::Relaxed);
-            KeyStanding::Current
-        } else {
-            KeyStanding::Withdrawn
-        }
-    }
-}
-
-pub struct JwksCache {
-    provider: Arc<str>,
-    allowed: Vec<Alg>,
+/// Fetches one provider's JWKS into its key set.
+pub struct JwksRefresher {
+    keys: Arc<KeySet>,
     source: JwksSource,
-    settings: JwksSettings,
-    /// HMAC keys from configured secrets; never expire.
-    static_keys: Vec<VerifyKey>,
-    state: ArcSwap<KeyState>,
-    /// `state.generation`, published after each install, read by every cache hit.
-    generation: AtomicU64,
-    /// Unix second after which the fetched keys are past `max_stale` (cache hits compare it
-    /// with the clock the Check already read); `i64::MAX` for a provider without a JWKS.
-    stale_after: AtomicI64,
+    settings: FetchSettings,
     discovered_uri: Mutex<Option<String>>,
     /// Validators of the document the installed keys came from, and its URL.
     validators: Mutex<Option<(String, Validators)>>,
-    /// Wakes the refresh loop for an unknown `kid`.
-    refetch: Notify,
-    /// When the last fetch asked for by an unknown `kid` started: the next keeps
-    /// `kid_refetch_interval` from it.
-    last_kid_fetch: Mutex<Option<Instant>>,
-    fetching: AtomicBool,
-    /// Counts finished fetch attempts, for requests waiting on a refetch.
-    attempts: watch::Sender<u64>,
     client: reqwest::Client,
-    metrics: Metrics,
+    metrics: JwksMetrics,
 }
 
-impl std::fmt::Debug for JwksCache {
+impl std::fmt::Debug for JwksRefresher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksCache").field("provider", &self.provider).finish_non_exhaustive()
+        f.debug_struct("JwksRefresher").field("provider", &self.keys.provider()).finish_non_exhaustive()
     }
 }
 
@@ -186,200 +82,69 @@ enum Fresh {
     Unchanged { max_age: Option<Duration> },
 }
 
-impl JwksCache {
-    #[allow(clippy::too_many_arguments)]
+impl JwksRefresher {
     pub fn new(
-        provider: &str,
-        allowed: Vec<Alg>,
+        keys: Arc<KeySet>,
         source: JwksSource,
-        settings: JwksSettings,
-        static_keys: Vec<VerifyKey>,
+        settings: FetchSettings,
         client: reqwest::Client,
-        metrics: Metrics,
+        metrics: JwksMetrics,
     ) -> Self {
-        let never_stale = matches!(source, JwksSource::None);
-        JwksCache {
-            provider: provider.into(),
-            allowed,
+        JwksRefresher {
+            keys,
             source,
             settings,
-            static_keys,
-            state: ArcSwap::from_pointee(KeyState { keys: Arc::new([]), fetched_at: None, generation: 1 }),
-            generation: AtomicU64::new(1),
-            stale_after: AtomicI64::new(if never_stale { i64::MAX } else { i64::MIN }),
             discovered_uri: Mutex::new(None),
             validators: Mutex::new(None),
-            refetch: Notify::new(),
-            last_kid_fetch: Mutex::new(None),
-            fetching: AtomicBool::new(false),
-            attempts: watch::channel(0).0,
             client,
             metrics,
         }
     }
 
-    pub fn provider(&self) -> &str {
-        &self.provider
-    }
-
-    /// True when tokens of this provider can be verified now: configured secrets, or
-    /// fetched keys no older than `max_stale`.
-    pub fn usable(&self) -> bool {
-        if matches!(self.source, JwksSource::None) {
-            return !self.static_keys.is_empty();
-        }
-        let state = self.state.load();
-        !state.keys.is_empty() && state.fetched_at.is_some_and(|t| t.elapsed() <= self.settings.max_stale)
-    }
-
-    /// Ties a token verified by key `id` to this provider's key set, for the cache.
-    pub fn bind(self: &Arc<Self>, id: KeyId) -> KeyBinding {
-        KeyBinding { cache: self.clone(), id, seen_in: AtomicU64::new(0) }
-    }
-
-    /// Time since the keys in use were fetched; `None` before the first fetch; zero for a
-    /// provider with configured secrets only.
-    pub fn key_age(&self) -> Option<Duration> {
-        if matches!(self.source, JwksSource::None) {
-            // Configured secrets: as fresh as the config itself.
-            return Some(Duration::ZERO);
-        }
-        self.state.load().fetched_at.map(|t| t.elapsed())
-    }
-
-    /// Keys for a token with `kid` and `alg`. A key without `kid` serves any token; a key is
-    /// only ever offered for its own algorithm.
-    pub fn with_candidates<T>(&self, kid: Option<&str>, alg: Alg, f: impl FnOnce(KeyLookup<'_>) -> T) -> T {
-        let state = self.state.load();
-        let fetched_usable = matches!(self.source, JwksSource::None)
-            || state.fetched_at.is_some_and(|t| t.elapsed() <= self.settings.max_stale);
-        let fetched: &[VerifyKey] = if fetched_usable { &state.keys } else { &[] };
-        let all = || self.static_keys.iter().chain(fetched.iter());
-        if let Some(kid) = kid {
-            if !all().any(|k| k.kid.as_deref() == Some(kid)) && !all().any(|k| k.kid.is_none() && k.alg == alg) {
-                return f(KeyLookup::UnknownKid);
-            }
-        }
-        let found: Vec<&VerifyKey> =
-            all().filter(|k| k.alg == alg && (kid.is_none() || k.kid.is_none() || k.kid.as_deref() == kid)).collect();
-        if found.is_empty() {
-            f(KeyLookup::NoKey)
-        } else {
-            f(KeyLookup::Found(found))
-        }
-    }
-
-    /// Called when a token names an unknown `kid`: asks the refresh loop for a refetch
-    /// (single-flight, and at most one per `kid_refetch_interval`: a flood of random kids
-    /// costs the IdP about one conditional request per interval), then waits up to
-    /// `kid_refetch_wait` for a fetch, but only when one is running or may start within
-    /// that wait; otherwise it answers at once and the fetch it asked for runs when the
-    /// interval allows, so a newly published key is seen within about one interval, flood
-    /// or not. True when a fetch completed meanwhile, so the caller should look again.
-    pub async fn refetch_for_unknown_kid(&self) -> bool {
-        if matches!(self.source, JwksSource::None) {
-            return false;
-        }
-        let mut done = self.attempts.subscribe();
-        self.refetch.notify_one();
-        let wait = self.settings.kid_refetch_wait;
-        if !self.fetching.load(Ordering::Acquire) && self.until_fetch_allowed() > wait {
-            return false;
-        }
-        tokio::time::timeout(wait, done.changed()).await.is_ok()
-    }
-
-    /// How long until the interval allows an unknown-`kid` refetch.
-    fn until_fetch_allowed(&self) -> Duration {
-        let last = *self.last_kid_fetch.lock().unwrap_or_else(|p| p.into_inner());
-        last.map_or(Duration::ZERO, |t| {
-            (t + self.settings.kid_refetch_interval).saturating_duration_since(Instant::now())
-        })
+    pub fn keys(&self) -> &Arc<KeySet> {
+        &self.keys
     }
 
     /// Fetches and installs keys once. On failure the last good keys stay.
     pub async fn refresh(&self) -> Result<Option<Duration>, RefreshError> {
-        self.fetching.store(true, Ordering::Release);
+        self.keys.fetch_started();
+        let provider = self.keys.provider();
         let outcome = match self.fetch_and_parse().await {
             Ok(Fresh::Parsed { parsed, max_age, validators }) => {
                 for r in &parsed.rejected {
-                    self.metrics.record_key_rejected(&self.provider, r.as_str());
-                    tracing::warn!(provider = %self.provider, reason = r.as_str(), "JWKS key dropped");
+                    self.metrics.key_rejected(*r);
+                    tracing::warn!(provider, reason = r.as_str(), "JWKS key dropped");
                 }
                 if parsed.keys.is_empty() {
                     Err(RefreshError::NoUsableKey { rejected: parsed.rejected.len() })
                 } else {
-                    self.install(parsed.keys);
+                    let n = parsed.keys.len();
+                    self.keys.install(parsed.keys);
+                    self.metrics.refreshed(Some(n));
                     *self.validators.lock().unwrap_or_else(|p| p.into_inner()) = validators;
                     Ok(max_age)
                 }
             }
-            Ok(Fresh::Unchanged { max_age }) => {
-                let state = self.state.load_full();
-                if state.keys.is_empty() {
-                    Err(RefreshError::NotModifiedWithoutKeys)
-                } else {
-                    self.confirm(&state);
-                    tracing::debug!(provider = %self.provider, "JWKS not modified");
+            Ok(Fresh::Unchanged { max_age }) => match self.keys.confirm() {
+                None => Err(RefreshError::NotModifiedWithoutKeys),
+                Some(n) => {
+                    self.metrics.refreshed(Some(n));
+                    tracing::debug!(provider, "JWKS not modified");
                     Ok(max_age)
                 }
-            }
+            },
             Err(e) => Err(e),
         };
         if let Err(error) = &outcome {
             self.refresh_failed(error);
         }
-        self.fetching.store(false, Ordering::Release);
-        self.attempts.send_modify(|g| *g += 1);
+        self.keys.fetch_finished();
         outcome
     }
 
-    /// Installs a fetched set. The same keys as before (a periodic refetch of an unchanged
-    /// JWKS without validators) keep the generation, so cache hits stay on the fast path.
-    fn install(&self, keys: Vec<VerifyKey>) {
-        let old = self.state.load_full();
-        let same = old.keys.len() == keys.len() && old.keys.iter().zip(&keys).all(|(a, b)| a.id == b.id);
-        let n = keys.len();
-        let state = if same {
-            KeyState { keys: old.keys.clone(), fetched_at: Some(Instant::now()), generation: old.generation }
-        } else {
-            KeyState { keys: keys.into(), fetched_at: Some(Instant::now()), generation: old.generation + 1 }
-        };
-        self.state.store(Arc::new(state));
-        self.generation.store(self.state.load().generation, Ordering::Release);
-        self.publish_deadline();
-        self.metrics.record_jwks_refresh(&self.provider, true, Some(n));
-        if same {
-            tracing::debug!(provider = %self.provider, keys = n, "JWKS refreshed, keys unchanged");
-        } else {
-            // Info on the first load and on every change of the key set.
-            let state = self.state.load();
-            let kids: Vec<&str> = state.keys.iter().filter_map(|k| k.kid.as_deref()).collect();
-            tracing::info!(provider = %self.provider, keys = n, kids = ?kids, "keys loaded");
-        }
-    }
-
-    /// A 304: the keys held are current as of now.
-    fn confirm(&self, state: &KeyState) {
-        let confirmed =
-            KeyState { keys: state.keys.clone(), fetched_at: Some(Instant::now()), generation: state.generation };
-        self.state.store(Arc::new(confirmed));
-        self.publish_deadline();
-        self.metrics.record_jwks_refresh(&self.provider, true, Some(state.keys.len()));
-    }
-
-    /// Cache hits compare whole seconds: the last second that is surely within `max_stale`
-    /// (`now` > it ⇒ stale), so a hit goes stale up to a second before `usable()` turns
-    /// false, never after.
-    fn publish_deadline(&self) {
-        let max_stale = i64::try_from(self.settings.max_stale.as_secs()).unwrap_or(i64::MAX);
-        let last = crate::verify::unix_now().saturating_add(max_stale).saturating_sub(1);
-        self.stale_after.store(last, Ordering::Relaxed);
-    }
-
     fn refresh_failed(&self, error: &RefreshError) {
-        self.metrics.record_jwks_refresh(&self.provider, false, None);
-        tracing::warn!(provider = %self.provider, error = %ErrorChain(error), "JWKS refresh failed; keeping the last good keys");
+        self.metrics.refreshed(None);
+        tracing::warn!(provider = %self.keys.provider(), error = %ErrorChain(error), "JWKS refresh failed; keeping the last good keys");
         if matches!(self.source, JwksSource::Discovery { .. }) {
             // Look the document up again next time: the JWKS may have moved.
             *self.discovered_uri.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -392,7 +157,7 @@ impl JwksCache {
             JwksSource::Uri(uri) => uri.clone(),
             JwksSource::File(path) => {
                 let fetched = fetch::read_file(path, s.max_bytes).await?;
-                let parsed = parse_jwks(&fetched.body, &self.allowed)?;
+                let parsed = parse_jwks(&fetched.body, self.keys.allowed())?;
                 return Ok(Fresh::Parsed { parsed, max_age: None, validators: None });
             }
             JwksSource::Discovery { issuer } => {
@@ -418,7 +183,7 @@ impl JwksCache {
         match fetch_conditional(&self.client, &uri, s.timeout, s.max_bytes, &known).await? {
             Conditional::NotModified { max_age } => Ok(Fresh::Unchanged { max_age }),
             Conditional::Modified(fetched) => {
-                let parsed = parse_jwks(&fetched.body, &self.allowed)?;
+                let parsed = parse_jwks(&fetched.body, self.keys.allowed())?;
                 let validators = (!fetched.validators.is_empty()).then_some((uri, fetched.validators));
                 Ok(Fresh::Parsed { parsed, max_age: fetched.max_age, validators })
             }
@@ -434,8 +199,7 @@ impl JwksCache {
             None => {
                 let error = RefreshError::Panicked;
                 self.refresh_failed(&error);
-                self.fetching.store(false, Ordering::Release);
-                self.attempts.send_modify(|g| *g += 1);
+                self.keys.fetch_finished();
                 Err(error)
             }
         }
@@ -452,7 +216,7 @@ impl JwksCache {
         let mut for_kid = false;
         loop {
             if for_kid {
-                *self.last_kid_fetch.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+                self.keys.kid_fetch_started();
             }
             let outcome = self.refresh_guarded().await;
             failures = if outcome.is_ok() { 0 } else { failures.saturating_add(1) };
@@ -460,9 +224,9 @@ impl JwksCache {
                 next_refresh(outcome.as_ref().ok().copied(), failures, self.settings.refresh_interval, rand::random());
             for_kid = tokio::select! {
                 _ = tokio::time::sleep(delay) => false,
-                _ = self.refetch.notified() => {
+                _ = self.keys.refetch_requested() => {
                     // Requests arriving meanwhile add nothing: one permit, one fetch.
-                    tokio::time::sleep(self.until_fetch_allowed()).await;
+                    tokio::time::sleep(self.keys.until_fetch_allowed()).await;
                     true
                 }
             };

@@ -63,7 +63,7 @@ pub(super) async fn check(store: &RedisStore, conns: &mut [MultiplexedConnection
         policies.push((addr.clone(), policy));
     }
     let value = gauge(&policies);
-    store.metrics.revocation_store_evicting.set(value);
+    store.metrics.evicting(value);
     let mut last = store.eviction_seen.lock().unwrap_or_else(|p| p.into_inner());
     if last.as_deref() == Some(policies.as_slice()) {
         return;

@@ -22,38 +22,14 @@ pub use sync::run;
 pub use target::parse_cluster_nodes;
 pub use target::RedisTarget;
 
-use super::{
-    validate_jti, validate_subject, BoxFuture, LocalView, RevocationError, RevocationStatus, RevocationStore,
-    TokenIdentity, KEY_PREFIX,
+use hopauth_core::clock::unix_now;
+pub use hopauth_core::revocation::layout::{jti_key, parse_key, subject_key, BadKey, RevokedKey};
+use hopauth_core::revocation::layout::{jti_write, subject_write};
+use hopauth_core::revocation::{
+    BoxFuture, LocalView, RevocationError, RevocationStatus, RevocationStore, TokenIdentity, KEY_PREFIX,
 };
-use crate::metrics::Metrics;
-use crate::verify::unix_now;
 
-/// `hopauth:revoked:jti:<jti>`.
-pub fn jti_key(jti: &str) -> String {
-    format!("{KEY_PREFIX}jti:{jti}")
-}
-
-/// `hopauth:revoked:sub:<iss>|<sub>`.
-pub fn subject_key(iss: &str, sub: &str) -> String {
-    format!("{KEY_PREFIX}sub:{iss}|{sub}")
-}
-
-/// What a revocation key names.
-#[derive(Debug, PartialEq, Eq)]
-pub enum RevokedKey<'a> {
-    Jti(&'a str),
-    Subject { iss: &'a str, sub: &'a str },
-}
-
-pub fn parse_key(key: &str) -> Option<RevokedKey<'_>> {
-    let rest = key.strip_prefix(KEY_PREFIX)?;
-    if let Some(jti) = rest.strip_prefix("jti:") {
-        return (!jti.is_empty()).then_some(RevokedKey::Jti(jti));
-    }
-    let (iss, sub) = rest.strip_prefix("sub:")?.split_once('|')?;
-    (!iss.is_empty() && !sub.is_empty()).then_some(RevokedKey::Subject { iss, sub })
-}
+use crate::metrics::RevocationMetrics;
 
 /// Connection settings for the backend.
 #[derive(Debug, Clone)]
@@ -91,14 +67,14 @@ pub struct RedisStore {
     confirmed_ms: AtomicU64,
     epoch: Instant,
     writer: tokio::sync::Mutex<Option<Writer>>,
-    metrics: Metrics,
+    metrics: RevocationMetrics,
     bad_key_log: std::sync::Mutex<BadKeyLog>,
     /// The eviction policies last reported, so the log speaks once per change.
     eviction_seen: std::sync::Mutex<Option<Vec<(String, eviction::Policy)>>>,
 }
 
 impl RedisStore {
-    pub fn new(url: &str, settings: RedisSettings, metrics: Metrics) -> Result<Self, RevocationError> {
+    pub fn new(url: &str, settings: RedisSettings, metrics: RevocationMetrics) -> Result<Self, RevocationError> {
         let target = RedisTarget::parse(url).map_err(|why| RevocationError::Unavailable(why.into()))?;
         Ok(RedisStore {
             target,
@@ -203,9 +179,9 @@ impl RevocationStore for RedisStore {
     fn revoke_jti<'a>(&'a self, jti: &'a str, exp: i64) -> BoxFuture<'a, Result<(), RevocationError>> {
         Box::pin(async move {
             let now = unix_now();
-            validate_jti(jti, exp, now)?;
+            let w = jti_write(jti, exp, now)?;
             let mut cmd = redis::cmd("SET");
-            cmd.arg(jti_key(jti)).arg(1).arg("EX").arg(exp - now);
+            cmd.arg(&w.key).arg(w.value).arg("EX").arg(w.ttl_secs);
             self.write(cmd).await?;
             self.view.load().insert_jti(jti, exp, now);
             Ok(())
@@ -219,13 +195,12 @@ impl RevocationStore for RedisStore {
         before: i64,
     ) -> BoxFuture<'a, Result<(), RevocationError>> {
         Box::pin(async move {
-            validate_subject(iss, sub)?;
+            let w = subject_write(iss, sub, before, self.settings.max_token_lifetime)?;
             let now = unix_now();
-            let ttl = self.settings.max_token_lifetime.as_secs() as i64;
             let mut cmd = redis::cmd("SET");
-            cmd.arg(subject_key(iss, sub)).arg(before).arg("EX").arg(ttl);
+            cmd.arg(&w.key).arg(w.value).arg("EX").arg(w.ttl_secs);
             self.write(cmd).await?;
-            self.view.load().insert_subject(iss, sub, before, now + ttl, now);
+            self.view.load().insert_subject(iss, sub, before, now + w.ttl_secs, now);
             Ok(())
         })
     }
@@ -244,37 +219,6 @@ impl RevocationStore for RedisStore {
 
     fn backend(&self) -> &'static str {
         "redis"
-    }
-}
-
-/// Why a key under the prefix could not be read as docs/revocation.md lays it out; the
-/// `reason` label of `hopauth_revocation_bad_keys_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BadKey {
-    /// Not a string (a hash, a list…): a `jti` key still revokes, a subject key revokes
-    /// every token of the subject.
-    WrongType,
-    /// A name that is not UTF-8 or not in the layout: no token can match it, so it is skipped.
-    BadKey,
-    /// A subject revocation whose value is not unix seconds: every token of the subject is
-    /// refused.
-    BadValue,
-}
-
-impl BadKey {
-    /// Every label value, in `index` order, so the metric can be pre-registered at 0.
-    pub const NAMES: [&'static str; 3] = ["wrong_type", "bad_key", "bad_value"];
-
-    pub fn as_str(self) -> &'static str {
-        Self::NAMES[self.index()]
-    }
-
-    pub fn index(self) -> usize {
-        match self {
-            BadKey::WrongType => 0,
-            BadKey::BadKey => 1,
-            BadKey::BadValue => 2,
-        }
     }
 }
 
@@ -337,7 +281,7 @@ impl RedisStore {
     /// Counts a key that could not be read as the layout says, and says so in the log at
     /// most once per [`BAD_KEY_LOG_EVERY`].
     fn record_bad_key(&self, reason: BadKey, key: &[u8]) {
-        self.metrics.record_revocation_bad_key(reason);
+        self.metrics.bad_key(reason);
         let mut log = self.bad_key_log.lock().unwrap_or_else(|p| p.into_inner());
         if log.last.is_some_and(|t| t.elapsed() < BAD_KEY_LOG_EVERY) {
             log.suppressed += 1;
@@ -407,19 +351,6 @@ async fn load_keys<C: ConnectionLike + Send>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_layout_round_trips() {
-        assert_eq!(jti_key("abc"), "hopauth:revoked:jti:abc");
-        assert_eq!(subject_key("https://i", "alice"), "hopauth:revoked:sub:https://i|alice");
-        assert_eq!(parse_key(&jti_key("abc")), Some(RevokedKey::Jti("abc")));
-        assert_eq!(
-            parse_key(&subject_key("https://i", "a|b")),
-            Some(RevokedKey::Subject { iss: "https://i", sub: "a|b" })
-        );
-        assert_eq!(parse_key("hopauth:revoked:jti:"), None);
-        assert_eq!(parse_key("other:key"), None);
-    }
 
     #[test]
     fn applied_values_follow_redis() {

@@ -12,7 +12,7 @@ use redis::{PushKind, Value};
 use tokio::sync::mpsc;
 
 use super::{load_keys, target::RedisTarget, RedisStore, RedisStoreError, KEY_PREFIX};
-use crate::revocation::LocalView;
+use hopauth_core::revocation::LocalView;
 
 /// First reconnect delay: short, since most outages are a restart; doubles per failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
@@ -46,8 +46,8 @@ pub async fn run(store: Arc<RedisStore>) {
         let error = session(&store, &mut failures, &mut was_up).await;
         // The view stays: it answers until `max_staleness` after its last confirmation
         // (`RedisStore::fresh`), so a short outage is invisible.
-        store.metrics.revocation_store_connected.set(0);
-        store.metrics.record_revocation_sync(false);
+        store.metrics.connected(false);
+        store.metrics.synced(false);
         failures = failures.saturating_add(1);
         if was_up != Some(false) {
             tracing::warn!(%error, max_staleness = ?store.settings.max_staleness,
@@ -120,7 +120,7 @@ async fn session(store: &RedisStore, failures: &mut u32, was_up: &mut Option<boo
         tokio::select! {
             push = pushes.recv() => {
                 let Some(push) = push else { return RedisStoreError::ConnectionLost };
-                store.metrics.revocation_push_messages.inc();
+                store.metrics.push_message();
                 match push.kind {
                     PushKind::Invalidate => match push.data.first() {
                         Some(Value::Array(keys)) => {
@@ -223,9 +223,9 @@ async fn resync(
     store.view.store(Arc::new(view));
     store.mark_confirmed(started);
     store.synced.store(true, Ordering::Release);
-    store.metrics.revocation_store_connected.set(1);
-    store.metrics.revocation_store_up.set(1);
-    store.metrics.record_revocation_sync(true);
+    store.metrics.connected(true);
+    store.metrics.store_up(true);
+    store.metrics.synced(true);
     Ok(())
 }
 
