@@ -4,7 +4,6 @@
 //! at random times over a few seconds (paced, open loop: latency counts from the scheduled
 //! send). Every answer must be 200 with the identity of the token that connection sends.
 //! Used by tests/load_10k.rs (`make test`) and examples/soak.rs (`make soak`).
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use rand::Rng;
 use tokio::sync::{Barrier, Semaphore};
 
 use crate::load::{ensure_fd_limit, proc_sample, Conn, Latencies, ProcSample};
-use crate::support::{
+use crate::{
     bearer, claims, config_yaml, pick_port, start_echo, start_hopauth, wait_ready, wait_until, Envoy, JwksServer, Keys,
     ISSUER,
 };

@@ -4,10 +4,8 @@
 //! incoming `Authorization` header on its own call). Each Envoy consults the hopauth it is
 //! given: one shared instance, or one per Envoy (sharing a revocation store).
 //! Used by tests/chain.rs and examples/demo.rs.
-#![allow(dead_code, unreachable_pub)]
 
-#[path = "../../examples/chain/service.rs"]
-mod service;
+use crate::chain_service as service;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 use service::ChainConfig;
 
-use crate::support::{pick_port, sidecar_over_tcp, Envoy};
+use crate::{pick_port, sidecar_over_tcp, Envoy};
 
 /// The services, in call order.
 pub const NAMES: [&str; 3] = ["A", "B", "C"];
@@ -45,7 +43,8 @@ pub struct Chain {
     pub gateway: Envoy,
     pub gateway_log: PathBuf,
     pub hops: Vec<Hop>,
-    logs: tempfile::TempDir,
+    /// Holds the log files until the chain is dropped.
+    _logs: tempfile::TempDir,
 }
 
 /// Where each Envoy sends its Checks.
@@ -126,7 +125,7 @@ impl Chain {
             access_log,
         };
         let hops = vec![hop(0, e_a, log_a), hop(1, e_b, log_b), hop(2, e_c, log_c)];
-        Chain { gateway, gateway_log, hops, logs }
+        Chain { gateway, gateway_log, hops, _logs: logs }
     }
 
     /// `path` through the gateway.

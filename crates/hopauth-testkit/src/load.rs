@@ -1,7 +1,6 @@
 //! Load-test tools for loopback: a raw HTTP/1.1 keep-alive client connection (one per
 //! tokio task, so 10 000 of them are 10 000 sockets held open), latency percentiles, the
 //! file-descriptor limit, and RSS / open-fd samples of a process from /proc.
-#![allow(dead_code, unreachable_pub)]
 
 use std::io;
 use std::time::Duration;

@@ -26,7 +26,6 @@
 //! makes them wrong refusals. Every request must be answered within `request_timeout`.
 //!
 //! Used by tests/soak.rs (short, `make test`) and examples/soak.rs (`make soak`).
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -38,8 +37,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hopauth::alg::Alg;
-use hopauth::sign::SigningKey;
+use hopauth_core::alg::Alg;
+use hopauth_core::sign::SigningKey;
 use rand::seq::IndexedRandom;
 use rand::Rng;
 use serde_json::{json, Value};
@@ -47,7 +46,7 @@ use serde_json::{json, Value};
 use crate::fault_proxy::{Dir, FaultProxy};
 use crate::load::{proc_sample, Conn, Latencies, ProcSample, Response};
 use crate::redis_server::{free_port, RedisServer};
-use crate::support::{jwks_of, now, start_echo, Envoy, JwksServer, ADMIN_TOKEN};
+use crate::{jwks_of, now, start_echo, Envoy, JwksServer, ADMIN_TOKEN};
 
 const AUDIENCE: &str = "orders";
 /// Valid tokens minted per key.
@@ -436,7 +435,6 @@ struct HopauthProc {
     bin: PathBuf,
     config: PathBuf,
     log: PathBuf,
-    grpc_port: u16,
     http_port: u16,
     child: Option<Child>,
 }
@@ -1101,7 +1099,6 @@ pub async fn run(opts: Options) -> Report {
         bin: opts.hopauth_bin.clone(),
         config,
         log: dir.path().join("hopauth.log"),
-        grpc_port,
         http_port,
         child: None,
     };

@@ -1,16 +1,15 @@
 //! The reference issuer in a full stack: a real redis-server, `hopauth issuer` in-process
 //! on a port known before its config is written (the `iss` is its URL), hopauth pointed at
 //! its discovery document, an echo app and a real Envoy from `envoy/hopauth.yaml`.
-#![allow(dead_code, unreachable_pub)]
 
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher, SaltString};
-use hopauth::issuer::config::IssuerConfig;
+use hopauth_issuer::config::IssuerConfig;
 use serde_json::Value;
 
 use crate::redis_server::{free_port, RedisServer};
-use crate::support::{start_echo, start_hopauth, wait_ready, Envoy};
+use crate::{start_echo, start_hopauth, wait_ready, Envoy};
 
 /// argon2id at the weakest parameters a users file accepts (19 MiB, t=2, p=1, the OWASP
 /// minimum): tens of milliseconds a login, since the dev profile optimises argon2.
@@ -52,7 +51,7 @@ pub struct IssuerStack {
     pub redis: Option<RedisServer>,
     pub dir: tempfile::TempDir,
     pub config: IssuerConfig,
-    pub issuer: hopauth::issuer::Running,
+    pub issuer: hopauth_issuer::Running,
     pub hopauth: hopauth::server::Running,
     pub envoy: Envoy,
     pub client: reqwest::Client,
@@ -83,7 +82,7 @@ pub struct IssuerParts {
     pub redis: Option<RedisServer>,
     pub dir: tempfile::TempDir,
     pub config: IssuerConfig,
-    pub issuer: hopauth::issuer::Running,
+    pub issuer: hopauth_issuer::Running,
 }
 
 /// Starts Redis (when `opts.redis`) and `hopauth issuer` in-process on a port known before
@@ -106,7 +105,7 @@ pub async fn start_issuer(opts: &Options) -> IssuerParts {
     let path = dir.path().join("issuer.yaml");
     std::fs::write(&path, &yaml).unwrap();
     let config = IssuerConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let issuer = hopauth::issuer::start_with_listener(config.clone(), listener).await.expect("issuer starts");
+    let issuer = hopauth_issuer::start_with_listener(config.clone(), listener).await.expect("issuer starts");
     IssuerParts { redis, dir, config, issuer }
 }
 

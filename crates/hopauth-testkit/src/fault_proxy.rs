@@ -21,7 +21,6 @@
 //!
 //! Dropping the proxy stops the listener and resets every connection it holds. Include it with
 //! `#[path = "support/fault_proxy.rs"] mod fault_proxy;`; its own tests are tests/fault_proxy.rs.
-#![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,6 +1,5 @@
 //! Real `redis-server` processes on free loopback ports: single nodes (with AOF, so a
 //! restart keeps data), a 3-master Cluster, and sentinels.
-#![allow(dead_code, unreachable_pub)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
