@@ -4,7 +4,8 @@
 //! It forwards the incoming `Authorization` header unchanged on its own call, so the next
 //! hop's sidecar verifies the same token again (the seed design's token propagation). It
 //! also forwards `x-request-id`, so the access log lines of every hop share one id.
-//! Shared by `examples/chain_service.rs` (the runnable service) and `tests/chain.rs`.
+//! Shared by `crates/hopauth/examples/chain_service.rs` (the runnable service), the chain
+//! stack and `crates/hopauth/tests/chain.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,12 +26,12 @@ const NEXT_TIMEOUT: Duration = Duration::from_secs(7);
 
 /// What one service is.
 #[derive(Clone, Debug)]
-pub(crate) struct ChainConfig {
+pub struct ChainConfig {
     /// Shown in every answer.
-    pub(crate) name: String,
+    pub name: String,
     /// The URL of the next service, through this service's sidecar outbound listener
     /// (e.g. `http://127.0.0.1:10001/chain`); `None` ends the chain.
-    pub(crate) next: Option<String>,
+    pub next: Option<String>,
 }
 
 struct ChainState {
@@ -40,7 +41,7 @@ struct ChainState {
 
 /// The service's routes: `/healthz` answers `ok` (for probes, no call to the next
 /// service); every other path gets the chain handler.
-pub(crate) fn router(config: ChainConfig) -> Router {
+pub fn router(config: ChainConfig) -> Router {
     let client = reqwest::Client::builder().timeout(NEXT_TIMEOUT).build().expect("reqwest client builds");
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -49,7 +50,7 @@ pub(crate) fn router(config: ChainConfig) -> Router {
 }
 
 /// Serves `router(config)` on `listener` until the process ends.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, config: ChainConfig) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, config: ChainConfig) -> std::io::Result<()> {
     axum::serve(listener, router(config)).await
 }
 

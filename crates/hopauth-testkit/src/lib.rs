@@ -29,9 +29,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use hopauth_core::alg::Alg;
 use hopauth::config::Config;
 use hopauth::server::Running;
+use hopauth_core::alg::Alg;
 use hopauth_core::sign::SigningKey;
 use serde_json::{json, Value};
 

@@ -276,7 +276,6 @@ impl fmt::Debug for RevocationConfig {
     }
 }
 
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
@@ -427,7 +426,6 @@ fn default_verify_cache_bytes() -> u64 {
 pub fn default_max_concurrent_verifies() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-
 
 impl Config {
     /// Reads, parses and validates a config file.

@@ -196,7 +196,10 @@ impl Metrics {
             )?,
             keys: family(
                 r,
-                IntGaugeVec::new(Opts::new("hopauth_jwks_keys", "Usable verification keys per provider"), &["provider"])?,
+                IntGaugeVec::new(
+                    Opts::new("hopauth_jwks_keys", "Usable verification keys per provider"),
+                    &["provider"],
+                )?,
             )?,
             rejected: family(
                 r,
@@ -229,7 +232,10 @@ impl Metrics {
 
         let entries = family(
             r,
-            IntGaugeVec::new(Opts::new("hopauth_revocation_entries", "Revocation entries in the local view"), &["kind"])?,
+            IntGaugeVec::new(
+                Opts::new("hopauth_revocation_entries", "Revocation entries in the local view"),
+                &["kind"],
+            )?,
         )?;
         let syncs = family(
             r,
@@ -296,7 +302,9 @@ impl Metrics {
                 &["kind", "result"],
             )?,
         )?;
-        let per_kind = |kind: &str| [revocations.with_label_values(&[kind, "ok"]), revocations.with_label_values(&[kind, "error"])];
+        let per_kind = |kind: &str| {
+            [revocations.with_label_values(&[kind, "ok"]), revocations.with_label_values(&[kind, "error"])]
+        };
         let admin = AdminMetrics {
             wrong_token: failures.with_label_values(&["wrong_token"]),
             throttled: failures.with_label_values(&["throttled"]),
@@ -369,6 +377,21 @@ impl CheckMetrics {
 
     pub fn fail_open(&self) {
         self.fail_open.inc();
+    }
+
+    /// `hopauth_revocation_fail_open_total` so far (tests).
+    pub fn fail_opens(&self) -> u64 {
+        self.fail_open.get()
+    }
+
+    /// `hopauth_verify_cache_hits_total` so far (tests, benches).
+    pub fn verify_cache_hits(&self) -> u64 {
+        self.cache_hits.get()
+    }
+
+    /// `hopauth_verify_cache_misses_total` so far (tests).
+    pub fn verify_cache_misses(&self) -> u64 {
+        self.cache_misses.get()
     }
 
     /// The verified-token cache's size: (entries, bytes).
