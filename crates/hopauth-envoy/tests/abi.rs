@@ -54,7 +54,7 @@ fn module_dir() -> &'static Path {
         assert!(status.success(), "cargo build --release of hopauth-envoy failed");
         let dir = std::env::var_os("CARGO_TARGET_DIR")
             .map(PathBuf::from)
-            .unwrap_or_else(|| manifest_dir().join("target"))
+            .unwrap_or_else(|| repo_root().join("target"))
             .join("release");
         assert!(dir.join("libhopauth_envoy.so").is_file(), "no libhopauth_envoy.so in {}", dir.display());
         dir
