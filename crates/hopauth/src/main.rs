@@ -184,9 +184,7 @@ fn main() -> ExitCode {
                 }
             };
             hopauth::server::log_start(&path, &config);
-            run_server(worker_threads, || async move {
-                hopauth::server::start(config).await.map(|r| r.background)
-            })
+            run_server(worker_threads, || async move { hopauth::server::start(config).await.map(|r| r.background) })
         }
     }
 }

@@ -31,7 +31,11 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::tls::GrpcTlsConfig;
 pub use admin::{AdminConfig, DEFAULT_ADMIN_TOKEN_ENV};
+pub use hopauth_core::verify::media_subtype;
+pub(crate) use hopauth_service::config_file::{duration, optional_duration};
+pub use hopauth_service::config_file::{redact_url, ConfigError, Problem};
 pub use jwks::{
     JwksConfig, DEFAULT_JWKS_MAX_BYTES, DEFAULT_JWKS_MAX_STALE, DEFAULT_JWKS_REFRESH, DEFAULT_JWKS_TIMEOUT,
     DEFAULT_KID_REFETCH_INTERVAL, DEFAULT_KID_REFETCH_WAIT, MIN_KID_REFETCH_INTERVAL,
@@ -40,10 +44,6 @@ pub use limits::{
     default_max_concurrent_verifies, VerifyCacheConfig, DEFAULT_MAX_QUEUE_DELAY, DEFAULT_MAX_TOKEN_BYTES,
     DEFAULT_VERIFY_CACHE_BYTES, DEFAULT_VERIFY_CACHE_ENTRIES,
 };
-pub use crate::tls::GrpcTlsConfig;
-pub use hopauth_core::verify::media_subtype;
-pub(crate) use hopauth_service::config_file::{duration, optional_duration};
-pub use hopauth_service::config_file::{redact_url, ConfigError, Problem};
 pub use listeners::{GrpcListen, DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN, UNIX_PREFIX};
 pub use problems::Problems;
 pub use providers::{Provider, DEFAULT_LEEWAY};
