@@ -34,7 +34,8 @@ VALIDATE="$TOOLS/bin/kubernetes-validate"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
-for dir in k8s/base k8s/overlays/*/; do
+# k8s itself: the top-level kustomization (`kubectl apply -k k8s/`, the quick start).
+for dir in k8s k8s/base k8s/overlays/*/; do
     dir=${dir%/}
     name=$(echo "${dir#k8s/}" | tr / -)
     rendered="$out/$name.yaml"
