@@ -3,7 +3,8 @@
 //! Sentinel overlay's hopauth config takes its Redis password from the environment and
 //! names all three sentinels, and every Dockerfile builds targets that exist: each
 //! `-p`, `--bin` and `--example` names a package or target of `cargo metadata`, and each
-//! `COPY --from=build` copies the file that build produces. (The images themselves are
+//! `COPY --from=build` copies the file that build produces; every hopauth container's
+//! command line is one the `hopauth` binary accepts. (The images themselves are
 //! built by `docker build`, not here; the rendered manifests are checked by
 //! `make k8s-validate`.)
 
@@ -177,4 +178,46 @@ fn every_dockerfile_builds_targets_that_exist() {
     for image in &ours {
         assert!(images.contains(image), "{image} is run by k8s/ but no Dockerfile documents building it ({images:?})");
     }
+}
+
+/// The hopauth containers of a manifest file (every document): their `args`.
+fn hopauth_args(path: &str) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(repo_root().join(path)).unwrap();
+    let mut out = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let doc: Value = serde::Deserialize::deserialize(doc).unwrap();
+        let spec = &doc["spec"]["template"]["spec"];
+        for list in ["initContainers", "containers"] {
+            for c in spec[list].as_array().into_iter().flatten() {
+                if c["image"].as_str().is_some_and(|i| i.starts_with("ghcr.io/hopauth/hopauth:")) {
+                    let args = c["args"].as_array().unwrap_or_else(|| panic!("{path}: {c}"));
+                    out.push(args.iter().map(|a| a.as_str().unwrap().to_string()).collect());
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_hopauth_container_runs_a_command_line_hopauth_accepts() {
+    let bin = env!("CARGO_BIN_EXE_hopauth");
+    let mut seen = Vec::new();
+    for path in ["k8s/base/deployment.yaml", "k8s/overlays/quickstart/issuer.yaml"] {
+        for args in hopauth_args(path) {
+            // `--help` after the real arguments: clap rejects an unknown subcommand or flag
+            // before it gets there.
+            let out = Command::new(bin).args(&args).arg("--help").output().unwrap();
+            assert!(out.status.success(), "{path}: hopauth {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            seen.push(args[..2].join(" "));
+        }
+    }
+    assert_eq!(seen, ["serve --config", "issuer serve"], "the sidecar and the issuer");
+    // The issuer config the quick start mounts passes the issuer's own check.
+    let out = Command::new(bin)
+        .args(["issuer", "check-config", "--config"])
+        .arg(repo_root().join("k8s/overlays/quickstart/issuer/issuer.yaml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
