@@ -19,8 +19,8 @@
 //! - [`FaultProxy::partition`] / [`FaultProxy::heal`]: stalled + blackhole, and back.
 //! - counters: [`FaultProxy::accepted`], [`FaultProxy::open`], [`FaultProxy::resets`].
 //!
-//! Dropping the proxy stops the listener and resets every connection it holds. Include it with
-//! `#[path = "support/fault_proxy.rs"] mod fault_proxy;`; its own tests are tests/fault_proxy.rs.
+//! Dropping the proxy stops the listener and resets every connection it holds. Its own tests
+//! are crates/hopauth/tests/fault_proxy.rs.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -320,3 +320,6 @@ impl<R: Renderer, O: Observer> Authorizer<R, O> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

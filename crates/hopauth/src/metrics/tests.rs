@@ -1,5 +1,7 @@
 //! The exposition carries every series, pre-registered.
 
+use std::time::Duration;
+
 use super::*;
 
 #[test]
