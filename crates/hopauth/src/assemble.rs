@@ -52,11 +52,14 @@ impl<R: Renderer, O: Observer> Core<R, O> {
     }
 }
 
+/// A Redis-backed store, whose sync loop the host runs.
+type SyncedStore = Arc<RedisStore>;
+
 /// The configured revocation store; for Redis also the handle that runs its sync loop.
 pub fn revocation_store(
     config: &Config,
     metrics: &Metrics,
-) -> anyhow::Result<(Arc<dyn RevocationStore>, Option<Arc<RedisStore>>)> {
+) -> anyhow::Result<(Arc<dyn RevocationStore>, Option<SyncedStore>)> {
     let r = &config.revocation;
     Ok(match r.backend {
         RevocationBackend::Memory => (Arc::new(MemoryStore::new(r.max_token_lifetime)), None),
