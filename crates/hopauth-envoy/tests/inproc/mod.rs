@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -102,7 +102,8 @@ pub fn rand() -> u64 {
 }
 
 /// hopauth.yaml: provider `main` on the JWKS, provider `dead` whose JWKS never answers
-/// usable keys (its tokens get 503), `revocation` as given (YAML block or empty).
+/// usable keys (nothing listens on its port: its tokens get 503), `revocation` as given
+/// (a YAML block, or empty).
 pub fn hopauth_yaml(jwks: &Jwks, http_port: u16, revocation: &str) -> String {
     format!(
         r#"grpc_listen: 127.0.0.1:0
@@ -127,11 +128,18 @@ providers:
     audiences: [{AUDIENCE}]
     algorithms: [ES256]
     jwks:
-      file: /nonexistent/hopauth-test/jwks.json
+      uri: http://127.0.0.1:{dead}/jwks.json
 {revocation}
 "#,
-        port = jwks.port
+        port = jwks.port,
+        dead = dead_port(),
     )
+}
+
+/// A loopback port nothing listens on (held by nobody after the probe).
+fn dead_port() -> u16 {
+    static PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+    *PORT.get_or_init(free_port)
 }
 
 /// A real Envoy from a shipped config, ports rewritten; stopped on drop.
