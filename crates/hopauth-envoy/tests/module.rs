@@ -70,8 +70,10 @@ fn an_allow_sets_identity_headers_strips_client_copies_and_sets_claims_metadata(
     assert_eq!(m.envoy.get("/admin", &[("authorization", &bearer(&t))]).status, 403);
 }
 
-/// The client-visible parts of a response: status, headers but `date`, body.
-fn visible(r: &Response) -> (u16, Vec<(String, Vec<u8>)>, Vec<u8>) {
+/// What a client sees of a response: status, headers (sorted) but `date`, body.
+type Visible = (u16, Vec<(String, Vec<u8>)>, Vec<u8>);
+
+fn visible(r: &Response) -> Visible {
     let mut headers: Vec<(String, Vec<u8>)> = r.headers.iter().filter(|(k, _)| k != "date").cloned().collect();
     headers.sort();
     (r.status, headers, r.body.clone())
@@ -155,8 +157,10 @@ fn a_client_hanging_up_during_a_refetch_costs_nothing() {
     let t = token(&k2, "carol", json!({}));
     let mut c = std::net::TcpStream::connect(("127.0.0.1", m.envoy.listen)).unwrap();
     use std::io::Write;
-    c.write_all(format!("GET /orders HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\nx-tag: gone\r\n\r\n").as_bytes())
-        .unwrap();
+    c.write_all(
+        format!("GET /orders HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {t}\r\nx-tag: gone\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
     wait_until("the request to be held", Duration::from_secs(5), || {
         m.envoy.prom("envoy_dynamicmodulescustom_hopauth_held_requests_total") == Some(1)
     });
@@ -265,4 +269,20 @@ fn four_workers_share_one_core_under_concurrent_traffic_and_envoy_shows_the_stat
     assert!(metrics.contains("hopauth_checks_total{decision=\"allow\",reason=\"verified\"} 320"), "{metrics}");
     assert!(metrics.contains("hopauth_verify_cache_hits_total"), "{metrics}");
     assert_eq!(get(m.http_port, "/healthz", &[]).status, 200);
+}
+
+#[test]
+fn envoy_exiting_stops_the_module_threads_first() {
+    let mut m = module("", 2);
+    let t = token(&m.key, "erin", json!({}));
+    assert_eq!(m.envoy.get("/orders", &[("authorization", &bearer(&t))]).status, 200);
+    let status = m.envoy.quit();
+    assert!(status.success(), "{status}");
+    let log = m.envoy.log();
+    // Envoy destroys the filter config on its main thread while exiting: the core stops
+    // there, its runtime's threads joined within the deadline, and nothing panics.
+    let stopping = log.find("hopauth: stopping the core for").expect("the core was not stopped");
+    let stopped = log.find("hopauth: module threads stopped in").expect("the module threads were not joined");
+    assert!(stopping < stopped, "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }

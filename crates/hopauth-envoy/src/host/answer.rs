@@ -89,7 +89,8 @@ impl AllowEdit {
                 _ => None,
             })
             .map(|fields| {
-                let mut claims: Vec<(String, MetaValue)> = fields.into_iter().map(|(k, v)| (k, meta_value(&v))).collect();
+                let mut claims: Vec<(String, MetaValue)> =
+                    fields.into_iter().map(|(k, v)| (k, meta_value(&v))).collect();
                 claims.sort_by(|a, b| a.0.cmp(&b.0));
                 claims
             })

@@ -102,9 +102,13 @@ impl Core {
         background.spawn_until_stopped(gauges(authorizer.clone(), metrics.clone()));
         let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty()).map(Arc::from);
         if admin_token.is_none() {
-            log(LogLevel::Warn, &format!("hopauth: admin token ${} not set: /admin/* answers 401", config.admin.token_env));
+            log(
+                LogLevel::Warn,
+                &format!("hopauth: admin token ${} not set: /admin/* answers 401", config.admin.token_env),
+            );
         }
-        let state = HttpState { authorizer: authorizer.clone(), metrics, admin_token, admin_failures: Default::default() };
+        let state =
+            HttpState { authorizer: authorizer.clone(), metrics, admin_token, admin_failures: Default::default() };
         let (http, admin) = listeners;
         let http_addr = http.local_addr().map_err(|e| ConfigError::new(format!("http_listen: {e}")))?;
         let app = match admin {
@@ -119,7 +123,10 @@ impl Core {
             .unwrap_or_default();
         log(
             LogLevel::Info,
-            &format!("hopauth: core for {} started; http_listen {http_addr}; grpc_listen ignored in-process", path.display()),
+            &format!(
+                "hopauth: core for {} started; http_listen {http_addr}; grpc_listen ignored in-process",
+                path.display()
+            ),
         );
         drop(_enter);
         Ok(Core {
@@ -191,11 +198,7 @@ fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
     fut.poll(&mut Context::from_waker(Waker::noop()))
 }
 
-async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-    stop: impl Future<Output = ()> + Send + 'static,
-) {
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: impl Future<Output = ()> + Send + 'static) {
     let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(stop)
         .await;

@@ -18,6 +18,7 @@ pub fn install() {
         .with_ansi(false)
         .without_time()
         .with_target(false)
+        .with_level(false)
         .try_init();
 }
 

@@ -112,11 +112,9 @@ impl HttpFilter for HopauthFilter {
         let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
         let view = LiveRequest::new(ctx);
         if let Some(decision) = self.core.decide_now(&view, policy, arrived) {
-            drop(view);
             return if self.answer(ctx, &decision) { HeadersStatus::Continue } else { HeadersStatus::StopIteration };
         }
-        let owned = view.to_owned();
-        drop(view);
+        let owned = view.copy();
         let slot: Slot = Arc::default();
         let scheduler = ctx.scheduler();
         let result = slot.clone();
@@ -143,7 +141,10 @@ impl HttpFilter for HopauthFilter {
                 }
             }
             None => {
-                envoy_log(LogLevel::Error, "hopauth: the held request's decision failed on the module thread; answering 503");
+                envoy_log(
+                    LogLevel::Error,
+                    "hopauth: the held request's decision failed on the module thread; answering 503",
+                );
                 ctx.send_failure_reply("hopauth_decision_failed");
             }
         }

@@ -19,7 +19,7 @@ impl<'a, 'hook> LiveRequest<'a, 'hook> {
     }
 
     /// A copy of every request header, for a module thread.
-    pub fn to_owned(&self) -> OwnedRequest {
+    pub fn copy(&self) -> OwnedRequest {
         let headers = self.ctx.headers().into_iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
         OwnedRequest { headers, path: self.path.to_owned() }
     }

@@ -57,7 +57,8 @@ impl Drop for ModuleRuntime {
         let Some(runtime) = self.runtime.take() else { return };
         if let Some(background) = self.background.take() {
             // Signal every task, let in-flight work finish, bounded.
-            let stopped = runtime.block_on(async { tokio::time::timeout(SHUTDOWN_DEADLINE, background.shutdown()).await });
+            let stopped =
+                runtime.block_on(async { tokio::time::timeout(SHUTDOWN_DEADLINE, background.shutdown()).await });
             if stopped.is_err() {
                 log(LogLevel::Warn, "hopauth: background tasks did not stop within the deadline; aborting them");
             }

@@ -22,7 +22,10 @@ pub struct Stats {
 impl Stats {
     /// Defines the counters (only inside `on_http_filter_config_new`).
     pub fn define(cx: &mut ConfigContext<'_>) -> Result<Self, ConfigError> {
-        Ok(Self { checks: cx.define_counter_with_labels(CHECKS, &["decision", "reason"])?, held: cx.define_counter(HELD)? })
+        Ok(Self {
+            checks: cx.define_counter_with_labels(CHECKS, &["decision", "reason"])?,
+            held: cx.define_counter(HELD)?,
+        })
     }
 
     /// Counts one decision.

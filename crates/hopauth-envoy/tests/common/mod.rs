@@ -240,4 +240,3 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 pub fn admin_get(port: u16, path: &str) -> String {
     get(port, path, &[]).body_text()
 }
-

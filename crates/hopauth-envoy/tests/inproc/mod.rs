@@ -204,6 +204,21 @@ impl Envoy {
         }
     }
 
+    /// Asks Envoy to exit (`POST /quitquitquit`) and waits until it has.
+    pub fn quit(&mut self) -> std::process::ExitStatus {
+        let mut c = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
+        c.write_all(b"POST /quitquitquit HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .unwrap();
+        let end = Instant::now() + STARTUP;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < end, "Envoy did not exit after /quitquitquit; log:\n{}", self.log());
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }
