@@ -14,10 +14,11 @@ use serde_json::Value;
 use support::*;
 
 /// Every config in `envoy/`, and the test that serves traffic through it.
-const SHIPPED: [(&str, &str); 3] = [
+const SHIPPED: [(&str, &str); 4] = [
     ("hopauth.yaml", "tests/envoy_e2e.rs (support::Stack)"),
     ("sidecar.yaml", "tests/envoy_configs.rs sidecar_*, tests/chain.rs"),
     ("gateway.yaml", "tests/envoy_configs.rs gateway_*, tests/chain.rs"),
+    ("module.yaml", "crates/hopauth-envoy/tests/module.rs (in-process mode)"),
 ];
 
 #[test]
