@@ -23,7 +23,7 @@ use serde_json::json;
 struct Module {
     envoy: Envoy,
     jwks: Jwks,
-    key: hopauth::sign::SigningKey,
+    key: hopauth_core::sign::SigningKey,
     http_port: u16,
 }
 
@@ -95,7 +95,7 @@ fn every_deny_is_byte_for_byte_the_ext_authz_deny() {
     });
 
     let other = key("k1"); // same kid, other key: bad signature
-    let dead = hopauth::sign::SigningKey::generate(hopauth::alg::Alg::ES256, "d1").unwrap();
+    let dead = hopauth_core::sign::SigningKey::generate(hopauth_core::alg::Alg::ES256, "d1").unwrap();
     let cases: Vec<(&str, &str, Vec<u8>)> = vec![
         ("no token", "/orders", Vec::new()),
         ("garbage", "/orders", bearer("not.a.jwt")),

@@ -5,8 +5,8 @@
 //! bytes: there is one place that decides what a deny looks like.
 use envoy_types::pb::envoy::service::auth::v3::{check_response::HttpResponse, CheckResponse};
 use envoy_types::pb::google::protobuf::{value::Kind, Value as PbValue};
-use hopauth::decision::DenyReason;
 use hopauth::grpc::render::{self, METADATA_NAMESPACE};
+use hopauth_core::decision::DenyReason;
 use prost::Message;
 
 use crate::filter::RequestContext;

@@ -7,34 +7,37 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::pin::pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use hopauth::authorizer::Authorizer;
+use bytes::Bytes;
+use hopauth::assemble;
 use hopauth::config::Config;
-use hopauth::decision::{Decision, DenyReason};
-use hopauth::grpc::render;
+use hopauth::grpc::render::{self, CheckResponses};
 use hopauth::http::{admin_router, public_router, router, HttpState};
 use hopauth::metrics::Metrics;
-use hopauth::policy::RoutePolicy;
-use hopauth::server::{build_authorizer, Built};
-use hopauth::token::RequestView;
+use hopauth::observer::SidecarObserver;
+use hopauth::server::build_authorizer;
+use hopauth::SidecarAuthorizer;
+use hopauth_core::authorizer::Step;
+use hopauth_core::decision::{Decision, DenyReason};
+use hopauth_core::policy::RoutePolicy;
+use hopauth_core::token::RequestView;
 
 use super::answer::{AllowEdit, LocalReply};
-use super::request::OwnedRequest;
-use super::route::RouteSettings;
 use super::runtime::ModuleRuntime;
 use crate::filter::{log, ConfigError, LogLevel};
 
 /// How often the side port's gauges (store up, cache size, key age) are refreshed.
 const GAUGE_POLL: Duration = Duration::from_millis(100);
 
+/// A decision as the core renders it (an allow carries its encoded ext_authz response).
+pub type ModuleDecision = Decision<Bytes>;
+
 /// One running decision core.
 pub struct Core {
     path: PathBuf,
-    authorizer: Arc<Authorizer>,
+    authorizer: Arc<SidecarAuthorizer>,
     anonymous: AllowEdit,
     /// Denies by `DenyReason::index`, built on first use.
     denies: [OnceLock<LocalReply>; DenyReason::NAMES.len()],
@@ -90,16 +93,11 @@ impl Core {
                 anyhow::Ok((built, (http, admin)))
             })
             .map_err(|e| ConfigError::new(format!("{}: {e:#}", path.display())))?;
-        let Built { authorizer, jwks, redis } = built;
+        let authorizer = built.authorizer.clone();
         let _enter = handle.enter();
         let background = runtime.background();
-        for cache in jwks {
-            background.spawn_until_stopped(cache.run());
-        }
-        if let Some(store) = redis {
-            background.spawn_until_stopped(store.start());
-        }
-        background.spawn_until_stopped(gauges(authorizer.clone(), metrics.clone()));
+        built.spawn_into(background);
+        background.spawn_until_stopped(gauges(built, metrics.clone()));
         let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty()).map(Arc::from);
         if admin_token.is_none() {
             log(
@@ -139,34 +137,38 @@ impl Core {
         })
     }
 
-    /// Decides on the calling (worker) thread without waiting: `None` when the decision
-    /// has to wait (an unknown `kid` refetch, verification permits), then use
-    /// [`Core::decide_later`].
-    pub fn decide_now<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>, arrived: Instant) -> Option<Decision> {
-        // Timers the decision path may create belong to the module's runtime.
-        let _enter = self.runtime.handle().enter();
-        let check = pin!(self.authorizer.check(req, policy, arrived));
-        match poll_once(check) {
-            Poll::Ready(decision) => Some(decision),
-            Poll::Pending => None,
+    /// Decides on the calling (worker) thread, without waiting: the decision, or the wait
+    /// an unknown `kid` refetch needs (then [`Core::after_refetch`] on a module thread,
+    /// and [`Core::decide_after_refetch`] back on the worker).
+    pub fn decide<R: RequestView>(&self, req: &R, policy: RoutePolicy<'_>, arrived: Instant) -> Held {
+        match self.authorizer.decide(req, policy, arrived) {
+            Step::Done(decision) => Held::Done(decision),
+            Step::Refetch(need) => match need.request() {
+                Some(wait) => Held::Wait(wait),
+                // No fetch can finish within `kid_refetch_wait`: answer now.
+                None => Held::Done(self.authorizer.decide_after_refetch(req, policy, arrived)),
+            },
         }
     }
 
-    /// Decides on a module thread, then calls `done` with the decision (on that thread).
-    /// `done` is called exactly once, also when the decision path panics (with `None`).
-    pub fn decide_later(
+    /// The decision of a request whose refetch wait is over (worker thread).
+    pub fn decide_after_refetch<R: RequestView>(
         &self,
-        req: OwnedRequest,
-        route: Option<Arc<RouteSettings>>,
+        req: &R,
+        policy: RoutePolicy<'_>,
         arrived: Instant,
-        done: impl FnOnce(Option<Decision>) + Send + 'static,
-    ) {
-        let authorizer = self.authorizer.clone();
-        let task = self.runtime.handle().spawn(async move {
-            let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
-            authorizer.check(&req, policy, arrived).await
+    ) -> ModuleDecision {
+        self.authorizer.decide_after_refetch(req, policy, arrived)
+    }
+
+    /// Waits for `wait` on a module thread, then calls `done` there. `done` also runs if
+    /// the wait is cancelled (runtime shutdown), so a held request is always resumed.
+    pub fn after_refetch(&self, wait: hopauth_core::keys::RefetchWait, done: impl FnOnce() + Send + 'static) {
+        let guard = OnDrop(Some(done));
+        self.runtime.handle().spawn(async move {
+            wait.wait().await;
+            drop(guard);
         });
-        self.runtime.handle().spawn(async move { done(task.await.ok()) });
     }
 
     /// The edit of an anonymous allow (strip every identity header).
@@ -194,8 +196,22 @@ impl Drop for Core {
     }
 }
 
-fn poll_once<F: Future>(fut: std::pin::Pin<&mut F>) -> Poll<F::Output> {
-    fut.poll(&mut Context::from_waker(Waker::noop()))
+/// What [`Core::decide`] gives the worker.
+pub enum Held {
+    Done(ModuleDecision),
+    /// Hold the request until this refetch wait is over.
+    Wait(hopauth_core::keys::RefetchWait),
+}
+
+/// Runs its closure when dropped: after the wait, or when the task is cancelled.
+struct OnDrop<F: FnOnce()>(Option<F>);
+
+impl<F: FnOnce()> Drop for OnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
 }
 
 async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: impl Future<Output = ()> + Send + 'static) {
@@ -208,19 +224,16 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: impl 
 }
 
 /// The side port's gauges, as `hopauth serve` keeps them.
-async fn gauges(authorizer: Arc<Authorizer>, metrics: Metrics) {
+async fn gauges(core: assemble::Core<CheckResponses, SidecarObserver>, metrics: Metrics) {
+    let authorizer = core.authorizer.clone();
     loop {
         let store = authorizer.revocation();
-        metrics.revocation_store_up.set(i64::from(store.ready()));
-        let (jtis, subjects) = store.entries();
-        metrics.revocation_entries.with_label_values(&["jti"]).set(jtis as i64);
-        metrics.revocation_entries.with_label_values(&["subject"]).set(subjects as i64);
-        metrics.record_verify_cache(authorizer.verifier().cache_usage());
-        for p in authorizer.verifier().providers() {
-            metrics.record_jwks_key_age(&p.name, p.keys.key_age());
-        }
+        metrics.revocation().store_up(store.ready());
+        metrics.revocation().entries(store.entries());
+        metrics.checks().cache_usage(authorizer.verifier().cache_usage());
+        core.publish_key_ages();
         if let Some(age) = store.sync_age() {
-            metrics.revocation_sync_age.set(age.as_secs_f64());
+            metrics.revocation().sync_age(age);
         }
         tokio::time::sleep(GAUGE_POLL).await;
     }

@@ -9,9 +9,10 @@
 //! - [`log`]: the core's `tracing` lines into Envoy's log.
 //!
 //! On the worker: decide synchronously; allow → edit headers and metadata, Continue;
-//! deny → local reply. A decision that has to wait (unknown `kid`: refetch) holds the
-//! request (StopIteration), finishes on a module thread, and the stream's scheduler resumes
-//! it on its worker; if the client left meanwhile, the commit finds the stream gone.
+//! deny → local reply. An unknown `kid` holds the request (StopIteration) while the
+//! refetch runs and is waited for on a module thread; then the stream's scheduler resumes
+//! it on its worker, which decides again. If the client left meanwhile, the commit finds
+//! the stream gone.
 pub mod answer;
 pub mod core;
 pub mod log;
@@ -21,13 +22,13 @@ pub mod runtime;
 pub mod stats;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
-use hopauth::decision::{Allowed, Decision};
+use hopauth_core::decision::{Allowed, Decision, DenyReason};
 
 use self::answer::{AllowEdit, LocalReply};
-use self::core::Core;
+use self::core::{Core, Held, ModuleDecision};
 use self::request::LiveRequest;
 use self::route::{RouteConfig, RouteSettings};
 use self::stats::Stats;
@@ -37,8 +38,8 @@ use crate::filter::{
 
 /// The `filter_name` that selects this filter (also the name per-route configs are under).
 pub const FILTER_NAME: &str = "hopauth";
-/// The scheduler event that carries a module-thread decision back to the worker.
-const DECIDED: u64 = 1;
+/// The scheduler event that resumes a held request once its refetch wait is over.
+const REFETCHED: u64 = 1;
 
 /// The filter config: the shared core and this config's stats.
 pub struct HopauthFactory {
@@ -63,7 +64,7 @@ impl HopauthFactory {
 
 impl FilterFactory for HopauthFactory {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(HopauthFilter { core: self.core.clone(), stats: self.stats, pending: None })
+        Box::new(HopauthFilter { core: self.core.clone(), stats: self.stats, held: None })
     }
 }
 
@@ -72,26 +73,29 @@ pub fn new_route_config(config: &[u8]) -> Result<RouteConfig, ConfigError> {
     Ok(RouteConfig(Arc::new(RouteSettings::parse(config)?)))
 }
 
-/// Where a module thread leaves the decision of a held request.
-type Slot = Arc<Mutex<Option<Decision>>>;
+/// A request held for a refetch: its route policy and when it arrived.
+struct HeldRequest {
+    route: Option<Arc<RouteSettings>>,
+    arrived: Instant,
+}
 
 struct HopauthFilter {
     core: Arc<Core>,
     stats: Stats,
-    /// Set while the request is held for a module-thread decision.
-    pending: Option<Slot>,
+    /// Set while the request is held for an unknown-`kid` refetch.
+    held: Option<HeldRequest>,
 }
 
 impl HopauthFilter {
     /// Acts on `decision`: `true` when the request may go on.
-    fn answer(&self, ctx: &mut RequestContext<'_>, decision: &Decision) -> bool {
+    fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision) -> bool {
         self.stats.record(ctx, decision);
         match decision {
-            Decision::Allow(Allowed::Verified(token)) => match AllowEdit::from_check_response(&token.allow_response) {
+            Decision::Allow(Allowed::Verified(token)) => match AllowEdit::from_check_response(&token.rendered) {
                 Some(edit) => edit.apply(ctx),
                 None => {
                     envoy_log(LogLevel::Error, "hopauth: an allow could not be rendered; answering 503");
-                    LocalReply::deny(&hopauth::decision::DenyReason::KeysUnavailable).send(ctx);
+                    LocalReply::deny(&DenyReason::KeysUnavailable).send(ctx);
                     return false;
                 }
             },
@@ -110,43 +114,37 @@ impl HttpFilter for HopauthFilter {
         let arrived = Instant::now();
         let route = ctx.route_config::<RouteConfig>().map(|r| r.0.clone());
         let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
-        let view = LiveRequest::new(ctx);
-        if let Some(decision) = self.core.decide_now(&view, policy, arrived) {
-            return if self.answer(ctx, &decision) { HeadersStatus::Continue } else { HeadersStatus::StopIteration };
+        let held = self.core.decide(&LiveRequest::new(ctx), policy, arrived);
+        match held {
+            Held::Done(decision) => {
+                if self.answer(ctx, &decision) {
+                    HeadersStatus::Continue
+                } else {
+                    HeadersStatus::StopIteration
+                }
+            }
+            Held::Wait(wait) => {
+                let scheduler = ctx.scheduler();
+                // A stream that is gone (client hung up) makes the commit a no-op.
+                self.core.after_refetch(wait, move || {
+                    scheduler.commit(REFETCHED);
+                });
+                self.held = Some(HeldRequest { route, arrived });
+                self.stats.record_held(ctx);
+                HeadersStatus::StopIteration
+            }
         }
-        let owned = view.copy();
-        let slot: Slot = Arc::default();
-        let scheduler = ctx.scheduler();
-        let result = slot.clone();
-        self.core.decide_later(owned, route, arrived, move |decision| {
-            *result.lock().unwrap_or_else(PoisonError::into_inner) = decision;
-            // A stream that is gone (client hung up) makes this a no-op.
-            scheduler.commit(DECIDED);
-        });
-        self.pending = Some(slot);
-        self.stats.record_held(ctx);
-        HeadersStatus::StopIteration
     }
 
     fn on_scheduled(&mut self, ctx: &mut RequestContext<'_>, event_id: u64) {
-        if event_id != DECIDED {
+        if event_id != REFETCHED {
             return;
         }
-        let Some(slot) = self.pending.take() else { return };
-        let decision = slot.lock().unwrap_or_else(PoisonError::into_inner).take();
-        match decision {
-            Some(decision) => {
-                if self.answer(ctx, &decision) {
-                    ctx.continue_decoding();
-                }
-            }
-            None => {
-                envoy_log(
-                    LogLevel::Error,
-                    "hopauth: the held request's decision failed on the module thread; answering 503",
-                );
-                ctx.send_failure_reply("hopauth_decision_failed");
-            }
+        let Some(held) = self.held.take() else { return };
+        let policy = held.route.as_deref().map(RouteSettings::policy).unwrap_or_default();
+        let decision = self.core.decide_after_refetch(&LiveRequest::new(ctx), policy, held.arrived);
+        if self.answer(ctx, &decision) {
+            ctx.continue_decoding();
         }
     }
 }

@@ -4,7 +4,7 @@
 //! builds the route config; anything else is refused with a message naming it.
 use std::sync::Arc;
 
-use hopauth::policy::{RoutePolicy, ANONYMOUS_KEY, PROVIDERS_KEY, REQUIRE_SCOPES_KEY};
+use hopauth_core::policy::{RoutePolicy, ANONYMOUS_KEY, PROVIDERS_KEY, REQUIRE_SCOPES_KEY};
 
 use crate::filter::ConfigError;
 

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use hopauth::background::Background;
+use hopauth_service::Background;
 
 use crate::filter::{log, LogLevel};
 

@@ -2,7 +2,7 @@
 //! the ABI allows it) and incremented on the worker that decided. Envoy shows them at
 //! `/stats/prometheus` as `envoy_dynamicmodulescustom_<name>{…}`; the side port's
 //! `/metrics` keeps the full `hopauth_*` set.
-use hopauth::decision::{Allowed, Decision};
+use hopauth_core::decision::{Allowed, Decision};
 
 use crate::filter::{ConfigContext, ConfigError, Counter, RequestContext};
 
@@ -29,7 +29,7 @@ impl Stats {
     }
 
     /// Counts one decision.
-    pub fn record(&self, ctx: &mut RequestContext<'_>, decision: &Decision) {
+    pub fn record<T>(&self, ctx: &mut RequestContext<'_>, decision: &Decision<T>) {
         let (d, reason) = match decision {
             Decision::Allow(Allowed::Verified(_)) => ("allow", "verified"),
             Decision::Allow(Allowed::Anonymous) => ("allow", "anonymous"),

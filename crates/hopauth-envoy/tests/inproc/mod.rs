@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use hopauth::alg::Alg;
-use hopauth::sign::SigningKey;
+use hopauth_core::alg::Alg;
+use hopauth_core::sign::SigningKey;
 use serde_json::{json, Value};
 
 use crate::common::*;
@@ -80,7 +80,7 @@ pub fn key(kid: &str) -> SigningKey {
 }
 
 pub fn now() -> i64 {
-    hopauth::verify::unix_now()
+    hopauth_core::clock::unix_now()
 }
 
 /// A valid token for `sub`, with `patch` merged into the claims.

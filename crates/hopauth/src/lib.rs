@@ -1,0 +1,33 @@
+//! hopauth, the sidecar: an Envoy ext_authz (v3, gRPC) server around the decision core
+//! (`hopauth_core`), with everything the core leaves to its host.
+//!
+//! - [`config`]: the typed YAML configuration and its validation.
+//! - [`settings`]: the config mapped to the core's plain settings.
+//! - [`assemble`]: a config turned into a decision core and its background work (any host).
+//! - [`jwks`]: fetching and refreshing each provider's keys into its core key set.
+//! - [`revocation`]: the Redis backend (the sync that keeps the core's local view).
+//! - [`grpc`]: the ext_authz adapter (CheckRequest → CheckResponse, the renderer).
+//! - [`observer`]: the core's decisions as metrics and spans.
+//! - [`metrics`]: Prometheus metrics, one handle per component.
+//! - [`trace`]: OpenTelemetry span export.
+//! - [`http`]: metrics, health and admin endpoints.
+//! - [`listener`], [`tls`]: the gRPC listener (TCP or Unix socket) and its TLS.
+//! - [`server`]: start-up and shutdown.
+
+pub mod assemble;
+pub mod config;
+pub mod grpc;
+pub mod http;
+pub mod jwks;
+pub mod listener;
+pub mod metrics;
+pub mod observer;
+pub mod revocation;
+pub mod server;
+pub mod settings;
+pub mod tls;
+pub mod trace;
+
+/// The sidecar's authorizer: answers rendered as encoded CheckResponses, decisions
+/// recorded as metrics (and spans).
+pub type SidecarAuthorizer = hopauth_core::authorizer::Authorizer<grpc::render::CheckResponses, observer::SidecarObserver>;
