@@ -10,19 +10,19 @@ use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-pub const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
-pub const POLL: Duration = Duration::from_millis(20);
+pub(crate) const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+pub(crate) const POLL: Duration = Duration::from_millis(20);
 
-pub fn manifest_dir() -> PathBuf {
+pub(crate) fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     manifest_dir().join("../..")
 }
 
 /// The Envoy binary: `$HOPAUTH_ENVOY` or the repo's `.tools/bin/envoy`.
-pub fn envoy_bin() -> PathBuf {
+pub(crate) fn envoy_bin() -> PathBuf {
     let path =
         std::env::var_os("HOPAUTH_ENVOY").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".tools/bin/envoy"));
     assert!(
@@ -35,7 +35,7 @@ pub fn envoy_bin() -> PathBuf {
 
 /// Builds the module (release, the artefact Envoy loads) once per test process and returns
 /// the directory holding `libhopauth_envoy.so`.
-pub fn module_dir() -> &'static Path {
+pub(crate) fn module_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
@@ -58,12 +58,12 @@ pub fn module_dir() -> &'static Path {
     })
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `cond` until it holds or `deadline` passes (then panics naming `what`).
-pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
     let end = Instant::now() + deadline;
     while !cond() {
         assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {what}");
@@ -71,7 +71,7 @@ pub fn wait_until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool
     }
 }
 
-pub fn scratch_dir(tag: &str) -> PathBuf {
+pub(crate) fn scratch_dir(tag: &str) -> PathBuf {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "hopauth-envoy-abi-{}-{tag}-{}",
@@ -87,13 +87,13 @@ pub fn scratch_dir(tag: &str) -> PathBuf {
 // ------------------------------------------------------------------------------------------
 
 /// An upstream that answers 200 with the request head it received as the body.
-pub struct Echo {
-    pub port: u16,
-    pub hits: Arc<AtomicUsize>,
+pub(crate) struct Echo {
+    pub(crate) port: u16,
+    pub(crate) hits: Arc<AtomicUsize>,
 }
 
 impl Echo {
-    pub fn start() -> Echo {
+    pub(crate) fn start() -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let hits = Arc::new(AtomicUsize::new(0));
@@ -109,7 +109,7 @@ impl Echo {
     }
 }
 
-pub fn serve_echo(mut conn: TcpStream, hits: &AtomicUsize) {
+pub(crate) fn serve_echo(mut conn: TcpStream, hits: &AtomicUsize) {
     // Keep-alive: Envoy reuses upstream connections; answer head after head.
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -132,27 +132,27 @@ pub fn serve_echo(mut conn: TcpStream, hits: &AtomicUsize) {
     }
 }
 
-pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+pub(crate) fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-pub struct Response {
-    pub status: u16,
-    pub headers: Vec<(String, Vec<u8>)>,
-    pub body: Vec<u8>,
+pub(crate) struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, Vec<u8>)>,
+    pub(crate) body: Vec<u8>,
 }
 
 impl Response {
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
+    pub(crate) fn header(&self, name: &str) -> Option<&[u8]> {
         self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_slice())
     }
 
     /// The headers the echo upstream saw (parsed from the echoed request head).
-    pub fn upstream_headers(&self) -> Vec<(String, Vec<u8>)> {
+    pub(crate) fn upstream_headers(&self) -> Vec<(String, Vec<u8>)> {
         parse_header_lines(&self.body[find(&self.body, b"\r\n").map_or(0, |i| i + 2)..])
     }
 
-    pub fn upstream_values(&self, name: &str) -> Vec<String> {
+    pub(crate) fn upstream_values(&self, name: &str) -> Vec<String> {
         self.upstream_headers()
             .into_iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
@@ -160,12 +160,12 @@ impl Response {
             .collect()
     }
 
-    pub fn body_text(&self) -> String {
+    pub(crate) fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
-pub fn parse_header_lines(mut text: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn parse_header_lines(mut text: &[u8]) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     while let Some(end) = find(text, b"\r\n") {
         let line = &text[..end];
@@ -183,12 +183,12 @@ pub fn parse_header_lines(mut text: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 /// One HTTP/1.1 GET with `Connection: close`; reads the whole response.
-pub fn get(port: u16, path: &str, headers: &[(&str, &[u8])]) -> Response {
+pub(crate) fn get(port: u16, path: &str, headers: &[(&str, &[u8])]) -> Response {
     try_get(port, path, headers).unwrap_or_else(|| panic!("GET {path} on port {port} failed"))
 }
 
 /// [`get`], or `None` when the connection fails or breaks (e.g. Envoy is exiting).
-pub fn try_get(port: u16, path: &str, headers: &[(&str, &[u8])]) -> Option<Response> {
+pub(crate) fn try_get(port: u16, path: &str, headers: &[(&str, &[u8])]) -> Option<Response> {
     let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut req = format!("GET {path} HTTP/1.1\r\nhost: probe.test\r\nconnection: close\r\n").into_bytes();
@@ -220,7 +220,7 @@ pub fn try_get(port: u16, path: &str, headers: &[(&str, &[u8])]) -> Option<Respo
 }
 
 /// The payload of a `transfer-encoding: chunked` body (no trailers, as Envoy sends here).
-pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+pub(crate) fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     while let Some(eol) = find(raw, b"\r\n") {
         let size = std::str::from_utf8(&raw[..eol])
@@ -237,6 +237,6 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
     out
 }
 
-pub fn admin_get(port: u16, path: &str) -> String {
+pub(crate) fn admin_get(port: u16, path: &str) -> String {
     get(port, path, &[]).body_text()
 }

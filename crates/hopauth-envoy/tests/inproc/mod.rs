@@ -17,21 +17,21 @@ use serde_json::{json, Value};
 
 use crate::common::*;
 
-pub const ISSUER: &str = "https://issuer.test";
-pub const AUDIENCE: &str = "orders";
+pub(crate) const ISSUER: &str = "https://issuer.test";
+pub(crate) const AUDIENCE: &str = "orders";
 const STARTUP: Duration = Duration::from_secs(30);
 
 /// A JWKS over HTTP whose keys and answer delay the test sets.
 #[derive(Clone)]
-pub struct Jwks {
-    pub port: u16,
+pub(crate) struct Jwks {
+    pub(crate) port: u16,
     body: Arc<Mutex<String>>,
-    pub delay_ms: Arc<AtomicU64>,
-    pub hits: Arc<AtomicU64>,
+    pub(crate) delay_ms: Arc<AtomicU64>,
+    pub(crate) hits: Arc<AtomicU64>,
 }
 
 impl Jwks {
-    pub fn start(keys: &[&SigningKey]) -> Jwks {
+    pub(crate) fn start(keys: &[&SigningKey]) -> Jwks {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let jwks = Jwks {
             port: listener.local_addr().unwrap().port(),
@@ -50,7 +50,7 @@ impl Jwks {
         jwks
     }
 
-    pub fn publish(&self, keys: &[&SigningKey]) {
+    pub(crate) fn publish(&self, keys: &[&SigningKey]) {
         let body = json!({ "keys": keys.iter().map(|k| k.public_jwk()).collect::<Vec<_>>() });
         *self.body.lock().unwrap() = body.to_string();
     }
@@ -75,16 +75,16 @@ impl Jwks {
     }
 }
 
-pub fn key(kid: &str) -> SigningKey {
+pub(crate) fn key(kid: &str) -> SigningKey {
     SigningKey::generate(Alg::ES256, kid).unwrap()
 }
 
-pub fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     hopauth_core::clock::unix_now()
 }
 
 /// A valid token for `sub`, with `patch` merged into the claims.
-pub fn token(key: &SigningKey, sub: &str, patch: Value) -> String {
+pub(crate) fn token(key: &SigningKey, sub: &str, patch: Value) -> String {
     let now = now();
     let mut claims = json!({
         "iss": ISSUER, "sub": sub, "aud": AUDIENCE, "iat": now, "exp": now + 300,
@@ -96,7 +96,7 @@ pub fn token(key: &SigningKey, sub: &str, patch: Value) -> String {
     key.sign_jwt(&claims).unwrap()
 }
 
-pub fn rand() -> u64 {
+pub(crate) fn rand() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed) << 32 | u64::from(std::process::id())
 }
@@ -104,7 +104,7 @@ pub fn rand() -> u64 {
 /// hopauth.yaml: provider `main` on the JWKS, provider `dead` whose JWKS never answers
 /// usable keys (nothing listens on its port: its tokens get 503), `revocation` as given
 /// (a YAML block, or empty).
-pub fn hopauth_yaml(jwks: &Jwks, http_port: u16, revocation: &str) -> String {
+pub(crate) fn hopauth_yaml(jwks: &Jwks, http_port: u16, revocation: &str) -> String {
     format!(
         r#"grpc_listen: 127.0.0.1:0
 http_listen: 127.0.0.1:{http_port}
@@ -143,12 +143,12 @@ fn dead_port() -> u16 {
 }
 
 /// A real Envoy from a shipped config, ports rewritten; stopped on drop.
-pub struct Envoy {
+pub(crate) struct Envoy {
     child: Child,
-    pub dir: PathBuf,
-    pub listen: u16,
-    pub admin: u16,
-    pub echo: Echo,
+    pub(crate) dir: PathBuf,
+    pub(crate) listen: u16,
+    pub(crate) admin: u16,
+    pub(crate) echo: Echo,
 }
 
 impl Drop for Envoy {
@@ -160,7 +160,7 @@ impl Drop for Envoy {
 
 impl Envoy {
     /// `envoy/<file>` with its ports replaced, `replacements` applied, `--concurrency n`.
-    pub fn start(file: &str, replacements: &[(&str, String)], concurrency: u32) -> Result<Envoy, (i32, String)> {
+    pub(crate) fn start(file: &str, replacements: &[(&str, String)], concurrency: u32) -> Result<Envoy, (i32, String)> {
         let dir = scratch_dir(file.trim_end_matches(".yaml"));
         let (listen, admin, echo) = (free_port(), free_port(), Echo::start());
         let mut text = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
@@ -205,7 +205,7 @@ impl Envoy {
     }
 
     /// Asks Envoy to exit (`POST /quitquitquit`) and waits until it has.
-    pub fn quit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn quit(&mut self) -> std::process::ExitStatus {
         let mut c = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
         c.write_all(b"POST /quitquitquit HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
             .unwrap();
@@ -219,24 +219,24 @@ impl Envoy {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
     }
 
-    pub fn access_log(&self) -> String {
+    pub(crate) fn access_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("access.log")).unwrap_or_default()
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
+    pub(crate) fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
         get(self.listen, path, headers)
     }
 
     /// A series of Envoy's `/stats/prometheus`, by its line prefix (name and labels).
-    pub fn prom(&self, series: &str) -> Option<u64> {
+    pub(crate) fn prom(&self, series: &str) -> Option<u64> {
         let text = get(self.admin, "/stats/prometheus", &[]).body_text();
         text.lines().find(|l| l.starts_with(series)).and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
@@ -244,28 +244,28 @@ impl Envoy {
 
 /// Writes `yaml` as `hopauth.yaml` in a new scratch dir and starts Envoy from
 /// `envoy/module.yaml` with the module reading it.
-pub fn module_envoy(yaml: &str, concurrency: u32) -> Result<Envoy, (i32, String)> {
+pub(crate) fn module_envoy(yaml: &str, concurrency: u32) -> Result<Envoy, (i32, String)> {
     let path = scratch_dir("hopauth").join("hopauth.yaml");
     std::fs::write(&path, yaml).unwrap();
     Envoy::start("module.yaml", &[("/etc/hopauth/hopauth.yaml", path.display().to_string())], concurrency)
 }
 
-pub fn started(r: Result<Envoy, (i32, String)>) -> Envoy {
+pub(crate) fn started(r: Result<Envoy, (i32, String)>) -> Envoy {
     r.unwrap_or_else(|(code, log)| panic!("Envoy exited ({code}) at start-up; log:\n{log}"))
 }
 
-pub fn bearer(token: &str) -> Vec<u8> {
+pub(crate) fn bearer(token: &str) -> Vec<u8> {
     format!("Bearer {token}").into_bytes()
 }
 
 /// A redis-server on a free port, stopped on drop.
-pub struct Redis {
+pub(crate) struct Redis {
     child: Child,
-    pub port: u16,
+    pub(crate) port: u16,
 }
 
 impl Redis {
-    pub fn start() -> Redis {
+    pub(crate) fn start() -> Redis {
         let port = free_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
@@ -277,7 +277,7 @@ impl Redis {
         redis
     }
 
-    pub fn cli(&self, args: &[&str]) -> String {
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
         let out = Command::new("redis-cli")
             .args(["-p", &self.port.to_string()])
             .args(args)
