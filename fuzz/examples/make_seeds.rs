@@ -1,5 +1,5 @@
 //! Writes the committed seed corpora, fuzz/seeds/<target>/, from the project's own test
-//! material: the Wycheproof vectors (tests/vectors/wycheproof), the cases of the unit
+//! material: the Wycheproof vectors (crates/hopauth-core/tests/vectors/wycheproof), the cases of the unit
 //! tests, the YAML examples in the docs, and CheckRequests built with envoy-types/prost
 //! carrying tokens signed by the fixture's keys. Run it from the repository root when the
 //! targets' input formats change (docs/fuzzing.md):
@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
 use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
-use hopauth::alg::Alg;
-use hopauth::sign::SigningKey;
+use hopauth_core::alg::Alg;
+use hopauth_core::sign::SigningKey;
 use hopauth_fuzz::{fixture_config, signing_keys, AUDIENCE, ISSUER, REVOKED_JTI, REVOKED_SUB, SEED_EXP};
 use prost::Message;
 use serde_json::{json, Value};
@@ -55,7 +55,7 @@ impl Seeds {
 fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf();
     let root = repo.join("fuzz/seeds");
-    let vectors = repo.join("tests/vectors/wycheproof");
+    let vectors = repo.join("crates/hopauth-core/tests/vectors/wycheproof");
     let jws_vectors: Value =
         serde_json::from_slice(&std::fs::read(vectors.join("json_web_signature_test.json")).unwrap()).unwrap();
     let jwk_vectors: Value =

@@ -25,7 +25,7 @@ use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, 
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
 use hopauth::grpc::wire::CheckView;
-use hopauth::token::{extract, TokenSource};
+use hopauth_core::token::{extract, TokenSource};
 use hopauth_fuzz::{acceptable, fixture, signing_keys};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
             let set = |name: &str| ok.headers.iter().filter_map(|h| h.header.as_ref()).find(|h| h.key == name);
             match extract(&view, &sources, hopauth::config::DEFAULT_MAX_TOKEN_BYTES) {
                 Ok(Some(token)) => {
-                    let now = hopauth::verify::unix_now();
+                    let now = hopauth_core::clock::unix_now();
                     if let Err(why) = acceptable(token, now, f) {
                         panic!("allowed a token the independent check refuses ({why}): {token}");
                     }

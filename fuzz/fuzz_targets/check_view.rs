@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::auth::v3::CheckRequest;
 use hopauth::grpc::wire::{CheckView, WireError};
-use hopauth::token::RequestView;
+use hopauth_core::token::RequestView;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

@@ -8,8 +8,8 @@
 //! accepted RSA key has at least 2048 bits; two JWKs with the same `kid` never both serve.
 #![no_main]
 
-use hopauth::alg::Alg;
-use hopauth::jwks::{parse_jwks, MIN_RSA_BITS};
+use hopauth_core::alg::Alg;
+use hopauth_core::keys::{parse_jwks, MIN_RSA_BITS};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
 

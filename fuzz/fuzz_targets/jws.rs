@@ -12,7 +12,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hopauth::jws;
+use hopauth_core::jws;
 use libfuzzer_sys::fuzz_target;
 use serde_json::{Map, Value};
 

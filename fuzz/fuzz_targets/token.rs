@@ -10,7 +10,7 @@
 //! offered one.
 #![no_main]
 
-use hopauth::token::{extract, RequestView, TokenSource};
+use hopauth_core::token::{extract, RequestView, TokenSource};
 use hopauth_fuzz::FuzzRequest;
 use libfuzzer_sys::fuzz_target;
 

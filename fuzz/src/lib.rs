@@ -10,12 +10,12 @@ use std::time::Duration;
 use aws_lc_rs::signature::{UnparsedPublicKey, ED25519};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use hopauth::alg::Alg;
+use hopauth_core::alg::Alg;
 use hopauth::config::Config;
 use hopauth::grpc::AuthorizationService;
 use hopauth::metrics::Metrics;
-use hopauth::sign::SigningKey;
-use hopauth::token::RequestView;
+use hopauth_core::sign::SigningKey;
+use hopauth_core::token::RequestView;
 use serde_json::Value;
 
 /// The whole-Check provider's issuer and audience.
@@ -145,7 +145,7 @@ pub fn fixture() -> &'static Fixture {
         std::fs::write(&jwks_file, jwks.to_string()).expect("write JWKS");
         let config = Config::from_yaml(&fixture_config(&jwks_file), std::path::Path::new("fuzz.yaml"))
             .expect("fixture config is valid");
-        let revoked_before = hopauth::verify::unix_now();
+        let revoked_before = hopauth_core::clock::unix_now();
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let built = hopauth::server::build_authorizer(&config, &Metrics::standalone()).expect("authorizer");
         runtime.block_on(async {

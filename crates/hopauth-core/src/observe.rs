@@ -11,7 +11,9 @@ use crate::token::RequestView;
 #[derive(Debug, Clone, Copy)]
 pub enum Verdict<'a> {
     /// A verified token of `provider` passed.
-    Verified { provider: &'a str },
+    Verified {
+        provider: &'a str,
+    },
     /// No token, on an anonymous route.
     Anonymous,
     Deny(&'a DenyReason),

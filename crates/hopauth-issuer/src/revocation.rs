@@ -17,8 +17,12 @@ pub trait RevocationWriter: Send + Sync {
     /// Revokes one token until its `exp` (unix seconds).
     fn revoke_jti<'a>(&'a self, jti: &'a str, exp: i64) -> BoxFuture<'a, Result<(), RevocationError>>;
     /// Revokes every token of `iss`/`sub` issued at or before `before` (unix seconds).
-    fn revoke_subject<'a>(&'a self, iss: &'a str, sub: &'a str, before: i64)
-        -> BoxFuture<'a, Result<(), RevocationError>>;
+    fn revoke_subject<'a>(
+        &'a self,
+        iss: &'a str,
+        sub: &'a str,
+        before: i64,
+    ) -> BoxFuture<'a, Result<(), RevocationError>>;
 }
 
 impl RevocationWriter for MemoryStore {

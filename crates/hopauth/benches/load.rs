@@ -10,8 +10,7 @@
 //! 100k cached tokens, and the gRPC server alone under `h2load`. Writes
 //! `target/bench/results.md` and `results.json`.
 
-#[path = "../tests/support/redis_server.rs"]
-mod redis_server;
+use hopauth_testkit::redis_server;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -20,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use hopauth::alg::Alg;
-use hopauth::sign::SigningKey;
+use hopauth_core::alg::Alg;
+use hopauth_core::sign::SigningKey;
 use serde_json::{json, Value};
 
 const ISSUER: &str = "https://issuer.bench";
@@ -33,7 +32,7 @@ fn free_port() -> u16 {
 }
 
 fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    hopauth_testkit::repo_root()
 }
 
 fn require(bin: &str, hint: &str) -> String {
@@ -68,7 +67,7 @@ impl Drop for Proc {
 }
 
 fn claims(sub: &str, jti: &str) -> Value {
-    let now = hopauth::verify::unix_now();
+    let now = hopauth_core::clock::unix_now();
     json!({"iss": ISSUER, "sub": sub, "aud": "orders", "iat": now, "nbf": now, "exp": now + 3600,
            "jti": jti, "scope": "orders:read profile"})
 }

@@ -72,8 +72,9 @@ pub fn revocation_store(
                 connect_timeout: r.connect_timeout,
                 command_timeout: r.command_timeout,
             };
-            let store =
-                Arc::new(RedisStore::new(&url, settings, metrics.revocation().clone()).context("revocation.redis_url")?);
+            let store = Arc::new(
+                RedisStore::new(&url, settings, metrics.revocation().clone()).context("revocation.redis_url")?,
+            );
             (store.clone(), Some(store))
         }
     })
@@ -129,7 +130,12 @@ pub fn build<R: Renderer, O: Observer>(
     }
     let (store, redis) = revocation_store(config, metrics)?;
     let verifier = Verifier::new(providers, settings::verifier_limits(config), renderer);
-    let authorizer =
-        Authorizer::new(settings::token_sources(config), verifier, store, settings::authorizer_settings(config), observer);
+    let authorizer = Authorizer::new(
+        settings::token_sources(config),
+        verifier,
+        store,
+        settings::authorizer_settings(config),
+        observer,
+    );
     Ok(Core { authorizer: Arc::new(authorizer), jwks: refreshers, redis, key_metrics })
 }

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+/// The `grpc_tls` section (defined with the listener's TLS, which it configures).
+pub use crate::tls::GrpcTlsConfig;
 use hopauth_core::alg::Alg;
 pub use hopauth_core::verify::media_subtype;
 pub(crate) use hopauth_service::config_file::{duration, optional_duration};
@@ -276,7 +278,6 @@ impl fmt::Debug for RevocationConfig {
     }
 }
 
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
@@ -317,17 +318,6 @@ fn default_grpc_listen() -> GrpcListen {
 pub enum GrpcListen {
     Tcp(SocketAddr),
     Unix(PathBuf),
-}
-
-/// `grpc_tls`: the server certificate, and with `client_ca_file` mTLS (every client must
-/// present a certificate that CA signed). The files are re-read when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GrpcTlsConfig {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub client_ca_file: Option<PathBuf>,
 }
 
 /// The prefix that selects a Unix domain socket in `grpc_listen`.
@@ -427,7 +417,6 @@ fn default_verify_cache_bytes() -> u64 {
 pub fn default_max_concurrent_verifies() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
-
 
 impl Config {
     /// Reads, parses and validates a config file.

@@ -30,4 +30,5 @@ pub mod trace;
 
 /// The sidecar's authorizer: answers rendered as encoded CheckResponses, decisions
 /// recorded as metrics (and spans).
-pub type SidecarAuthorizer = hopauth_core::authorizer::Authorizer<grpc::render::CheckResponses, observer::SidecarObserver>;
+pub type SidecarAuthorizer =
+    hopauth_core::authorizer::Authorizer<grpc::render::CheckResponses, observer::SidecarObserver>;

@@ -17,7 +17,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_rustls::server::TlsStream;
 
-use crate::config::GrpcTlsConfig;
+use serde::{Deserialize, Serialize};
 
 /// How often the certificate files are re-read to notice a rotation.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
@@ -27,6 +27,17 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_QUEUE: usize = 64;
 
 /// A certificate file that cannot be used; `key` is the config key that names it.
+/// `grpc_tls`: the server certificate, and with `client_ca_file` mTLS (every client must
+/// present a certificate that CA signed). The files are re-read when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcTlsConfig {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca_file: Option<PathBuf>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("{key}: cannot read {}: {source}", file.display())]

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use hopauth_core::observe::{Facts, Verdict};
 use hopauth_core::token::RequestView;
 
-use crate::config::Problem;
+use hopauth_service::config_file::Problem;
 
 /// Default share of root traces (requests without a sampled `traceparent`) that get a span.
 pub const DEFAULT_SAMPLE_RATIO: f64 = 0.1;
@@ -43,7 +43,7 @@ pub struct TracingConfig {
     #[serde(default = "default_service_name")]
     pub service_name: String,
     /// Time one export may take.
-    #[serde(default = "default_export_timeout", with = "crate::config::duration")]
+    #[serde(default = "default_export_timeout", with = "hopauth_service::config_file::duration")]
     pub export_timeout: Duration,
 }
 

@@ -153,7 +153,12 @@ impl<R: Renderer, O: Observer> Authorizer<R, O> {
     /// Decides on tokio, then reports. `arrived` is when the request reached the host: past
     /// `max_queue_delay` only cache hits are served, and the duration reported counts from
     /// it, so queueing shows.
-    pub async fn check<Q: RequestView>(&self, req: &Q, policy: RoutePolicy<'_>, arrived: Instant) -> Decision<Rendered<R>> {
+    pub async fn check<Q: RequestView>(
+        &self,
+        req: &Q,
+        policy: RoutePolicy<'_>,
+        arrived: Instant,
+    ) -> Decision<Rendered<R>> {
         let (decision, token, cache_hit) = match self.front(req, policy) {
             Err(decision) => (decision, None, None),
             Ok(token) => {
@@ -315,3 +320,6 @@ impl<R: Renderer, O: Observer> Authorizer<R, O> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

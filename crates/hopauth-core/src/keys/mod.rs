@@ -221,8 +221,7 @@ impl KeySet {
     /// only ever offered for its own algorithm.
     pub fn with_candidates<T>(&self, kid: Option<&str>, alg: Alg, f: impl FnOnce(KeyLookup<'_>) -> T) -> T {
         let state = self.state.load();
-        let fetched_usable =
-            !self.fetched || state.fetched_at.is_some_and(|t| t.elapsed() <= self.settings.max_stale);
+        let fetched_usable = !self.fetched || state.fetched_at.is_some_and(|t| t.elapsed() <= self.settings.max_stale);
         let fetched: &[VerifyKey] = if fetched_usable { &state.keys } else { &[] };
         let all = || self.static_keys.iter().chain(fetched.iter());
         if let Some(kid) = kid {

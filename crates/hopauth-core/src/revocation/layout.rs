@@ -104,7 +104,10 @@ mod tests {
         assert_eq!(jti_key("abc"), "hopauth:revoked:jti:abc");
         assert_eq!(subject_key("https://i", "u1"), "hopauth:revoked:sub:https://i|u1");
         assert_eq!(parse_key(&jti_key("abc")), Some(RevokedKey::Jti("abc")));
-        assert_eq!(parse_key(&subject_key("https://i", "u1")), Some(RevokedKey::Subject { iss: "https://i", sub: "u1" }));
+        assert_eq!(
+            parse_key(&subject_key("https://i", "u1")),
+            Some(RevokedKey::Subject { iss: "https://i", sub: "u1" })
+        );
         assert_eq!(parse_key("hopauth:revoked:jti:"), None);
         assert_eq!(parse_key("other:jti:x"), None);
     }

@@ -11,8 +11,8 @@ mod memory;
 use std::future::Future;
 use std::pin::Pin;
 
-pub use local::LocalView;
 pub use layout::KEY_PREFIX;
+pub use local::LocalView;
 pub use memory::MemoryStore;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

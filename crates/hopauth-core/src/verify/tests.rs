@@ -33,8 +33,7 @@ fn verifier(limits: VerifierLimits) -> Verifier {
 
 fn token(sub: &str, padding: usize) -> String {
     let key = SigningKey::hmac(Alg::HS256, "k", SECRET).unwrap();
-    let claims =
-        json!({"iss": ISS, "aud": "orders", "sub": sub, "exp": unix_now() + 300, "pad": "x".repeat(padding)});
+    let claims = json!({"iss": ISS, "aud": "orders", "sub": sub, "exp": unix_now() + 300, "pad": "x".repeat(padding)});
     key.sign_jwt(&claims).unwrap()
 }
 
@@ -55,8 +54,7 @@ async fn the_cache_is_bounded_by_bytes_as_well_as_entries() {
     assert!(entries > 0 && entries < 200, "{entries} entries of ~8 KiB in 1 MiB");
 
     // The entry bound still holds for small tokens.
-    let v =
-        verifier(VerifierLimits { cache_max_entries: 10, cache_max_bytes: 1 << 30, max_concurrent_verifies: 1 });
+    let v = verifier(VerifierLimits { cache_max_entries: 10, cache_max_bytes: 1 << 30, max_concurrent_verifies: 1 });
     for i in 0..50 {
         v.verify(&token(&format!("u{i}"), 0), unix_now(), None).await.result.unwrap();
     }
@@ -66,8 +64,7 @@ async fn the_cache_is_bounded_by_bytes_as_well_as_entries() {
 
 #[tokio::test]
 async fn verifications_past_the_concurrency_bound_wait_then_shed() {
-    let v =
-        verifier(VerifierLimits { cache_max_entries: 100, cache_max_bytes: 1 << 20, max_concurrent_verifies: 1 });
+    let v = verifier(VerifierLimits { cache_max_entries: 100, cache_max_bytes: 1 << 20, max_concurrent_verifies: 1 });
     let held = v.verifies.try_acquire().unwrap();
     let start_by = Instant::now() + Duration::from_millis(30);
     let refused = v.verify(&token("a", 0), unix_now(), Some(start_by)).await.result.unwrap_err();

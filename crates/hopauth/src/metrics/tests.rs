@@ -1,5 +1,7 @@
 //! The exposition carries every series, pre-registered.
 
+use std::time::Duration;
+
 use super::*;
 
 #[test]
@@ -19,8 +21,7 @@ fn decisions_show_up_in_text_output() {
     for name in ["hopauth_revocation_store_connected", "hopauth_revocation_store_evicting"] {
         assert!(text.contains(name), "{name} missing");
     }
-    for name in
-        ["hopauth_verify_cache_hits_total", "hopauth_verify_cache_misses_total", "hopauth_revocation_store_up"]
+    for name in ["hopauth_verify_cache_hits_total", "hopauth_verify_cache_misses_total", "hopauth_revocation_store_up"]
     {
         assert!(text.contains(name), "{name} missing");
     }
