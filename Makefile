@@ -134,7 +134,8 @@ fuzz-test-%:
 module:
 	CARGO_INCREMENTAL=0 cargo build --release -p hopauth-envoy
 
-module-test: envoy module
+# module tests need redis-server too (tests/module.rs: Redis revocation in-process).
+module-test: envoy redis module
 	CARGO_INCREMENTAL=0 cargo test --release -p hopauth-envoy -- --test-threads=2
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict

@@ -443,9 +443,6 @@ fn panic_text(payload: &(dyn Any + Send)) -> &str {
         .unwrap_or("non-string panic payload")
 }
 
-/// Body of the 503 a panicking filter answers.
-const PANIC_BODY: &[u8] = b"{\"error\":\"internal\",\"reason\":\"filter failure\"}";
-
 fn answer_panic(fb: &mut FilterBox, envoy_ptr: FilterEnvoyPtr, hook: &str, payload: &(dyn Any + Send)) {
     fb.poisoned = true;
     log(
@@ -459,7 +456,12 @@ fn answer_panic(fb: &mut FilterBox, envoy_ptr: FilterEnvoyPtr, hook: &str, paylo
     if !fb.state.replied {
         fb.state.replied = true;
         let mut raw = RawFilter::new(envoy_ptr);
-        raw.send_response(503, &[("content-type", b"application/json")], PANIC_BODY, "hopauth_filter_panic");
+        raw.send_response(
+            503,
+            &[("content-type", b"application/json")],
+            crate::filter::FAILURE_BODY,
+            "hopauth_filter_panic",
+        );
     }
 }
 

@@ -62,6 +62,9 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Body of the 503 a stream gets when the filter failed (panicked, or lost its decision).
+pub const FAILURE_BODY: &[u8] = b"{\"error\":\"internal\",\"reason\":\"filter failure\"}";
+
 /// Creates one [`HttpFilter`] per HTTP stream. Shared by every worker thread.
 pub trait FilterFactory: Send + Sync {
     /// A new filter for one stream (called on the stream's worker thread).
@@ -183,6 +186,12 @@ impl<'hook> RequestContext<'hook> {
         }
         self.state.replied = true;
         self.raw.send_response(u32::from(status), headers, body, details);
+    }
+
+    /// Answers 503 with [`FAILURE_BODY`]: what a stream gets when the filter itself failed
+    /// (a panic, a lost decision). `details` shows in `%RESPONSE_CODE_DETAILS%`.
+    pub fn send_failure_reply(&mut self, details: &str) {
+        self.send_local_reply(503, &[("content-type", b"application/json")], FAILURE_BODY, details);
     }
 
     /// Whether a local reply was sent in this stream.

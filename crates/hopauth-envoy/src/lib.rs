@@ -5,6 +5,8 @@
 //!   and every `envoy_dynamic_module_on_*` hook we export, with `catch_unwind` at each hook.
 //! - [`filter`]: the safe API the rest of the crate uses ([`filter::HttpFilter`],
 //!   [`filter::RequestContext`], [`filter::Scheduler`], counters, per-route config).
+//! - [`host`]: the `hopauth` filter: the decision core on Envoy's request path, its
+//!   process-wide core, module threads, per-route policy and Envoy stats.
 //! - [`registry`]: maps the `filter_name` of the Envoy config to a filter implementation.
 //! - [`probe`]: the `abi_probe` filter, which drives every wrapped callback so that
 //!   `tests/abi.rs` can observe each one through a real Envoy.
@@ -15,6 +17,7 @@
 #[allow(unsafe_code)]
 mod ffi;
 pub mod filter;
+pub mod host;
 pub mod probe;
 pub mod registry;
 

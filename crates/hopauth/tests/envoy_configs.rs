@@ -19,6 +19,7 @@ const SHIPPED: [(&str, &str); 4] = [
     ("hopauth-mtls.yaml", "tests/grpc_tls_envoy.rs"),
     ("sidecar.yaml", "tests/envoy_configs.rs sidecar_*, tests/chain.rs"),
     ("gateway.yaml", "tests/envoy_configs.rs gateway_*, tests/chain.rs"),
+    ("module.yaml", "crates/hopauth-envoy/tests/module.rs (in-process mode)"),
 ];
 
 #[test]

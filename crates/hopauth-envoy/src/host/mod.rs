@@ -1,0 +1,152 @@
+//! The `hopauth` filter: the decision core on Envoy's request path.
+//!
+//! - [`core`]: one decision core per config file per process, and its module runtime.
+//! - [`runtime`]: the module's own threads (`hopauth-*`) and their shutdown.
+//! - [`route`]: the per-route JSON policy.
+//! - [`request`]: request headers as the core reads them.
+//! - [`answer`]: a decision as Envoy actions (header edits, metadata, local replies).
+//! - [`stats`]: the Envoy stats the filter increments.
+//! - [`log`]: the core's `tracing` lines into Envoy's log.
+//!
+//! On the worker: decide synchronously; allow → edit headers and metadata, Continue;
+//! deny → local reply. An unknown `kid` holds the request (StopIteration) while the
+//! refetch runs and is waited for on a module thread; then the stream's scheduler resumes
+//! it on its worker, which decides again. If the client left meanwhile, the commit finds
+//! the stream gone.
+pub mod answer;
+pub mod core;
+pub mod log;
+pub mod request;
+pub mod route;
+pub mod runtime;
+pub mod stats;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use hopauth_core::decision::{Allowed, Decision, DenyReason};
+
+use self::answer::{AllowEdit, LocalReply};
+use self::core::{Core, Held, ModuleDecision};
+use self::request::LiveRequest;
+use self::route::{RouteConfig, RouteSettings};
+use self::stats::Stats;
+use crate::filter::{
+    log as envoy_log, ConfigContext, ConfigError, FilterFactory, HeadersStatus, HttpFilter, LogLevel, RequestContext,
+};
+
+/// The `filter_name` that selects this filter (also the name per-route configs are under).
+pub const FILTER_NAME: &str = "hopauth";
+/// The scheduler event that resumes a held request once its refetch wait is over.
+const REFETCHED: u64 = 1;
+
+/// The filter config: the shared core and this config's stats.
+pub struct HopauthFactory {
+    core: Arc<Core>,
+    stats: Stats,
+}
+
+impl HopauthFactory {
+    /// `config` is the path of hopauth.yaml (the `StringValue` of `filter_config`).
+    pub fn new(config: &[u8], cx: &mut ConfigContext<'_>) -> Result<Self, ConfigError> {
+        let text = std::str::from_utf8(config)
+            .map_err(|_| ConfigError::new("hopauth: filter_config must be the path of hopauth.yaml (UTF-8)"))?;
+        let path = text.trim();
+        if path.is_empty() {
+            return Err(ConfigError::new("hopauth: filter_config must be the path of hopauth.yaml, got nothing"));
+        }
+        let stats = Stats::define(cx)?;
+        let core = Core::shared(Path::new(path))?;
+        Ok(Self { core, stats })
+    }
+}
+
+impl FilterFactory for HopauthFactory {
+    fn new_filter(&self) -> Box<dyn HttpFilter> {
+        Box::new(HopauthFilter { core: self.core.clone(), stats: self.stats, held: None })
+    }
+}
+
+/// Parses a per-route config for this filter.
+pub fn new_route_config(config: &[u8]) -> Result<RouteConfig, ConfigError> {
+    Ok(RouteConfig(Arc::new(RouteSettings::parse(config)?)))
+}
+
+/// A request held for a refetch: its route policy.
+struct HeldRequest {
+    route: Option<Arc<RouteSettings>>,
+}
+
+struct HopauthFilter {
+    core: Arc<Core>,
+    stats: Stats,
+    /// Set while the request is held for an unknown-`kid` refetch.
+    held: Option<HeldRequest>,
+}
+
+impl HopauthFilter {
+    /// Acts on `decision`: `true` when the request may go on.
+    fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision) -> bool {
+        self.stats.record(ctx, decision);
+        match decision {
+            Decision::Allow(Allowed::Verified(token)) => match AllowEdit::from_check_response(&token.rendered) {
+                Some(edit) => edit.apply(ctx),
+                None => {
+                    envoy_log(LogLevel::Error, "hopauth: an allow could not be rendered; answering 503");
+                    LocalReply::deny(&DenyReason::KeysUnavailable).send(ctx);
+                    return false;
+                }
+            },
+            Decision::Allow(Allowed::Anonymous) => self.core.anonymous().apply(ctx),
+            Decision::Deny(reason) => {
+                self.core.deny(reason).send(ctx);
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl HttpFilter for HopauthFilter {
+    fn on_request_headers(&mut self, ctx: &mut RequestContext<'_>, _end_of_stream: bool) -> HeadersStatus {
+        let arrived = Instant::now();
+        let route = ctx.route_config::<RouteConfig>().map(|r| r.0.clone());
+        let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
+        let held = self.core.decide(&LiveRequest::new(ctx), policy, arrived);
+        match held {
+            Held::Done(decision) => {
+                if self.answer(ctx, &decision) {
+                    HeadersStatus::Continue
+                } else {
+                    HeadersStatus::StopIteration
+                }
+            }
+            Held::Wait(wait) => {
+                let scheduler = ctx.scheduler();
+                // A stream that is gone (client hung up) makes the commit a no-op.
+                self.core.after_refetch(wait, move || {
+                    scheduler.commit(REFETCHED);
+                });
+                self.held = Some(HeldRequest { route });
+                self.stats.record_held(ctx);
+                HeadersStatus::StopIteration
+            }
+        }
+    }
+
+    fn on_scheduled(&mut self, ctx: &mut RequestContext<'_>, event_id: u64) {
+        if event_id != REFETCHED {
+            return;
+        }
+        let Some(held) = self.held.take() else { return };
+        let policy = held.route.as_deref().map(RouteSettings::policy).unwrap_or_default();
+        // The wait was the refetch's, not queueing: `max_queue_delay` counts from now, as in
+        // the sidecar, whose refetched verification is never refused as `overloaded`.
+        // (The reported duration then leaves the wait out.)
+        let decision = self.core.decide_after_refetch(&LiveRequest::new(ctx), policy, Instant::now());
+        if self.answer(ctx, &decision) {
+            ctx.continue_decoding();
+        }
+    }
+}
