@@ -17,12 +17,37 @@ use subtle::ConstantTimeEq;
 use hopauth_core::clock::unix_now;
 use hopauth_core::revocation::RevocationError;
 
+use hopauth_core::authorizer::Authorizer;
+use hopauth_core::observe::Observer;
+use hopauth_core::render::Renderer;
+use hopauth_core::revocation::RevocationStore;
+use hopauth_core::verify::Provider;
+
 use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
-use crate::SidecarAuthorizer;
+
+/// What the side port reads of a decision core, whatever its host renders: the sidecar's
+/// and the Envoy module's authorizers both serve `/readyz` and `/admin/revoke`.
+pub trait CoreView: Send + Sync + 'static {
+    fn ready(&self) -> bool;
+    fn revocation(&self) -> &Arc<dyn RevocationStore>;
+    fn providers(&self) -> &[Provider];
+}
+
+impl<R: Renderer, O: Observer> CoreView for Authorizer<R, O> {
+    fn ready(&self) -> bool {
+        Authorizer::ready(self)
+    }
+    fn revocation(&self) -> &Arc<dyn RevocationStore> {
+        Authorizer::revocation(self)
+    }
+    fn providers(&self) -> &[Provider] {
+        self.verifier().providers()
+    }
+}
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub authorizer: Arc<SidecarAuthorizer>,
+    pub authorizer: Arc<dyn CoreView>,
     pub metrics: Metrics,
     /// Bearer token for `/admin/*`; `None` turns the admin API off (every call 401).
     pub admin_token: Option<Arc<str>>,
@@ -116,7 +141,7 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 
 async fn readyz(State(s): State<HttpState>) -> Response {
     let providers: serde_json::Map<String, serde_json::Value> =
-        s.authorizer.verifier().providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
+        s.authorizer.providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
     let store = s.authorizer.revocation();
     let ready = s.authorizer.ready();
     let body = json!({
@@ -213,8 +238,8 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
 /// token's issuer is allowed (its `leeway`; the largest of all providers for an unknown
 /// issuer). `iat` comes from the issuer's clock: a token it issued a moment ago may carry an
 /// `iat` ahead of ours, and "revoke everything until now" must cover it.
-fn default_before(authorizer: &SidecarAuthorizer, iss: &str, now: i64) -> i64 {
-    let providers = authorizer.verifier().providers();
+fn default_before(authorizer: &dyn CoreView, iss: &str, now: i64) -> i64 {
+    let providers = authorizer.providers();
     let skew = match providers.iter().find(|p| &*p.issuer == iss) {
         Some(p) => p.leeway_secs,
         None => providers.iter().map(|p| p.leeway_secs).max().unwrap_or(0),
@@ -265,9 +290,7 @@ async fn revoke(
     // A revocation for an issuer no provider trusts is written (it may be configured
     // later), but it protects nothing now: say so.
     let warning = match &request {
-        RevokeRequest::Subject { iss, .. }
-            if !s.authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) =>
-        {
+        RevokeRequest::Subject { iss, .. } if !s.authorizer.providers().iter().any(|p| &*p.issuer == iss) => {
             tracing::warn!(iss = ?iss, client = ?caller.peer, "admin: revocation for an issuer no provider has");
             Some(format!("no provider has issuer {iss:?}: this revocation matches no token hopauth accepts now"))
         }
@@ -279,7 +302,7 @@ async fn revoke(
             (RevocationKind::Jti, store.revoke_jti(jti, *exp).await, json!({"revoked": "jti", "jti": jti, "exp": exp}))
         }
         RevokeRequest::Subject { iss, sub, before } => {
-            let before = before.unwrap_or_else(|| default_before(&s.authorizer, iss, unix_now()));
+            let before = before.unwrap_or_else(|| default_before(&*s.authorizer, iss, unix_now()));
             (
                 RevocationKind::Subject,
                 store.revoke_subject(iss, sub, before).await,

@@ -72,6 +72,9 @@ impl<T> moka::Expiry<Box<str>, Arc<VerifiedToken<T>>> for UntilExp {
     }
 }
 
+/// A verified token as the cache shares it.
+pub type Shared<T> = Arc<VerifiedToken<T>>;
+
 /// A verification's result, and whether the cache answered it.
 #[derive(Debug)]
 pub struct Verification<T> {
@@ -217,7 +220,7 @@ impl<R: Renderer> Verifier<R> {
         now: i64,
         start_by: Option<Instant>,
         refetched: bool,
-    ) -> (Result<Arc<VerifiedToken<R::Rendered>>, NotNow>, bool) {
+    ) -> (Result<Shared<R::Rendered>, NotNow>, bool) {
         if let Some(result) = self.cached(token, now) {
             return (result.map_err(NotNow::Deny), true);
         }
