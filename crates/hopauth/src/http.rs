@@ -18,14 +18,14 @@ use hopauth_core::clock::unix_now;
 use hopauth_core::revocation::RevocationError;
 
 use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
+use crate::live::Live;
 use crate::SidecarAuthorizer;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub authorizer: Arc<SidecarAuthorizer>,
+    /// The core serving now (and the admin token of its config); a reload swaps it.
+    pub live: Live,
     pub metrics: Metrics,
-    /// Bearer token for `/admin/*`; `None` turns the admin API off (every call 401).
-    pub admin_token: Option<Arc<str>>,
     /// Failed admin authentications, limited for every caller at once.
     pub admin_failures: Arc<FailureBudget>,
 }
@@ -115,10 +115,11 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
+    let authorizer = s.live.authorizer();
     let providers: serde_json::Map<String, serde_json::Value> =
-        s.authorizer.verifier().providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
-    let store = s.authorizer.revocation();
-    let ready = s.authorizer.ready();
+        authorizer.verifier().providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
+    let store = authorizer.revocation();
+    let ready = authorizer.ready();
     let body = json!({
         "ready": ready,
         "providers": providers,
@@ -183,13 +184,13 @@ fn authorized(headers: &HeaderMap, expected: Option<&str>) -> bool {
     Sha256::digest(presented).ct_eq(&Sha256::digest(expected.as_bytes())).into()
 }
 
-fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Response {
+pub(crate) fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Response {
     (code, Json(json!({ "error": error, "error_description": description.into() }))).into_response()
 }
 
 /// Why an admin call is refused, if it is: 429 while failed attempts are throttled, 401
 /// without the right token.
-fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
+pub(crate) fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let now = Instant::now();
     if let Err(retry_after) = s.admin_failures.open(now) {
         s.metrics.admin().refused(AdminRefusal::Throttled);
@@ -198,7 +199,7 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
         r.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
         return Some(r);
     }
-    if !authorized(headers, s.admin_token.as_deref()) {
+    if !authorized(headers, s.live.current().admin_token.as_deref()) {
         s.admin_failures.spend(now);
         s.metrics.admin().refused(AdminRefusal::WrongToken);
         tracing::warn!("admin call refused: missing or wrong admin token");
@@ -225,14 +226,14 @@ fn default_before(authorizer: &SidecarAuthorizer, iss: &str, now: i64) -> i64 {
 /// Who made an admin call, for the audit line: the peer address (the admin API has one
 /// token, so the address is the "who"), and the request id and user agent when sent.
 /// Never the token. Header values are bounded and logged escaped (`?`).
-struct Caller {
-    peer: Option<std::net::SocketAddr>,
-    request_id: Option<String>,
-    user_agent: Option<String>,
+pub(crate) struct Caller {
+    pub(crate) peer: Option<std::net::SocketAddr>,
+    pub(crate) request_id: Option<String>,
+    pub(crate) user_agent: Option<String>,
 }
 
 impl Caller {
-    fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Self {
+    pub(crate) fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Self {
         let text = |name: &str| {
             let v = headers.get(name)?.as_bytes();
             Some(String::from_utf8_lossy(&v[..v.len().min(AUDIT_HEADER_MAX)]).into_owned())
@@ -262,24 +263,26 @@ async fn revoke(
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
+    let serving = s.live.current();
+    let authorizer = serving.authorizer();
     // A revocation for an issuer no provider trusts is written (it may be configured
     // later), but it protects nothing now: say so.
     let warning = match &request {
         RevokeRequest::Subject { iss, .. }
-            if !s.authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) =>
+            if !authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) =>
         {
             tracing::warn!(iss = ?iss, client = ?caller.peer, "admin: revocation for an issuer no provider has");
             Some(format!("no provider has issuer {iss:?}: this revocation matches no token hopauth accepts now"))
         }
         _ => None,
     };
-    let store = s.authorizer.revocation();
+    let store = authorizer.revocation();
     let (kind, result, echo) = match &request {
         RevokeRequest::Jti { jti, exp } => {
             (RevocationKind::Jti, store.revoke_jti(jti, *exp).await, json!({"revoked": "jti", "jti": jti, "exp": exp}))
         }
         RevokeRequest::Subject { iss, sub, before } => {
-            let before = before.unwrap_or_else(|| default_before(&s.authorizer, iss, unix_now()));
+            let before = before.unwrap_or_else(|| default_before(authorizer, iss, unix_now()));
             (
                 RevocationKind::Subject,
                 store.revoke_subject(iss, sub, before).await,
