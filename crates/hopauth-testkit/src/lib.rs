@@ -6,6 +6,7 @@
 //! - [`issuer_stack`]: Redis + the reference issuer + hopauth + Envoy, wired together;
 //! - [`chain_service`], [`chain_stack`]: the A → B → C services, each behind its sidecar;
 //! - [`load`], [`load_10k`]: raw HTTP/1.1 load and the 10 000-connection run;
+//! - [`process`]: `hopauth serve` as a child process (signals, exit codes);
 //! - [`soak`]: the long soak and its oracle.
 
 pub mod chain_service;
@@ -14,6 +15,7 @@ pub mod fault_proxy;
 pub mod issuer_stack;
 pub mod load;
 pub mod load_10k;
+pub mod process;
 pub mod redis_server;
 pub mod soak;
 
