@@ -1,5 +1,6 @@
 //! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (every
-//! provider has keys and the revocation store is synced), `POST /admin/revoke`.
+//! provider has keys and the revocation store is synced), `POST /admin/revoke`, and listing
+//! and undoing revocations (`revocations`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,11 +15,13 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+mod revocations;
+
 use hopauth_core::clock::unix_now;
 use hopauth_core::revocation::RevocationError;
 
-use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
 use crate::live::Live;
+use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
 use crate::SidecarAuthorizer;
 
 #[derive(Clone)]
@@ -107,7 +110,11 @@ pub fn public_router(state: HttpState) -> Router {
 
 /// `/admin/*`: on `admin_listen` when set, so the scraped port cannot revoke.
 pub fn admin_router(state: HttpState) -> Router {
-    Router::new().route("/admin/revoke", post(revoke)).with_state(state)
+    Router::new()
+        .route("/admin/revoke", post(revoke))
+        .route("/admin/unrevoke", post(revocations::unrevoke))
+        .route("/admin/revocations", get(revocations::list))
+        .with_state(state)
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
@@ -148,15 +155,21 @@ struct RevokeBody {
     before: Option<i64>,
 }
 
+impl RevokeBody {
+    /// The body, or what is wrong with its JSON, naming the field.
+    fn read(body: &[u8]) -> Result<Self, String> {
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string() {
+            p if p == "." => e.into_inner().to_string(),
+            p => format!("{p}: {}", e.into_inner()),
+        })
+    }
+}
+
 impl RevokeRequest {
     /// The request, or what is wrong with the body, naming the field.
     fn parse(body: &[u8]) -> Result<Self, String> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let b: RevokeBody = serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string() {
-            p if p == "." => e.into_inner().to_string(),
-            p => format!("{p}: {}", e.into_inner()),
-        })?;
-        match b {
+        match RevokeBody::read(body)? {
             RevokeBody { jti: Some(jti), exp: Some(exp), iss: None, sub: None, before: None } => {
                 Ok(RevokeRequest::Jti { jti, exp })
             }
@@ -184,13 +197,13 @@ fn authorized(headers: &HeaderMap, expected: Option<&str>) -> bool {
     Sha256::digest(presented).ct_eq(&Sha256::digest(expected.as_bytes())).into()
 }
 
-pub(crate) fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Response {
+fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Response {
     (code, Json(json!({ "error": error, "error_description": description.into() }))).into_response()
 }
 
 /// Why an admin call is refused, if it is: 429 while failed attempts are throttled, 401
 /// without the right token.
-pub(crate) fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
+fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
     let now = Instant::now();
     if let Err(retry_after) = s.admin_failures.open(now) {
         s.metrics.admin().refused(AdminRefusal::Throttled);
@@ -226,14 +239,14 @@ fn default_before(authorizer: &SidecarAuthorizer, iss: &str, now: i64) -> i64 {
 /// Who made an admin call, for the audit line: the peer address (the admin API has one
 /// token, so the address is the "who"), and the request id and user agent when sent.
 /// Never the token. Header values are bounded and logged escaped (`?`).
-pub(crate) struct Caller {
-    pub(crate) peer: Option<std::net::SocketAddr>,
-    pub(crate) request_id: Option<String>,
-    pub(crate) user_agent: Option<String>,
+struct Caller {
+    peer: Option<std::net::SocketAddr>,
+    request_id: Option<String>,
+    user_agent: Option<String>,
 }
 
 impl Caller {
-    pub(crate) fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Self {
+    fn of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> Self {
         let text = |name: &str| {
             let v = headers.get(name)?.as_bytes();
             Some(String::from_utf8_lossy(&v[..v.len().min(AUDIT_HEADER_MAX)]).into_owned())
