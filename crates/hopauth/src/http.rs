@@ -281,9 +281,7 @@ async fn revoke(
     // A revocation for an issuer no provider trusts is written (it may be configured
     // later), but it protects nothing now: say so.
     let warning = match &request {
-        RevokeRequest::Subject { iss, .. }
-            if !authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) =>
-        {
+        RevokeRequest::Subject { iss, .. } if !authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) => {
             tracing::warn!(iss = ?iss, client = ?caller.peer, "admin: revocation for an issuer no provider has");
             Some(format!("no provider has issuer {iss:?}: this revocation matches no token hopauth accepts now"))
         }

@@ -88,7 +88,8 @@ impl LocalView {
             ListKey::Jti(j) => (0, j.as_str(), ""),
             ListKey::Subject { iss, sub } => (1, iss.as_str(), sub.as_str()),
         });
-        let jtis = e.jtis.iter().filter(|(_, &until)| until > now).map(|(j, &until)| ((0, j.as_str(), ""), None, until));
+        let jtis =
+            e.jtis.iter().filter(|(_, &until)| until > now).map(|(j, &until)| ((0, j.as_str(), ""), None, until));
         let subjects = e.subjects.iter().flat_map(|(iss, subs)| {
             subs.iter()
                 .filter(|(_, &(_, until))| until > now)

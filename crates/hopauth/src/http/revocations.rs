@@ -93,6 +93,7 @@ fn parse_cursor(text: &str) -> Option<ListKey> {
 
 /// The body `/admin/revoke` takes (`exp` and `before` are accepted and do not matter: the
 /// whole entry goes), so the revoking call can be replayed to undo it.
+#[derive(Debug)]
 enum Undo {
     Jti(String),
     Subject { iss: String, sub: String },
@@ -129,11 +130,9 @@ pub(super) async fn unrevoke(
     let store = authorizer.revocation();
     let (kind, result, echo) = match &undo {
         Undo::Jti(jti) => ("jti", store.unrevoke_jti(jti).await, json!({"unrevoked": "jti", "jti": jti})),
-        Undo::Subject { iss, sub } => (
-            "subject",
-            store.unrevoke_subject(iss, sub).await,
-            json!({"unrevoked": "subject", "iss": iss, "sub": sub}),
-        ),
+        Undo::Subject { iss, sub } => {
+            ("subject", store.unrevoke_subject(iss, sub).await, json!({"unrevoked": "subject", "iss": iss, "sub": sub}))
+        }
     };
     match result {
         Ok(found) => {
@@ -171,7 +170,8 @@ mod tests {
         }
         assert_eq!(parse_cursor("bm9wZQ"), None);
         assert_eq!(parse_cursor("!!"), None);
-        let q = |pairs: &[(&str, &str)]| page_query(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        let q =
+            |pairs: &[(&str, &str)]| page_query(&pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         assert_eq!(q(&[]).unwrap().0, DEFAULT_PAGE);
         assert!(q(&[("limit", "0")]).unwrap_err().starts_with("limit:"));
         assert!(q(&[("limit", "1001")]).unwrap_err().starts_with("limit:"));
