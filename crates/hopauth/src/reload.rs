@@ -275,7 +275,7 @@ mod tests {
     fn config(extra: &str) -> Config {
         let yaml = format!(
             "grpc_listen: 127.0.0.1:9001\nhttp_listen: 127.0.0.1:9002\n{extra}providers:\n  - name: main\n    \
-             issuer: https://i\n    audiences: [a]\n    algorithms: [ES256]\n    jwks: {{file: /dev/null}}\n"
+             issuer: https://i\n    audiences: [a]\n    algorithms: [ES256]\n    jwks: {{uri: \"http://127.0.0.1:1/jwks.json\"}}\n"
         );
         Config::from_yaml(&yaml, Path::new("t.yaml")).unwrap()
     }
