@@ -22,6 +22,12 @@ pub struct Pki {
     dir: tempfile::TempDir,
 }
 
+impl Default for Pki {
+    fn default() -> Self {
+        Pki::new()
+    }
+}
+
 impl Pki {
     pub fn new() -> Pki {
         Pki { dir: tempfile::tempdir().unwrap() }

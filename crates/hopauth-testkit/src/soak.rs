@@ -14,7 +14,7 @@
 //! `max_staleness`), Redis partitioned (the process stopped with SIGSTOP, so connections stay
 //! open and nothing answers), a JWKS server failing (500s for longer than its refresh
 //! interval), key rotation (publish a new key, sign with it, withdraw the old), and hopauth
-//! restarted (SIGTERM, start again; hopauth has no SIGHUP reload yet).
+//! restarted (SIGTERM, start again; the soak does not send SIGHUP reloads).
 //!
 //! The oracle's rules: a 200 is a wrong allow for an invalid token, for a token whose
 //! revocation was acknowledged more than `max_staleness` + 1 s before the request was sent,

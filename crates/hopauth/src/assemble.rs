@@ -52,14 +52,11 @@ impl<R: Renderer, O: Observer> Core<R, O> {
     }
 }
 
-/// A Redis-backed store, whose sync loop the host runs.
-type SyncedStore = Arc<RedisStore>;
+/// A revocation store and, for Redis, the handle whose sync loop must run.
+pub type Store = (Arc<dyn RevocationStore>, Option<Arc<RedisStore>>);
 
 /// The configured revocation store; for Redis also the handle that runs its sync loop.
-pub fn revocation_store(
-    config: &Config,
-    metrics: &Metrics,
-) -> anyhow::Result<(Arc<dyn RevocationStore>, Option<SyncedStore>)> {
+pub fn revocation_store(config: &Config, metrics: &Metrics) -> anyhow::Result<Store> {
     let r = &config.revocation;
     Ok(match r.backend {
         RevocationBackend::Memory => (Arc::new(MemoryStore::new(r.max_token_lifetime)), None),
@@ -86,6 +83,19 @@ pub fn build<R: Renderer, O: Observer>(
     renderer: R,
     observer: O,
     metrics: &Metrics,
+) -> anyhow::Result<Core<R, O>> {
+    let store = revocation_store(config, metrics)?;
+    build_with_store(config, renderer, observer, metrics, store)
+}
+
+/// [`build`] around a revocation store that already exists (a config reload keeps the
+/// store, its view and its sync when the `revocation` section did not change).
+pub fn build_with_store<R: Renderer, O: Observer>(
+    config: &Config,
+    renderer: R,
+    observer: O,
+    metrics: &Metrics,
+    (store, redis): Store,
 ) -> anyhow::Result<Core<R, O>> {
     let client = http_client();
     let mut providers = Vec::new();
@@ -126,7 +136,6 @@ pub fn build<R: Renderer, O: Observer>(
             profile: settings::token_profile(p),
         });
     }
-    let (store, redis) = revocation_store(config, metrics)?;
     let verifier = Verifier::new(providers, settings::verifier_limits(config), renderer);
     let authorizer = Authorizer::new(
         settings::token_sources(config),

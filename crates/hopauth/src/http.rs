@@ -1,5 +1,6 @@
 //! The HTTP side port: `/metrics` (Prometheus text), `/healthz` (alive), `/readyz` (every
-//! provider has keys and the revocation store is synced), `POST /admin/revoke`.
+//! provider has keys and the revocation store is synced), `POST /admin/revoke`, and listing
+//! and undoing revocations (`revocations`).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,43 +15,20 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+mod revocations;
+
 use hopauth_core::clock::unix_now;
 use hopauth_core::revocation::RevocationError;
 
-use hopauth_core::authorizer::Authorizer;
-use hopauth_core::observe::Observer;
-use hopauth_core::render::Renderer;
-use hopauth_core::revocation::RevocationStore;
-use hopauth_core::verify::Provider;
-
+use crate::live::Live;
 use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
-
-/// What the side port reads of a decision core, whatever its host renders: the sidecar's
-/// and the Envoy module's authorizers both serve `/readyz` and `/admin/revoke`.
-pub trait CoreView: Send + Sync + 'static {
-    fn ready(&self) -> bool;
-    fn revocation(&self) -> &Arc<dyn RevocationStore>;
-    fn providers(&self) -> &[Provider];
-}
-
-impl<R: Renderer, O: Observer> CoreView for Authorizer<R, O> {
-    fn ready(&self) -> bool {
-        Authorizer::ready(self)
-    }
-    fn revocation(&self) -> &Arc<dyn RevocationStore> {
-        Authorizer::revocation(self)
-    }
-    fn providers(&self) -> &[Provider] {
-        self.verifier().providers()
-    }
-}
+use crate::SidecarAuthorizer;
 
 #[derive(Clone)]
 pub struct HttpState {
-    pub authorizer: Arc<dyn CoreView>,
+    /// The core serving now (and the admin token of its config); a reload swaps it.
+    pub live: Live,
     pub metrics: Metrics,
-    /// Bearer token for `/admin/*`; `None` turns the admin API off (every call 401).
-    pub admin_token: Option<Arc<str>>,
     /// Failed admin authentications, limited for every caller at once.
     pub admin_failures: Arc<FailureBudget>,
 }
@@ -132,7 +110,11 @@ pub fn public_router(state: HttpState) -> Router {
 
 /// `/admin/*`: on `admin_listen` when set, so the scraped port cannot revoke.
 pub fn admin_router(state: HttpState) -> Router {
-    Router::new().route("/admin/revoke", post(revoke)).with_state(state)
+    Router::new()
+        .route("/admin/revoke", post(revoke))
+        .route("/admin/unrevoke", post(revocations::unrevoke))
+        .route("/admin/revocations", get(revocations::list))
+        .with_state(state)
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
@@ -140,10 +122,11 @@ async fn metrics(State(s): State<HttpState>) -> Response {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
+    let authorizer = s.live.authorizer();
     let providers: serde_json::Map<String, serde_json::Value> =
-        s.authorizer.providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
-    let store = s.authorizer.revocation();
-    let ready = s.authorizer.ready();
+        authorizer.verifier().providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
+    let store = authorizer.revocation();
+    let ready = authorizer.ready();
     let body = json!({
         "ready": ready,
         "providers": providers,
@@ -172,15 +155,21 @@ struct RevokeBody {
     before: Option<i64>,
 }
 
+impl RevokeBody {
+    /// The body, or what is wrong with its JSON, naming the field.
+    fn read(body: &[u8]) -> Result<Self, String> {
+        let de = &mut serde_json::Deserializer::from_slice(body);
+        serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string() {
+            p if p == "." => e.into_inner().to_string(),
+            p => format!("{p}: {}", e.into_inner()),
+        })
+    }
+}
+
 impl RevokeRequest {
     /// The request, or what is wrong with the body, naming the field.
     fn parse(body: &[u8]) -> Result<Self, String> {
-        let de = &mut serde_json::Deserializer::from_slice(body);
-        let b: RevokeBody = serde_path_to_error::deserialize(de).map_err(|e| match e.path().to_string() {
-            p if p == "." => e.into_inner().to_string(),
-            p => format!("{p}: {}", e.into_inner()),
-        })?;
-        match b {
+        match RevokeBody::read(body)? {
             RevokeBody { jti: Some(jti), exp: Some(exp), iss: None, sub: None, before: None } => {
                 Ok(RevokeRequest::Jti { jti, exp })
             }
@@ -223,7 +212,7 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
         r.headers_mut().insert(header::RETRY_AFTER, retry_after.into());
         return Some(r);
     }
-    if !authorized(headers, s.admin_token.as_deref()) {
+    if !authorized(headers, s.live.current().admin_token.as_deref()) {
         s.admin_failures.spend(now);
         s.metrics.admin().refused(AdminRefusal::WrongToken);
         tracing::warn!("admin call refused: missing or wrong admin token");
@@ -238,8 +227,8 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
 /// token's issuer is allowed (its `leeway`; the largest of all providers for an unknown
 /// issuer). `iat` comes from the issuer's clock: a token it issued a moment ago may carry an
 /// `iat` ahead of ours, and "revoke everything until now" must cover it.
-fn default_before(authorizer: &dyn CoreView, iss: &str, now: i64) -> i64 {
-    let providers = authorizer.providers();
+fn default_before(authorizer: &SidecarAuthorizer, iss: &str, now: i64) -> i64 {
+    let providers = authorizer.verifier().providers();
     let skew = match providers.iter().find(|p| &*p.issuer == iss) {
         Some(p) => p.leeway_secs,
         None => providers.iter().map(|p| p.leeway_secs).max().unwrap_or(0),
@@ -287,22 +276,24 @@ async fn revoke(
         Ok(r) => r,
         Err(why) => return error(StatusCode::BAD_REQUEST, "invalid_request", why),
     };
+    let serving = s.live.current();
+    let authorizer = serving.authorizer();
     // A revocation for an issuer no provider trusts is written (it may be configured
     // later), but it protects nothing now: say so.
     let warning = match &request {
-        RevokeRequest::Subject { iss, .. } if !s.authorizer.providers().iter().any(|p| &*p.issuer == iss) => {
+        RevokeRequest::Subject { iss, .. } if !authorizer.verifier().providers().iter().any(|p| &*p.issuer == iss) => {
             tracing::warn!(iss = ?iss, client = ?caller.peer, "admin: revocation for an issuer no provider has");
             Some(format!("no provider has issuer {iss:?}: this revocation matches no token hopauth accepts now"))
         }
         _ => None,
     };
-    let store = s.authorizer.revocation();
+    let store = authorizer.revocation();
     let (kind, result, echo) = match &request {
         RevokeRequest::Jti { jti, exp } => {
             (RevocationKind::Jti, store.revoke_jti(jti, *exp).await, json!({"revoked": "jti", "jti": jti, "exp": exp}))
         }
         RevokeRequest::Subject { iss, sub, before } => {
-            let before = before.unwrap_or_else(|| default_before(&*s.authorizer, iss, unix_now()));
+            let before = before.unwrap_or_else(|| default_before(authorizer, iss, unix_now()));
             (
                 RevocationKind::Subject,
                 store.revoke_subject(iss, sub, before).await,

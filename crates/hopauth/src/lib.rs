@@ -14,6 +14,8 @@
 //! - [`trace`]: OpenTelemetry span export.
 //! - [`http`]: metrics, health and admin endpoints.
 //! - [`listener`], [`tls`]: the gRPC listener (TCP or Unix socket) and its TLS.
+//! - [`live`]: the core serving now, swapped whole by a reload.
+//! - [`reload`]: `kill -HUP` reloads the config file; the serving core's background work.
 //! - [`server`]: start-up and shutdown.
 
 pub mod assemble;
@@ -22,9 +24,11 @@ pub mod grpc;
 pub mod http;
 pub mod jwks;
 pub mod listener;
+pub mod live;
 pub mod metrics;
 pub mod observer;
 pub mod redis_url;
+pub mod reload;
 pub mod revocation;
 pub mod revoke;
 pub mod server;

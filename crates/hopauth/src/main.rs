@@ -184,7 +184,11 @@ fn main() -> ExitCode {
                 }
             };
             hopauth::server::log_start(&path, &config);
-            run_server(worker_threads, || async move { hopauth::server::start(config).await.map(|r| r.background) })
+            run_server(worker_threads, || async move {
+                let mut running = hopauth::server::start(config).await?;
+                running.reload_on_hangup(path)?;
+                anyhow::Ok(running.background)
+            })
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Metrics {
     jwks: JwksFamilies,
     revocation: RevocationMetrics,
     admin: AdminMetrics,
+    /// `hopauth_config_reloads_total` [ok, error].
+    config_reloads: [IntCounter; 2],
 }
 
 /// The decision path's series (`hopauth_checks_total` pre-resolved per outcome, so the hot
@@ -308,7 +310,18 @@ impl Metrics {
             throttled: failures.with_label_values(&["throttled"]),
             revocations: [per_kind("jti"), per_kind("subject")],
         };
-        Ok(Metrics { registry: registry.clone(), checks: check_metrics, jwks, revocation, admin })
+        let reloads = family(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopauth_config_reloads_total",
+                    "Config reloads (kill -HUP) by result: ok (the new config serves) or error (refused, the old one serves)",
+                ),
+                &["result"],
+            )?,
+        )?;
+        let config_reloads = [reloads.with_label_values(&["ok"]), reloads.with_label_values(&["error"])];
+        Ok(Metrics { registry: registry.clone(), checks: check_metrics, jwks, revocation, admin, config_reloads })
     }
 
     /// A fresh registry with every metric; for tests and tools.
@@ -326,6 +339,11 @@ impl Metrics {
 
     pub fn admin(&self) -> &AdminMetrics {
         &self.admin
+    }
+
+    /// Counts one config reload, applied (`ok`) or refused.
+    pub fn config_reload(&self, ok: bool) {
+        self.config_reloads[usize::from(!ok)].inc();
     }
 
     /// `provider`'s key series, every one created at 0 (the key age at -1), so alerts and

@@ -2,6 +2,7 @@
 //! HTTP side port) and background tasks, and shuts them down cleanly.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ use crate::http::{admin_router, public_router, router, HttpState};
 use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
 use crate::observer::SidecarObserver;
+use crate::reload::{self, Reloader};
 use crate::tls::Certificates;
 use crate::SidecarAuthorizer;
 
@@ -34,9 +36,13 @@ pub struct Running {
     pub http_addr: SocketAddr,
     /// Where `/admin/*` is served when `admin_listen` is set (else on `http_addr`).
     pub admin_addr: Option<SocketAddr>,
+    /// The core serving at start; after a reload, `reloader.live()` has the current one.
     pub authorizer: Arc<SidecarAuthorizer>,
     pub metrics: Metrics,
     pub background: Background,
+    /// Swaps in a new core on `kill -HUP` (see `reload_on_hangup`) and owns the serving
+    /// core's background work.
+    pub reloader: Arc<Reloader>,
 }
 
 impl Running {
@@ -48,6 +54,15 @@ impl Running {
     /// Resolves when a stop was requested.
     pub async fn stopped(&self) {
         self.background.stopped().await
+    }
+
+    /// Reloads the config from `path` on every SIGHUP. Without it SIGHUP's default action
+    /// (or, with `grpc_tls`, only a certificate reload) applies.
+    pub fn reload_on_hangup(&mut self, path: PathBuf) -> anyhow::Result<()> {
+        let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        self.background.spawn_until_stopped(self.reloader.clone().on_hangup(hup, path));
+        Ok(())
     }
 }
 
@@ -89,8 +104,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let metrics = Metrics::register(&registry).context("registering metrics")?;
     let core = build_authorizer(&config, &metrics)?;
     let authorizer = core.authorizer.clone();
-    let admin_token = std::env::var(&config.admin.token_env).ok().filter(|t| !t.is_empty()).map(Arc::from);
-    if admin_token.is_none() {
+    if reload::admin_token(&config).is_none() {
         tracing::warn!(env = %config.admin.token_env, "admin token not set: /admin/* answers 401");
     }
 
@@ -113,14 +127,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         background.spawn_until_stopped(certificates.clone().watch());
     }
 
-    core.spawn_into(&mut background);
-
-    if let Some(tracer) = authorizer.observer().tracer().cloned() {
-        // Export the buffered spans on the way out (the SDK's shutdown blocks).
+    let reloader = Reloader::start(config, core, metrics.clone());
+    let live = reloader.live().clone();
+    {
+        // On the way out: the Checks in flight finish with their keys still refreshed,
+        // then the refreshers and the sync stop and buffered spans are exported.
         let stop = background.stop_signal();
+        let reloader = reloader.clone();
         background.spawn(async move {
             stop.await;
-            let _ = tokio::task::spawn_blocking(move || tracer.shutdown()).await;
+            reloader.shutdown().await;
         });
     }
 
@@ -129,9 +145,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     reporter.set_service_status(AUTHZ_SERVICE_NAME, ServingStatus::NotServing).await;
     {
         let metrics = metrics.clone();
+        let live = live.clone();
         background.spawn_until_stopped(async move {
             let mut was_ready = None;
             loop {
+                let serving = live.current();
+                let core = &serving.core;
                 let authorizer = &core.authorizer;
                 let ready = authorizer.ready();
                 let store = authorizer.revocation();
@@ -149,12 +168,13 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
                     tracing::info!(ready, "readiness changed");
                     was_ready = Some(ready);
                 }
+                drop(serving);
                 tokio::time::sleep(READINESS_POLL).await;
             }
         });
     }
 
-    let service = AuthorizationService::new(authorizer.clone());
+    let service = AuthorizationService::serving(live.clone());
     let routes = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
@@ -182,12 +202,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
     });
 
-    let state = HttpState {
-        authorizer: authorizer.clone(),
-        metrics: metrics.clone(),
-        admin_token,
-        admin_failures: Default::default(),
-    };
+    let state = HttpState { live, metrics: metrics.clone(), admin_failures: Default::default() };
     // With the peer address: the admin audit lines name who called.
     let app = match admin_listener {
         Some(listener) => {
@@ -212,5 +227,5 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     });
 
     tracing::info!(%grpc_listen, %http_addr, admin_addr = ?admin_addr, "hopauth serving");
-    Ok(Running { grpc_addr, grpc_listen, http_addr, admin_addr, authorizer, metrics, background })
+    Ok(Running { grpc_addr, grpc_listen, http_addr, admin_addr, authorizer, metrics, background, reloader })
 }

@@ -1,7 +1,7 @@
 //! Every Envoy config shipped in `envoy/` is started and serves traffic: the sidecar
 //! (inbound with ext_authz and RBAC on claims, outbound, access log with the verified
 //! `sub`) and the edge gateway (per-route policy, its own health route). `hopauth.yaml` is
-//! served by tests/envoy_e2e.rs; the chain of sidecars by tests/chain.rs; the configs in
+//! served by tests/envoy_e2e; the chain of sidecars by tests/chain.rs; the configs in
 //! k8s/ by tests/k8s_configs.rs.
 
 use hopauth_testkit as support;
@@ -14,11 +14,11 @@ use serde_json::Value;
 use support::*;
 
 /// Every config in `envoy/`, and the test that serves traffic through it.
-const SHIPPED: [(&str, &str); 4] = [
-    ("hopauth.yaml", "tests/envoy_e2e.rs (support::Stack)"),
-    ("hopauth-mtls.yaml", "tests/grpc_tls_envoy.rs"),
-    ("sidecar.yaml", "tests/envoy_configs.rs sidecar_*, tests/chain.rs"),
-    ("gateway.yaml", "tests/envoy_configs.rs gateway_*, tests/chain.rs"),
+const SHIPPED: [(&str, &str); 5] = [
+    ("hopauth.yaml", "crates/hopauth/tests/envoy_e2e (support::Stack)"),
+    ("hopauth-mtls.yaml", "crates/hopauth/tests/grpc_tls_envoy.rs"),
+    ("sidecar.yaml", "crates/hopauth/tests/envoy_configs.rs sidecar_*, chain.rs"),
+    ("gateway.yaml", "crates/hopauth/tests/envoy_configs.rs gateway_*, chain.rs"),
     ("module.yaml", "crates/hopauth-envoy/tests/module.rs (in-process mode)"),
 ];
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
+use super::listing::{ListKey, Listed, Page};
 use super::{RevocationStatus, TokenIdentity};
 
 #[derive(Default)]
@@ -62,18 +63,58 @@ impl LocalView {
         Self::maybe_sweep(&mut e, now);
     }
 
-    pub fn remove_jti(&self, jti: &str) {
-        self.entries.write().unwrap_or_else(|p| p.into_inner()).jtis.remove(jti);
+    /// Whether there was an entry.
+    pub fn remove_jti(&self, jti: &str) -> bool {
+        self.entries.write().unwrap_or_else(|p| p.into_inner()).jtis.remove(jti).is_some()
     }
 
-    pub fn remove_subject(&self, iss: &str, sub: &str) {
+    /// Whether there was an entry.
+    pub fn remove_subject(&self, iss: &str, sub: &str) -> bool {
         let mut e = self.entries.write().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = e.subjects.get_mut(iss) {
-            m.remove(sub);
-            if m.is_empty() {
-                e.subjects.remove(iss);
-            }
+        let Some(m) = e.subjects.get_mut(iss) else { return false };
+        let removed = m.remove(sub).is_some();
+        if m.is_empty() {
+            e.subjects.remove(iss);
         }
+        removed
+    }
+
+    /// Up to `limit` live entries after `after`, in [`ListKey`] order. Only the page is
+    /// copied out: the rest is compared in place, under the read lock.
+    pub fn page(&self, now: i64, after: Option<&ListKey>, limit: usize) -> Page {
+        let e = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        // (0, jti, "") or (1, iss, sub): the order of ListKey.
+        let after: Option<(u8, &str, &str)> = after.map(|k| match k {
+            ListKey::Jti(j) => (0, j.as_str(), ""),
+            ListKey::Subject { iss, sub } => (1, iss.as_str(), sub.as_str()),
+        });
+        let jtis =
+            e.jtis.iter().filter(|(_, &until)| until > now).map(|(j, &until)| ((0, j.as_str(), ""), None, until));
+        let subjects = e.subjects.iter().flat_map(|(iss, subs)| {
+            subs.iter()
+                .filter(|(_, &(_, until))| until > now)
+                .map(move |(sub, &(before, until))| ((1, iss.as_str(), sub.as_str()), Some(before), until))
+        });
+        let mut found: Vec<_> = jtis.chain(subjects).filter(|(k, _, _)| after.is_none_or(|a| *k > a)).collect();
+        let more = found.len() > limit;
+        if more {
+            found.select_nth_unstable_by(limit, |a, b| a.0.cmp(&b.0));
+            found.truncate(limit);
+        }
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let entries = found
+            .into_iter()
+            .map(|((kind, a, b), before, until)| Listed {
+                key: if kind == 0 {
+                    ListKey::Jti(a.to_string())
+                } else {
+                    ListKey::Subject { iss: a.to_string(), sub: b.to_string() }
+                },
+                before,
+                until,
+            })
+            .collect();
+        Page { entries, more }
     }
 
     /// Replaces everything (a full resync).
@@ -144,7 +185,30 @@ mod tests {
         assert_eq!(v.check(&id(None, Some("bob"), Some(1)), 1100), RevocationStatus::NotRevoked);
         let other_iss = TokenIdentity { iss: "https://other", sub: Some("alice"), jti: None, iat: Some(1) };
         assert_eq!(v.check(&other_iss, 1100), RevocationStatus::NotRevoked);
-        v.remove_subject("https://i", "alice");
+        assert!(v.remove_subject("https://i", "alice"));
+        assert!(!v.remove_subject("https://i", "alice"));
         assert!(v.is_empty());
+    }
+
+    #[test]
+    fn pages_follow_one_order_and_skip_expired_entries() {
+        let v = LocalView::new();
+        for j in ["c", "a", "b", "old"] {
+            v.insert_jti(j, if j == "old" { 150 } else { 500 }, 100);
+        }
+        v.insert_subject("https://i", "bob", 90, 500, 100);
+        v.insert_subject("https://a", "zed", 80, 500, 100);
+        let keys = |p: &Page| p.entries.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+        let first = v.page(200, None, 2);
+        assert_eq!(keys(&first), [ListKey::Jti("a".into()), ListKey::Jti("b".into())]);
+        assert!(first.more);
+        let second = v.page(200, first.entries.last().map(|e| &e.key), 2);
+        let zed = ListKey::Subject { iss: "https://a".into(), sub: "zed".into() };
+        assert_eq!(keys(&second), [ListKey::Jti("c".into()), zed.clone()]);
+        assert_eq!(second.entries[1].before, Some(80));
+        let last = v.page(200, Some(&zed), 2);
+        assert_eq!(last.entries.len(), 1);
+        assert!(!last.more, "the expired jti is not listed");
+        assert!(v.remove_jti("a") && !v.remove_jti("a"));
     }
 }

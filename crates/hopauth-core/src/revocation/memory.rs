@@ -1,8 +1,8 @@
 //! The embedded default backend: revocations live in this process only.
 
 use super::{
-    validate_jti, validate_subject, BoxFuture, LocalView, RevocationError, RevocationStatus, RevocationStore,
-    TokenIdentity,
+    validate_jti, validate_jti_name, validate_subject, BoxFuture, ListKey, LocalView, Page, RevocationError,
+    RevocationStatus, RevocationStore, TokenIdentity,
 };
 use crate::clock::unix_now;
 
@@ -44,6 +44,24 @@ impl RevocationStore for MemoryStore {
             self.view.insert_subject(iss, sub, before, now + self.max_token_lifetime_secs, now);
             Ok(())
         })
+    }
+
+    fn unrevoke_jti<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, Result<bool, RevocationError>> {
+        Box::pin(async move {
+            validate_jti_name(jti)?;
+            Ok(self.view.remove_jti(jti))
+        })
+    }
+
+    fn unrevoke_subject<'a>(&'a self, iss: &'a str, sub: &'a str) -> BoxFuture<'a, Result<bool, RevocationError>> {
+        Box::pin(async move {
+            validate_subject(iss, sub)?;
+            Ok(self.view.remove_subject(iss, sub))
+        })
+    }
+
+    fn list(&self, after: Option<&ListKey>, limit: usize) -> Page {
+        self.view.page(unix_now(), after, limit)
     }
 
     fn ready(&self) -> bool {

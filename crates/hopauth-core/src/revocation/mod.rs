@@ -5,6 +5,7 @@
 //! sync itself is the sidecar's.
 
 pub mod layout;
+pub mod listing;
 mod local;
 mod memory;
 
@@ -12,6 +13,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub use layout::KEY_PREFIX;
+pub use listing::{ListKey, Listed, Page};
 pub use local::LocalView;
 pub use memory::MemoryStore;
 
@@ -55,6 +57,12 @@ pub trait RevocationStore: Send + Sync {
         sub: &'a str,
         before: i64,
     ) -> BoxFuture<'a, Result<(), RevocationError>>;
+    /// Undoes a revocation of one token; whether the store had it.
+    fn unrevoke_jti<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, Result<bool, RevocationError>>;
+    /// Undoes a revocation of `iss`/`sub` (whatever its `before`); whether the store had it.
+    fn unrevoke_subject<'a>(&'a self, iss: &'a str, sub: &'a str) -> BoxFuture<'a, Result<bool, RevocationError>>;
+    /// Up to `limit` live revocations of the local view after `after` (see [`listing`]).
+    fn list(&self, after: Option<&ListKey>, limit: usize) -> Page;
     /// Synced and fresh.
     fn ready(&self) -> bool;
     /// Entries in the local view: (jti, subject).
@@ -69,11 +77,17 @@ pub trait RevocationStore: Send + Sync {
 
 /// Checks a write before it reaches any backend.
 pub fn validate_jti(jti: &str, exp: i64, now: i64) -> Result<(), RevocationError> {
-    if jti.is_empty() || jti.len() > 512 {
-        return Err(RevocationError::Invalid("jti must be 1 to 512 bytes"));
-    }
+    validate_jti_name(jti)?;
     if exp <= now {
         return Err(RevocationError::Invalid("exp is in the past: the token has already expired"));
+    }
+    Ok(())
+}
+
+/// A jti a revocation may name (also for undoing one).
+pub fn validate_jti_name(jti: &str) -> Result<(), RevocationError> {
+    if jti.is_empty() || jti.len() > 512 {
+        return Err(RevocationError::Invalid("jti must be 1 to 512 bytes"));
     }
     Ok(())
 }

@@ -15,6 +15,7 @@ use hopauth::assemble;
 use hopauth::config::Config;
 use hopauth::grpc::render::{self, CheckResponses};
 use hopauth::http::{admin_router, public_router, router, HttpState};
+use hopauth::live::{Live, Serving};
 use hopauth::metrics::Metrics;
 use hopauth::observer::SidecarObserver;
 use hopauth::server::build_authorizer;
@@ -105,8 +106,8 @@ impl Core {
                 &format!("hopauth: admin token ${} not set: /admin/* answers 401", config.admin.token_env),
             );
         }
-        let state =
-            HttpState { authorizer: authorizer.clone(), metrics, admin_token, admin_failures: Default::default() };
+        let live = Live::new(Serving::hosted(authorizer.clone(), admin_token));
+        let state = HttpState { live, metrics, admin_failures: Default::default() };
         let (http, admin) = listeners;
         let http_addr = http.local_addr().map_err(|e| ConfigError::new(format!("http_listen: {e}")))?;
         let app = match admin {

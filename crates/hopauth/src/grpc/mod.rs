@@ -5,7 +5,7 @@
 //!
 //! The hot path never builds protobuf structs: the request is read in place (`wire`), and
 //! the response is bytes rendered once (`render`): a verified token's allow when it was
-//! verified, the anonymous allow at start, each deny the first time it is given.
+//! verified, the anonymous allow when its config is loaded, each deny the first time it is given.
 
 pub mod render;
 pub mod wire;
@@ -26,6 +26,7 @@ use hopauth_core::decision::{Allowed, Decision, DenyReason};
 use hopauth_core::policy::RoutePolicy;
 use wire::{CheckView, WireError};
 
+use crate::live::{Live, Serving};
 use crate::SidecarAuthorizer;
 
 /// A CheckRequest as it came off the wire: read in place, or why it could not be read.
@@ -36,25 +37,32 @@ pub const SERVICE_NAME: &str = "envoy.service.auth.v3.Authorization";
 const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 pub struct AuthorizationService {
-    authorizer: Arc<SidecarAuthorizer>,
-    anonymous: Bytes,
+    /// The core serving now: each Check takes it when it starts (a reload swaps it).
+    live: Live,
     /// Denies by `DenyReason::index`, encoded on first use.
     denies: [OnceLock<Bytes>; DenyReason::NAMES.len()],
 }
 
 impl AuthorizationService {
+    /// A service deciding with `authorizer`, which nothing swaps (tests, examples).
     pub fn new(authorizer: Arc<SidecarAuthorizer>) -> Self {
-        let anonymous = render::allow(authorizer.identity_headers(), [], None, None);
-        AuthorizationService { authorizer, anonymous, denies: std::array::from_fn(|_| OnceLock::new()) }
+        Self::serving(Live::new(Serving::fixed(authorizer)))
+    }
+
+    /// A service deciding with whatever `live` holds when each Check starts.
+    pub fn serving(live: Live) -> Self {
+        AuthorizationService { live, denies: std::array::from_fn(|_| OnceLock::new()) }
     }
 
     /// One Check, from the request's protobuf bytes to the response's; `arrived` is when
     /// the server received it (for `max_queue_delay`).
     pub async fn check_wire(&self, request: &CheckView, arrived: Instant) -> Bytes {
         let policy = RoutePolicy::from_extensions(|k| request.context_extension(k));
-        match self.authorizer.check(request, policy, arrived).await {
+        // Held to the end: a reload meanwhile does not change this Check's core.
+        let serving = self.live.current();
+        match serving.authorizer().check(request, policy, arrived).await {
             Decision::Allow(Allowed::Verified(token)) => token.rendered.clone(),
-            Decision::Allow(Allowed::Anonymous) => self.anonymous.clone(),
+            Decision::Allow(Allowed::Anonymous) => serving.anonymous.clone(),
             Decision::Deny(reason @ DenyReason::InsufficientScope(_)) => render::encode(&render::deny(&reason)),
             Decision::Deny(reason) => {
                 self.denies[reason.index()].get_or_init(|| render::encode(&render::deny(&reason))).clone()
@@ -68,7 +76,7 @@ impl AuthorizationService {
     /// (CVE-2023-27488 class).
     pub fn check_unreadable(&self, error: &WireError, arrived: Instant) -> Bytes {
         let reason = DenyReason::MalformedRequest;
-        self.authorizer.refuse_unreadable(&reason, error, arrived);
+        self.live.current().authorizer().refuse_unreadable(&reason, error, arrived);
         self.denies[reason.index()].get_or_init(|| render::encode(&render::deny(&reason))).clone()
     }
 

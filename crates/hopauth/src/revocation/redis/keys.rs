@@ -30,7 +30,7 @@ pub(super) fn apply(view: &LocalView, key: &[u8], read: Read<'_>, pttl_ms: i64, 
             match parsed {
                 RevokedKey::Jti(jti) => view.remove_jti(jti),
                 RevokedKey::Subject { iss, sub } => view.remove_subject(iss, sub),
-            }
+            };
             return None;
         }
         Read::Value(v) => Some(v),

@@ -27,7 +27,8 @@ use hopauth_core::clock::unix_now;
 pub use hopauth_core::revocation::layout::{jti_key, parse_key, subject_key, BadKey, RevokedKey};
 use hopauth_core::revocation::layout::{jti_write, subject_write};
 use hopauth_core::revocation::{
-    BoxFuture, LocalView, RevocationError, RevocationStatus, RevocationStore, TokenIdentity,
+    validate_jti_name, validate_subject, BoxFuture, ListKey, LocalView, Page, RevocationError, RevocationStatus,
+    RevocationStore, TokenIdentity,
 };
 
 use crate::config::RevocationConfig;
@@ -158,17 +159,17 @@ impl RedisStore {
     }
 
     /// Runs one write, reconnecting once if the cached connection has gone away.
-    async fn write(&self, cmd: redis::Cmd) -> Result<(), RevocationError> {
+    async fn write<T: redis::FromRedisValue>(&self, cmd: redis::Cmd) -> Result<T, RevocationError> {
         let mut last = None;
         for _ in 0..2 {
             let mut guard = self.writer().await?;
             // `writer` has just filled the slot.
             let Some(w) = guard.as_mut() else { continue };
-            let result: redis::RedisResult<()> = tokio::time::timeout(self.settings.command_timeout, w.query(&cmd))
+            let result: redis::RedisResult<T> = tokio::time::timeout(self.settings.command_timeout, w.query(&cmd))
                 .await
                 .unwrap_or_else(|_| Err(redis::RedisError::from((redis::ErrorKind::Io, "command timed out"))));
             match result {
-                Ok(()) => return Ok(()),
+                Ok(v) => return Ok(v),
                 Err(e) => {
                     *guard = None;
                     last = Some(e);
@@ -199,7 +200,7 @@ impl RevocationStore for RedisStore {
             let w = jti_write(jti, exp, now)?;
             let mut cmd = redis::cmd("SET");
             cmd.arg(&w.key).arg(w.value).arg("EX").arg(w.ttl_secs);
-            self.write(cmd).await?;
+            self.write::<()>(cmd).await?;
             self.view.load().insert_jti(jti, exp, now);
             Ok(())
         })
@@ -216,10 +217,38 @@ impl RevocationStore for RedisStore {
             let now = unix_now();
             let mut cmd = redis::cmd("SET");
             cmd.arg(&w.key).arg(w.value).arg("EX").arg(w.ttl_secs);
-            self.write(cmd).await?;
+            self.write::<()>(cmd).await?;
             self.view.load().insert_subject(iss, sub, before, now + w.ttl_secs, now);
             Ok(())
         })
+    }
+
+    /// DEL of the key: Redis's invalidation push takes it out of every sidecar's view (and
+    /// a resync after an outage finds it gone); this one's view drops it at once.
+    fn unrevoke_jti<'a>(&'a self, jti: &'a str) -> BoxFuture<'a, Result<bool, RevocationError>> {
+        Box::pin(async move {
+            validate_jti_name(jti)?;
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(jti_key(jti));
+            let deleted: i64 = self.write(cmd).await?;
+            self.view.load().remove_jti(jti);
+            Ok(deleted > 0)
+        })
+    }
+
+    fn unrevoke_subject<'a>(&'a self, iss: &'a str, sub: &'a str) -> BoxFuture<'a, Result<bool, RevocationError>> {
+        Box::pin(async move {
+            validate_subject(iss, sub)?;
+            let mut cmd = redis::cmd("DEL");
+            cmd.arg(subject_key(iss, sub));
+            let deleted: i64 = self.write(cmd).await?;
+            self.view.load().remove_subject(iss, sub);
+            Ok(deleted > 0)
+        })
+    }
+
+    fn list(&self, after: Option<&ListKey>, limit: usize) -> Page {
+        self.view.load().page(unix_now(), after, limit)
     }
 
     fn ready(&self) -> bool {
