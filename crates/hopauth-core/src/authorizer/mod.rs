@@ -206,8 +206,10 @@ impl<R: Renderer, O: Observer> Authorizer<R, O> {
         let (decision, token, cache_hit) = match self.front(req, policy) {
             Err(decision) => (decision, None, None),
             Ok(token) => {
-                let start_by = arrived + self.settings.max_queue_delay;
-                let (result, hit) = self.verifier.verify_now(token, unix_now(), Some(start_by), refetched);
+                // After a refetch the wait was the key fetch's, not queueing: like the async
+                // path's refetched verification, it is never refused as `overloaded`.
+                let start_by = (!refetched).then(|| arrived + self.settings.max_queue_delay);
+                let (result, hit) = self.verifier.verify_now(token, unix_now(), start_by, refetched);
                 let result = match result {
                     Err(NotNow::Refetch(keys)) => return Err(keys),
                     Err(NotNow::Deny(reason)) => Err(reason),

@@ -91,3 +91,23 @@ fn decide_answers_on_the_calling_thread_and_hands_an_unknown_kid_back() {
     install(&keys, &[&old, &new]);
     assert!(matches!(a.decide_after_refetch(&req, policy, Instant::now()), Decision::Allow(Allowed::Verified(_))));
 }
+
+#[test]
+fn a_request_held_for_a_refetch_is_not_shed_as_overloaded() {
+    let (old, new) =
+        (SigningKey::generate(Alg::ES256, "old").unwrap(), SigningKey::generate(Alg::ES256, "new").unwrap());
+    let keys = Arc::new(KeySet::new("main", vec![Alg::ES256], true, KeySettings::default(), vec![]));
+    install(&keys, &[&old]);
+    let a = authorizer(keys.clone());
+    let policy = RoutePolicy::default();
+    // Arrived long past `max_queue_delay` (50 ms by default).
+    let arrived = Instant::now().checked_sub(Duration::from_secs(5)).expect("the clock is past 5 s");
+    // A token needing a full verification that queued that long is shed...
+    assert!(matches!(a.decide(&bearer(&old), policy, arrived), Step::Done(Decision::Deny(DenyReason::Overloaded))));
+    // ...but one that arrived in time and then waited that long for its key's refetch is
+    // verified: the wait was not queueing.
+    let req = bearer(&new);
+    assert!(matches!(a.decide(&req, policy, Instant::now()), Step::Refetch(_)));
+    install(&keys, &[&old, &new]);
+    assert!(matches!(a.decide_after_refetch(&req, policy, arrived), Decision::Allow(Allowed::Verified(_))));
+}

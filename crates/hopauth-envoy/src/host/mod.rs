@@ -76,6 +76,8 @@ pub fn new_route_config(config: &[u8]) -> Result<RouteConfig, ConfigError> {
 /// A request held for a refetch: its route policy.
 struct HeldRequest {
     route: Option<Arc<RouteSettings>>,
+    /// When the request reached the filter: the reported duration includes the wait.
+    arrived: Instant,
 }
 
 struct HopauthFilter {
@@ -128,7 +130,7 @@ impl HttpFilter for HopauthFilter {
                 self.core.after_refetch(wait, move || {
                     scheduler.commit(REFETCHED);
                 });
-                self.held = Some(HeldRequest { route });
+                self.held = Some(HeldRequest { route, arrived });
                 self.stats.record_held(ctx);
                 HeadersStatus::StopIteration
             }
@@ -141,10 +143,9 @@ impl HttpFilter for HopauthFilter {
         }
         let Some(held) = self.held.take() else { return };
         let policy = held.route.as_deref().map(RouteSettings::policy).unwrap_or_default();
-        // The wait was the refetch's, not queueing: `max_queue_delay` counts from now, as in
-        // the sidecar, whose refetched verification is never refused as `overloaded`.
-        // (The reported duration then leaves the wait out.)
-        let decision = self.core.decide_after_refetch(&LiveRequest::new(ctx), policy, Instant::now());
+        // The core never sheds a refetched request (`max_queue_delay` is not applied after a
+        // refetch), so the duration reported counts from arrival, wait included.
+        let decision = self.core.decide_after_refetch(&LiveRequest::new(ctx), policy, held.arrived);
         if self.answer(ctx, &decision) {
             ctx.continue_decoding();
         }
