@@ -90,7 +90,8 @@ impl Reloader {
 
     /// What was kept warm, or why the new config was refused.
     async fn try_reload(&self, path: &Path) -> Result<String, String> {
-        let next = Config::load(path).map_err(|e| e.to_string())?;
+        // One log line: the problems, each naming its key, joined on it.
+        let next = Config::load(path).map_err(|e| e.to_string().replace("\n  ", "; "))?;
         let mut state = self.state.lock().await;
         let unapplied = listener_changes(&state.config, &next);
         if !unapplied.is_empty() {
