@@ -22,7 +22,8 @@ pub(super) enum Read<'a> {
 }
 
 /// Applies one key's current state (from GET and PTTL) to `view`; returns what was wrong
-/// with it, if anything. Everything that names a revocation fails closed.
+/// with it, if anything. A `jti` key revokes whatever it holds; a subject key that is not a
+/// string is skipped; a subject string that is not a time fails closed.
 pub(super) fn apply(view: &LocalView, key: &[u8], read: Read<'_>, pttl_ms: i64, now: i64) -> Option<BadKey> {
     let Some(parsed) = std::str::from_utf8(key).ok().and_then(parse_key) else { return Some(BadKey::BadKey) };
     let value = match read {
@@ -45,14 +46,13 @@ pub(super) fn apply(view: &LocalView, key: &[u8], read: Read<'_>, pttl_ms: i64, 
             value.is_none().then_some(BadKey::WrongType)
         }
         RevokedKey::Subject { iss, sub } => {
-            let before = value.and_then(|v| std::str::from_utf8(v).ok()).and_then(|v| v.trim().parse::<i64>().ok());
-            // An unreadable time fails closed: every token of the subject is refused.
+            // A subject key that is not a string is counted and skipped (the contract): it
+            // holds no revocation time, and the view keeps what it had for that subject.
+            let Some(value) = value else { return Some(BadKey::WrongType) };
+            let before = std::str::from_utf8(value).ok().and_then(|v| v.trim().parse::<i64>().ok());
+            // A string that is not a time fails closed: every token of the subject is refused.
             view.insert_subject(iss, sub, before.unwrap_or(i64::MAX / 2), until, now);
-            match (value, before) {
-                (None, _) => Some(BadKey::WrongType),
-                (Some(_), None) => Some(BadKey::BadValue),
-                _ => None,
-            }
+            before.is_none().then_some(BadKey::BadValue)
         }
     }
 }
@@ -172,11 +172,14 @@ mod tests {
         let view = LocalView::new();
         assert_eq!(apply(&view, &jti, Read::WrongType, 60_000, 1000), Some(BadKey::WrongType));
         assert_eq!(view.check(&id, 1000), RevocationStatus::Revoked);
-        for (read, reason) in [
-            (Read::WrongType, BadKey::WrongType),
-            (Read::Value(b"\xff"), BadKey::BadValue),
-            (Read::Value(b"soon"), BadKey::BadValue),
-        ] {
+        // A subject key that is not a string is counted and skipped, leaving the view as it was.
+        let view = LocalView::new();
+        assert_eq!(apply(&view, &subject, Read::WrongType, 60_000, 1000), Some(BadKey::WrongType));
+        assert_eq!(view.check(&TokenIdentity { iat: Some(i64::MAX / 4), ..id }, 1000), RevocationStatus::NotRevoked);
+        assert_eq!(apply(&view, &subject, Read::Value(b"2000"), 60_000, 1000), None);
+        assert_eq!(apply(&view, &subject, Read::WrongType, 60_000, 1000), Some(BadKey::WrongType));
+        assert_eq!(view.check(&TokenIdentity { iat: Some(1500), ..id }, 1000), RevocationStatus::Revoked);
+        for (read, reason) in [(Read::Value(b"\xff"), BadKey::BadValue), (Read::Value(b"soon"), BadKey::BadValue)] {
             let view = LocalView::new();
             assert_eq!(apply(&view, &subject, read, 60_000, 1000), Some(reason));
             assert_eq!(view.check(&TokenIdentity { iat: Some(i64::MAX / 4), ..id }, 1000), RevocationStatus::Revoked);
