@@ -111,6 +111,8 @@ pub struct AdminMetrics {
     throttled: IntCounter,
     /// [kind][ok, error].
     revocations: [[IntCounter; 2]; 2],
+    /// `/admin/unrevoke`: [kind][ok, not_found, error].
+    unrevocations: [[IntCounter; 3]; 2],
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
@@ -305,10 +307,19 @@ impl Metrics {
         let per_kind = |kind: &str| {
             [revocations.with_label_values(&[kind, "ok"]), revocations.with_label_values(&[kind, "error"])]
         };
+        let undos = family(
+            r,
+            IntCounterVec::new(
+                Opts::new("hopauth_admin_unrevocations_total", "Revocations undone through /admin/unrevoke"),
+                &["kind", "result"],
+            )?,
+        )?;
+        let undo = |kind: &str| ["ok", "not_found", "error"].map(|result| undos.with_label_values(&[kind, result]));
         let admin = AdminMetrics {
             wrong_token: failures.with_label_values(&["wrong_token"]),
             throttled: failures.with_label_values(&["throttled"]),
             revocations: [per_kind("jti"), per_kind("subject")],
+            unrevocations: [undo("jti"), undo("subject")],
         };
         let reloads = family(
             r,
