@@ -1,8 +1,6 @@
 //! Test certificates made by the `openssl` command in a temp dir: self-signed CAs and leaf
 //! certificates they sign, for servers (with subject alternative names, and a chosen key type)
 //! and clients.
-//! (crates/hopauth/tests/grpc_tls.rs still has its own copy of the same two openssl
-//! invocations.)
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

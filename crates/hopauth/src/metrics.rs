@@ -373,6 +373,22 @@ impl Metrics {
         }
     }
 
+    /// Removes every series of `provider` (a provider a reload dropped): `/metrics` then
+    /// shows only the providers configured. Handles still held by a retiring core update
+    /// series no longer exposed.
+    pub fn forget_provider(&self, provider: &str) {
+        let f = &self.jwks;
+        for result in ["success", "error"] {
+            let _ = f.refresh.remove_label_values(&[provider, result]);
+        }
+        let _ = f.keys.remove_label_values(&[provider]);
+        let _ = f.last_success.remove_label_values(&[provider]);
+        let _ = f.key_age.remove_label_values(&[provider]);
+        for r in KeyRejection::ALL {
+            let _ = f.rejected.remove_label_values(&[provider, r.as_str()]);
+        }
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
         use prometheus::Encoder;

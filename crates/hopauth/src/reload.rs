@@ -9,7 +9,8 @@
 //! `revocation` section is unchanged (the memory backend always, since its entries exist
 //! nowhere else), and the span exporter when `tracing` is unchanged. Rebuilt: the verifier
 //! and its verified-token cache, the key sets (fetched again before the swap), the token
-//! sources and every other setting.
+//! sources and every other setting. The metric series of a provider the new config no
+//! longer has are removed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -143,6 +144,9 @@ impl Reloader {
         let old_refresh = std::mem::replace(&mut state.refresh, refresh);
         let old_sync = if keep_store { None } else { std::mem::replace(&mut state.sync, sync) };
         let old_tracer = if keep_tracer { None } else { old.authorizer().observer().tracer().cloned() };
+        for gone in removed_providers(&state.config, &next) {
+            self.metrics.forget_provider(gone);
+        }
         state.config = next;
         drop(current);
         tokio::spawn(retire(old, old_refresh, old_sync, old_tracer));
@@ -249,6 +253,11 @@ fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
 fn keeps_store(old: &Config, new: &Config) -> bool {
     same(&old.revocation, &new.revocation)
         || (old.revocation.backend == RevocationBackend::Memory && new.revocation.backend == RevocationBackend::Memory)
+}
+
+/// The providers of `old` that `new` does not have (by name): their series go.
+fn removed_providers<'a>(old: &'a Config, new: &Config) -> Vec<&'a str> {
+    old.providers.iter().map(|p| p.name.as_str()).filter(|n| !new.providers.iter().any(|p| p.name == *n)).collect()
 }
 
 /// The listener keys whose value changed: bound at start, not reloaded.
