@@ -303,7 +303,7 @@ async fn revoke(
     };
     if let Err(refused) = write_outcome(&s, Verb::Revoke, kind, store.backend(), &caller, &echo, result.map(|()| true))
     {
-        return refused;
+        return *refused;
     }
     let mut echo = echo;
     if let Some(w) = warning {
@@ -321,7 +321,8 @@ enum Verb {
 
 /// The shared tail of `/admin/revoke` and `/admin/unrevoke`: counts the outcome, writes the
 /// audit line (who did what to which revocation), and maps a store error to its answer
-/// (`Invalid` → 400, any other → 503). `Ok(found)`: the store did it, and had the entry.
+/// (`Invalid` → 400, any other → 503; boxed, it is large). `Ok(found)`: the store did it,
+/// and had the entry.
 fn write_outcome(
     s: &HttpState,
     verb: Verb,
@@ -330,7 +331,7 @@ fn write_outcome(
     caller: &Caller,
     echo: &serde_json::Value,
     result: Result<bool, RevocationError>,
-) -> Result<bool, Response> {
+) -> Result<bool, Box<Response>> {
     let admin = s.metrics.admin();
     match verb {
         Verb::Revoke => admin.revocation(kind, result.is_ok()),
@@ -354,10 +355,10 @@ fn write_outcome(
             );
             Ok(found)
         }
-        Err(RevocationError::Invalid(why)) => Err(error(StatusCode::BAD_REQUEST, "invalid_request", why)),
+        Err(RevocationError::Invalid(why)) => Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", why))),
         Err(e) => {
             tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "{failed}");
-            Err(error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string()))
+            Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())))
         }
     }
 }

@@ -140,7 +140,7 @@ pub(super) async fn unrevoke(
     match write_outcome(&s, Verb::Unrevoke, kind, store.backend(), &caller, &echo, result) {
         Ok(true) => (StatusCode::OK, Json(echo)).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, "not_found", format!("no such revocation: {echo}")),
-        Err(refused) => refused,
+        Err(refused) => *refused,
     }
 }
 
