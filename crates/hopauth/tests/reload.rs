@@ -206,6 +206,19 @@ async fn a_provider_removed_by_a_reload_leaves_no_series_on_metrics() {
     for kept in ["hopauth_jwks_key_age_seconds{provider=\"main\"}", "hopauth_jwks_keys{provider=\"main\"}"] {
         assert!(text.contains(kept), "the kept provider's series stay: {kept}\n{text}");
     }
+
+    // A file refused while its core is built (the partner's series made, then a secret
+    // variable found unset) leaves no series of the providers only it had.
+    let ghost = "  - name: ghost\n    issuer: https://ghost.test\n    audiences: [orders]\n    \
+                 algorithms: [HS256]\n    hmac_secret_env: HOPAUTH_TEST_NEVER_SET\n";
+    replace_file(&path, &yaml(&format!("{second}{ghost}")));
+    hopauth.signal("HUP");
+    let refused = hopauth.wait_log("config reload refused", Duration::from_secs(15)).await;
+    assert!(refused.contains("HOPAUTH_TEST_NEVER_SET"), "refused when its core was built: {refused}");
+    let text = hopauth.metrics().await;
+    let left: Vec<&str> =
+        text.lines().filter(|l| l.contains(partner_series) || l.contains("provider=\"ghost\"")).collect();
+    assert!(left.is_empty(), "a refused file's providers have series: {left:#?}");
 }
 
 fn bin() -> &'static Path {
