@@ -15,17 +15,25 @@ References inside one rendering: every ConfigMap a pod mounts or reads exists in
 Secret it reads exists in it or is one the docs tell the user to create (USER_SECRETS),
 every Service selects the pods of some workload, every StatefulSet's serviceName is a
 Service (headless when it has more than one replica), and every named port a probe uses is declared by that container.
+A pod with the config-reload component's "config-reloader" container shares its process
+namespace, the reloader mounts a ConfigMap that hopauth mounts too, both as a directory
+(no subPath: such a mount never sees an update), under a stable name (no kustomize hash
+suffix), and runs as hopauth's user (signalling it needs no capability then).
 Needs PyYAML and jsonschema (both come with kubernetes-validate).
 """
 
 import copy
 import json
 import os
+import re
 import sys
 
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+RELOADER = "config-reloader"
+# The suffix kustomize's configMapGenerator appends: 10 characters of its hash alphabet.
+KUSTOMIZE_HASH = re.compile(r"-[2456789bcdfghkmt]{10}$")
 WORKLOADS = {"Pod", "Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job", "CronJob"}
 # Secrets the manifests read but do not ship: the user creates them (docs/kubernetes.md).
 USER_SECRETS = {"hopauth-admin", "redis-auth"}
@@ -127,6 +135,7 @@ def lint_doc(doc):
     for c in (spec.get("initContainers") or []) + (spec.get("containers") or []):
         hopauth += is_hopauth(c)
         findings += ["%s container %s: %s" % (name, c.get("name"), m) for m in lint_container(c, pod_sc)]
+    findings += ["%s: %s" % (name, m) for m in reloader_problems(spec)]
     return findings, hopauth
 
 
@@ -199,6 +208,38 @@ def references(docs):
     return findings
 
 
+def reloader_problems(spec):
+    """What keeps the config-reloader of a pod from getting a ConfigMap change to hopauth."""
+    containers = (spec.get("initContainers") or []) + (spec.get("containers") or [])
+    reloader = next((c for c in containers if c.get("name") == RELOADER), None)
+    if reloader is None:
+        return []
+    out = []
+    if spec.get("shareProcessNamespace") is not True:
+        out.append("shareProcessNamespace is not true: the reloader cannot see hopauth's process")
+    hopauth = next((c for c in containers if is_hopauth(c)), None)
+    if hopauth is None:
+        return out + ["a config-reloader without a hopauth container"]
+    volumes = {v.get("name"): v for v in spec.get("volumes") or []}
+    user = lambda c: (c.get("securityContext") or {}).get("runAsUser", (spec.get("securityContext") or {}).get("runAsUser"))
+    if user(reloader) != user(hopauth):
+        out.append("the reloader runs as user %r, hopauth as %r: it cannot signal hopauth" % (user(reloader), user(hopauth)))
+    watched = [m for m in reloader.get("volumeMounts") or [] if "configMap" in volumes.get(m.get("name"), {})]
+    if not watched:
+        out.append("the reloader mounts no ConfigMap")
+    for m in watched:
+        name = volumes[m["name"]]["configMap"]["name"]
+        if KUSTOMIZE_HASH.search(name):
+            out.append("ConfigMap %r has a content-hash name: an edit makes a new ConfigMap, not an update" % name)
+        shared = [h for h in hopauth.get("volumeMounts") or [] if h.get("name") == m["name"]]
+        if not shared:
+            out.append("hopauth does not mount the volume %r the reloader watches" % m["name"])
+        for mount, who in [(m, "reloader")] + [(h, "hopauth") for h in shared]:
+            if mount.get("subPath") or mount.get("subPathExpr"):
+                out.append("the %s mounts %r with subPath: such a mount is never updated" % (who, m["name"]))
+    return out
+
+
 def lint_docs(docs):
     docs = [d for d in docs if d]
     findings, hopauth = [], 0
@@ -265,13 +306,35 @@ def self_test():
         d, svc = copy.deepcopy(deployment), copy.deepcopy(service)
         breaking(d, svc)
         assert lint_docs([d, svc] + configmaps)[0], "lint missed: %s" % what
+    # The config-reload component's patch, applied by hand as kustomize does.
+    patch = load("components/config-reload/deployment-patch.yaml")["spec"]["template"]["spec"]
+    reloading = copy.deepcopy(deployment)
+    reloading["spec"]["template"]["spec"]["shareProcessNamespace"] = patch["shareProcessNamespace"]
+    reloading["spec"]["template"]["spec"]["containers"] += patch["containers"]
+    assert lint_docs([reloading] + configmaps) == ([], 1), lint_docs([reloading] + configmaps)
+
+    def reloader(d):
+        return [c for c in d["spec"]["template"]["spec"]["containers"] if c["name"] == RELOADER][0]
+
+    reload_broken = {
+        "reloader without a shared process namespace": lambda d: d["spec"]["template"]["spec"].pop("shareProcessNamespace"),
+        "reloader as another user": lambda d: reloader(d)["securityContext"].update(runAsUser=1000),
+        "hopauth config by subPath": lambda d: hop(d)["volumeMounts"][0].update(subPath="hopauth.yaml"),
+        "hashed ConfigMap name": lambda d: d["spec"]["template"]["spec"]["volumes"][0]["configMap"].update(
+            name="orders-hopauth-5h7c9m2k8t"),
+    }
+    for what, breaking in reload_broken.items():
+        broken = copy.deepcopy(reloading)
+        breaking(broken)
+        assert lint_docs([broken] + configmaps + [{"kind": "ConfigMap", "metadata": {"name": "orders-hopauth-5h7c9m2k8t"}}])[0], \
+            "lint missed: %s" % what
     broken = copy.deepcopy(monitor)
     broken["spec"]["endpoints"][0]["intervall"] = "15s"
     assert lint_docs([broken])[0], "lint missed: ServiceMonitor typo"
     broken = copy.deepcopy(rules)
     broken["spec"]["groups"][0]["rules"][0]["expresion"] = broken["spec"]["groups"][0]["rules"][0].pop("expr")
     assert lint_docs([broken])[0], "lint missed: PrometheusRule typo"
-    print("lint self-test: %d breakages caught" % (len(breakages) + len(references_broken) + 2))
+    print("lint self-test: %d breakages caught" % (len(breakages) + len(references_broken) + len(reload_broken) + 2))
 
 
 def main(argv):

@@ -70,6 +70,12 @@ for dir in k8s k8s/base k8s/overlays/*/; do
         echo "FAIL $dir: renders Prometheus Operator resources without the monitoring component" >&2
         status=1
     fi
+    # An overlay with the config-reload component renders its reloader (lint.py checks
+    # that it can reach hopauth); the hash-named ConfigMaps of the others roll pods instead.
+    if grep -q "components/config-reload" "$dir/kustomization.yaml" && ! grep -q "name: config-reloader$" "$rendered"; then
+        echo "FAIL $dir: uses the config-reload component but renders no config-reloader container" >&2
+        status=1
+    fi
 done
 if [[ $status -ne 0 ]]; then
     echo "k8s validation failed" >&2

@@ -206,7 +206,7 @@ const ENVOY_STATS: [&str; 11] = [
     "cluster.hopauth.upstream_rq_pending_overflow",
     "cluster.hopauth.upstream_rq_timeout",
     "cluster.hopauth.upstream_cx_overflow",
-    // A health check that times out under load marks hopauth unhealthy (threshold 1), and
+    // Health checks that time out under load (3 in a row, unhealthy_threshold) mark hopauth unhealthy, and
     // with healthy_panic_threshold 0 every Check is then refused until the next good one.
     "cluster.hopauth.health_check.failure",
     "cluster.hopauth.upstream_cx_none_healthy",

@@ -301,28 +301,64 @@ async fn revoke(
             )
         }
     };
-    s.metrics.admin().revocation(kind, result.is_ok());
+    if let Err(refused) = write_outcome(&s, Verb::Revoke, kind, store.backend(), &caller, &echo, result.map(|()| true))
+    {
+        return *refused;
+    }
+    let mut echo = echo;
+    if let Some(w) = warning {
+        echo["warning"] = json!(w);
+    }
+    (StatusCode::OK, Json(echo)).into_response()
+}
+
+/// The admin call that writes to the revocation store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Revoke,
+    Unrevoke,
+}
+
+/// The shared tail of `/admin/revoke` and `/admin/unrevoke`: counts the outcome, writes the
+/// audit line (who did what to which revocation), and maps a store error to its answer
+/// (`Invalid` → 400, any other → 503; boxed, it is large). `Ok(found)`: the store did it,
+/// and had the entry.
+fn write_outcome(
+    s: &HttpState,
+    verb: Verb,
+    kind: RevocationKind,
+    backend: &'static str,
+    caller: &Caller,
+    echo: &serde_json::Value,
+    result: Result<bool, RevocationError>,
+) -> Result<bool, Box<Response>> {
+    let admin = s.metrics.admin();
+    match verb {
+        Verb::Revoke => admin.revocation(kind, result.is_ok()),
+        Verb::Unrevoke => admin.unrevocation(kind, result.as_ref().ok().copied()),
+    }
+    let (done, failed) = match verb {
+        Verb::Revoke => ("admin: revocation written", "admin: revocation write failed"),
+        Verb::Unrevoke => ("admin: revocation undone", "admin: undoing a revocation failed"),
+    };
     match result {
-        Ok(()) => {
+        Ok(found) => {
             tracing::info!(
                 kind = kind.as_str(),
-                backend = store.backend(),
+                backend,
                 revocation = %echo,
+                found = (verb == Verb::Unrevoke).then_some(found),
                 client = ?caller.peer,
                 request_id = ?caller.request_id,
                 user_agent = ?caller.user_agent,
-                "admin: revocation written"
+                "{done}"
             );
-            let mut echo = echo;
-            if let Some(w) = warning {
-                echo["warning"] = json!(w);
-            }
-            (StatusCode::OK, Json(echo)).into_response()
+            Ok(found)
         }
-        Err(RevocationError::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid_request", why),
+        Err(RevocationError::Invalid(why)) => Err(Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", why))),
         Err(e) => {
-            tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "admin: revocation write failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())
+            tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "{failed}");
+            Err(Box::new(error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())))
         }
     }
 }

@@ -111,6 +111,8 @@ pub struct AdminMetrics {
     throttled: IntCounter,
     /// [kind][ok, error].
     revocations: [[IntCounter; 2]; 2],
+    /// `/admin/unrevoke`: [kind][ok, not_found, error].
+    unrevocations: [[IntCounter; 3]; 2],
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> Result<IntCounter, prometheus::Error> {
@@ -305,10 +307,19 @@ impl Metrics {
         let per_kind = |kind: &str| {
             [revocations.with_label_values(&[kind, "ok"]), revocations.with_label_values(&[kind, "error"])]
         };
+        let undos = family(
+            r,
+            IntCounterVec::new(
+                Opts::new("hopauth_admin_unrevocations_total", "Revocations undone through /admin/unrevoke"),
+                &["kind", "result"],
+            )?,
+        )?;
+        let undo = |kind: &str| ["ok", "not_found", "error"].map(|result| undos.with_label_values(&[kind, result]));
         let admin = AdminMetrics {
             wrong_token: failures.with_label_values(&["wrong_token"]),
             throttled: failures.with_label_values(&["throttled"]),
             revocations: [per_kind("jti"), per_kind("subject")],
+            unrevocations: [undo("jti"), undo("subject")],
         };
         let reloads = family(
             r,
@@ -359,6 +370,22 @@ impl Metrics {
             last_success: f.last_success.with_label_values(&[provider]),
             key_age,
             rejected: KeyRejection::ALL.iter().map(|r| f.rejected.with_label_values(&[provider, r.as_str()])).collect(),
+        }
+    }
+
+    /// Removes every series of `provider` (a provider a reload dropped): `/metrics` then
+    /// shows only the providers configured. Handles still held by a retiring core update
+    /// series no longer exposed.
+    pub fn forget_provider(&self, provider: &str) {
+        let f = &self.jwks;
+        for result in ["success", "error"] {
+            let _ = f.refresh.remove_label_values(&[provider, result]);
+        }
+        let _ = f.keys.remove_label_values(&[provider]);
+        let _ = f.last_success.remove_label_values(&[provider]);
+        let _ = f.key_age.remove_label_values(&[provider]);
+        for r in KeyRejection::ALL {
+            let _ = f.rejected.remove_label_values(&[provider, r.as_str()]);
         }
     }
 

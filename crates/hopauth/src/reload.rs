@@ -9,7 +9,8 @@
 //! `revocation` section is unchanged (the memory backend always, since its entries exist
 //! nowhere else), and the span exporter when `tracing` is unchanged. Rebuilt: the verifier
 //! and its verified-token cache, the key sets (fetched again before the swap), the token
-//! sources and every other setting.
+//! sources and every other setting. The metric series of a provider the new config no
+//! longer has are removed (and those of a provider only a refused file had).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +118,7 @@ impl Reloader {
         let core = match assemble::build_with_store(&next, CheckResponses, observer, &self.metrics, store) {
             Ok(core) => core,
             Err(e) => {
+                self.forget(removed_providers(&next, &state.config));
                 stop_tracer(tracer.filter(|_| !keep_tracer)).await;
                 return Err(format!("{e:#}"));
             }
@@ -127,6 +129,7 @@ impl Reloader {
             if let Some(sync) = sync {
                 sync.shutdown().await;
             }
+            self.forget(removed_providers(&next, &state.config));
             stop_tracer(tracer.filter(|_| !keep_tracer)).await;
             return Err(format!("the new config did not get ready within {WARM_UP:?}: {missing}"));
         }
@@ -143,12 +146,21 @@ impl Reloader {
         let old_refresh = std::mem::replace(&mut state.refresh, refresh);
         let old_sync = if keep_store { None } else { std::mem::replace(&mut state.sync, sync) };
         let old_tracer = if keep_tracer { None } else { old.authorizer().observer().tracer().cloned() };
+        self.forget(removed_providers(&state.config, &next));
         state.config = next;
         drop(current);
         tokio::spawn(retire(old, old_refresh, old_sync, old_tracer));
         let mut kept = vec![if keep_store { "revocation store" } else { "-revocation store" }];
         kept.push(if keep_tracer { "span exporter" } else { "-span exporter" });
         Ok(kept.into_iter().filter(|k| !k.starts_with('-')).collect::<Vec<_>>().join(", "))
+    }
+
+    /// Removes the metric series of `providers`: dropped by an applied reload, or only in a
+    /// refused file (building its core made their series).
+    fn forget(&self, providers: Vec<&str>) {
+        for name in providers {
+            self.metrics.forget_provider(name);
+        }
     }
 
     /// SIGTERM: lets the Checks in flight finish on the serving core (bounded), then stops
@@ -249,6 +261,11 @@ fn same<T: serde::Serialize>(a: &T, b: &T) -> bool {
 fn keeps_store(old: &Config, new: &Config) -> bool {
     same(&old.revocation, &new.revocation)
         || (old.revocation.backend == RevocationBackend::Memory && new.revocation.backend == RevocationBackend::Memory)
+}
+
+/// The providers of `old` that `new` does not have (by name): their series go.
+fn removed_providers<'a>(old: &'a Config, new: &Config) -> Vec<&'a str> {
+    old.providers.iter().map(|p| p.name.as_str()).filter(|n| !new.providers.iter().any(|p| p.name == *n)).collect()
 }
 
 /// The listener keys whose value changed: bound at start, not reloaded.

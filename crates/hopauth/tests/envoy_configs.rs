@@ -35,6 +35,32 @@ fn every_shipped_envoy_config_has_a_traffic_test() {
     assert_eq!(found, known, "a config in envoy/ without a test that sends traffic through it (add it to SHIPPED)");
 }
 
+/// Every shipped Envoy config that health-checks an ext_authz hopauth cluster marks it
+/// unhealthy only after 3 failed probes in a row: with `healthy_panic_threshold: 0`, one
+/// probe that is slow under overload would otherwise refuse every Check until the next one.
+#[test]
+fn shipped_health_checks_ride_out_one_slow_probe() {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(repo_root().join("envoy")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.push(repo_root().join("k8s/base/envoy.yaml"));
+    let mut checked = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let clusters = config["static_resources"]["clusters"].as_sequence().cloned().unwrap_or_default();
+        for cluster in clusters.iter().filter(|c| c["name"].as_str() == Some("hopauth")) {
+            let checks = cluster["health_checks"].as_sequence().expect("the hopauth cluster is health-checked");
+            for check in checks {
+                let threshold = check["unhealthy_threshold"].as_u64();
+                assert_eq!(threshold, Some(3), "{}: hopauth's unhealthy_threshold", file.display());
+            }
+            checked.push(file.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    checked.sort();
+    assert_eq!(checked, ["envoy.yaml", "gateway.yaml", "hopauth-mtls.yaml", "hopauth.yaml", "sidecar.yaml"]);
+}
+
 struct Fixture {
     keys: Keys,
     _jwks: JwksServer,

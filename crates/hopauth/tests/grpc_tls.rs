@@ -1,8 +1,9 @@
-//! `grpc_tls`: TLS and mTLS on the gRPC listener, with certificates made by the `openssl`
-//! command (a CA, server and client certificates, and a second CA nobody trusts), a real
+//! `grpc_tls`: TLS and mTLS on the gRPC listener, with certificates made by the testkit's
+//! `pki` (a CA, server and client certificates, and a second CA nobody trusts), a real
 //! tonic client, and a rotation of the files seen by new connections.
 
 use hopauth_testkit as support;
+use hopauth_testkit::pki;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,70 +15,25 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}); install it: apt-get install openssl"));
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-const EC: [&str; 4] = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"];
-
-/// A self-signed CA `name`.crt / `name`.key.
-fn ca(dir: &Path, name: &str) {
-    let (crt, key, subj) = (format!("{name}.crt"), format!("{name}.key"), format!("/CN={name}"));
-    let mut args = vec!["req", "-x509", "-nodes", "-days", "1", "-keyout", &key, "-out", &crt, "-subj", &subj];
-    args.extend(EC);
-    args.extend(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign"]);
-    openssl(dir, &args);
-}
-
-/// `name`.crt / `name`.key signed by CA `issuer`: a server (SAN IP 127.0.0.1) or a client.
-fn leaf(dir: &Path, name: &str, issuer: &str, server: bool) {
-    let ext = if server {
-        "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n"
-    } else {
-        "extendedKeyUsage=clientAuth\n"
-    };
-    let (crt, key, csr, extf) =
-        (format!("{name}.crt"), format!("{name}.key"), format!("{name}.csr"), format!("{name}.ext"));
-    std::fs::write(dir.join(&extf), ext).unwrap();
-    let subj = format!("/CN={name}");
-    let mut args = vec!["req", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &subj];
-    args.extend(EC);
-    openssl(dir, &args);
-    let (ca_crt, ca_key) = (format!("{issuer}.crt"), format!("{issuer}.key"));
-    openssl(
-        dir,
-        &["x509", "-req", "-in", &csr, "-CA", &ca_crt, "-CAkey", &ca_key, "-CAcreateserial", "-days", "1"]
-            .into_iter()
-            .chain(["-out", &crt, "-extfile", &extf])
-            .collect::<Vec<_>>(),
-    );
-}
-
-struct Pki {
-    dir: tempfile::TempDir,
-}
+/// The test's certificates (made by the testkit's `pki`, in one temp dir) and the files
+/// hopauth is configured with.
+struct Pki(pki::Pki);
 
 impl Pki {
     /// CA `ca` (server and client `good`), CA `other` (client `stranger`), CA `next` (server `rotated`).
     fn new() -> Pki {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
+        let pki = pki::Pki::new();
         for name in ["ca", "other", "next"] {
-            ca(d, name);
+            pki.ca(name);
         }
-        leaf(d, "server", "ca", true);
-        leaf(d, "good", "ca", false);
-        leaf(d, "stranger", "other", false);
-        leaf(d, "rotated", "next", true);
-        Pki { dir }
+        pki.server("server", "ca", &["IP:127.0.0.1"]);
+        pki.client("good", "ca");
+        pki.client("stranger", "other");
+        pki.server("rotated", "next", &["IP:127.0.0.1"]);
+        Pki(pki)
     }
     fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
+        self.0.path(name)
     }
     fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.path(name)).unwrap()

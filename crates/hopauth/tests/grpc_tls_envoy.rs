@@ -148,8 +148,11 @@ async fn refused_envoy_answers_the_json_503(identity: Option<&str>) {
         refused.stat("cluster.hopauth.ssl.connection_error").await >= errors + 2
     })
     .await;
-    let health = hopauth_health(&refused, addr).await;
-    assert!(health.contains("failed_active_hc"), "hopauth must be unhealthy for the refused Envoy: {health:?}");
+    // Unhealthy after `unhealthy_threshold` (3) failed probes, one a second.
+    wait_until("hopauth to be unhealthy for the refused Envoy", Duration::from_secs(10), || async {
+        hopauth_health(&refused, addr).await.contains("failed_active_hc")
+    })
+    .await;
     let r = send(&client, &refused.url("/x"), &[("authorization", &token)]).await;
     assert_eq!(r.status, 503, "{r:?}");
     assert_eq!(r.header("content-type"), Some("application/json"), "{r:?}");

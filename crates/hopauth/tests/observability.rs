@@ -37,6 +37,7 @@ async fn metrics_pass_promtool_and_every_series_exists_from_start() {
         "hopauth_revocation_fail_open_total 0".into(),
         "hopauth_revocation_syncs_total{result=\"error\"} 0".into(),
         "hopauth_admin_revocations_total{kind=\"jti\",result=\"ok\"} 0".into(),
+        "hopauth_admin_unrevocations_total{kind=\"subject\",result=\"not_found\"} 0".into(),
         "hopauth_admin_auth_failures_total{outcome=\"wrong_token\"} 0".into(),
         "hopauth_config_reloads_total{result=\"ok\"} 0".into(),
         "hopauth_config_reloads_total{result=\"error\"} 0".into(),

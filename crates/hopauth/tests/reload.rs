@@ -170,6 +170,57 @@ async fn sighup_applies_a_new_config_without_a_failed_check_and_refuses_an_inval
     println!("{done} Checks during three reloads, none failed");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_removed_by_a_reload_leaves_no_series_on_metrics() {
+    let keys = Keys::generate();
+    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
+    let partner = JwksServer::start(Keys::generate().jwks(), "https://partner.test").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hopauth.yaml");
+    let (grpc, http) = (free_addr(), free_addr());
+    let yaml = |providers: &str| {
+        config_yaml(&jwks.url(), providers, "")
+            .replace("grpc_listen: 127.0.0.1:0", &format!("grpc_listen: {grpc}"))
+            .replace("http_listen: 127.0.0.1:0", &format!("http_listen: {http}"))
+    };
+    let second = format!(
+        "  - name: partner\n    issuer: https://partner.test\n    audiences: [{AUDIENCE}]\n    \
+         algorithms: [ES256]\n    jwks: {{uri: \"{}\"}}\n",
+        partner.url()
+    );
+    std::fs::write(&path, yaml(&second)).unwrap();
+    let mut hopauth = ServeProcess::spawn(bin(), &path, dir.path().join("log"), grpc, http);
+    hopauth.wait_ready().await;
+    let partner_series = "provider=\"partner\"";
+    wait_until("the partner's keys to be fetched", Duration::from_secs(10), || async {
+        hopauth.metrics().await.contains("hopauth_jwks_refresh_total{provider=\"partner\",result=\"success\"} 1")
+    })
+    .await;
+
+    replace_file(&path, &yaml(""));
+    hopauth.signal("HUP");
+    hopauth.wait_log("config reloaded", Duration::from_secs(15)).await;
+    let text = hopauth.metrics().await;
+    let left: Vec<&str> = text.lines().filter(|l| l.contains(partner_series)).collect();
+    assert!(left.is_empty(), "the removed provider's series are still exposed: {left:#?}");
+    for kept in ["hopauth_jwks_key_age_seconds{provider=\"main\"}", "hopauth_jwks_keys{provider=\"main\"}"] {
+        assert!(text.contains(kept), "the kept provider's series stay: {kept}\n{text}");
+    }
+
+    // A file refused while its core is built (the partner's series made, then a secret
+    // variable found unset) leaves no series of the providers only it had.
+    let ghost = "  - name: ghost\n    issuer: https://ghost.test\n    audiences: [orders]\n    \
+                 algorithms: [HS256]\n    hmac_secret_env: HOPAUTH_TEST_NEVER_SET\n";
+    replace_file(&path, &yaml(&format!("{second}{ghost}")));
+    hopauth.signal("HUP");
+    let refused = hopauth.wait_log("config reload refused", Duration::from_secs(15)).await;
+    assert!(refused.contains("HOPAUTH_TEST_NEVER_SET"), "refused when its core was built: {refused}");
+    let text = hopauth.metrics().await;
+    let left: Vec<&str> =
+        text.lines().filter(|l| l.contains(partner_series) || l.contains("provider=\"ghost\"")).collect();
+    assert!(left.is_empty(), "a refused file's providers have series: {left:#?}");
+}
+
 fn bin() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_hopauth"))
 }

@@ -12,10 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
 use hopauth_core::revocation::listing::MAX_PAGE;
-use hopauth_core::revocation::{ListKey, Listed, RevocationError};
+use hopauth_core::revocation::{ListKey, Listed};
 use serde_json::{json, Value};
 
-use super::{admin_refusal, error, Caller, HttpState, RevokeBody};
+use super::{admin_refusal, error, write_outcome, Caller, HttpState, RevokeBody, Verb};
+use crate::metrics::RevocationKind;
 
 /// Entries per page when `limit` is not given.
 const DEFAULT_PAGE: usize = 100;
@@ -129,33 +130,17 @@ pub(super) async fn unrevoke(
     let authorizer = s.live.authorizer();
     let store = authorizer.revocation();
     let (kind, result, echo) = match &undo {
-        Undo::Jti(jti) => ("jti", store.unrevoke_jti(jti).await, json!({"unrevoked": "jti", "jti": jti})),
-        Undo::Subject { iss, sub } => {
-            ("subject", store.unrevoke_subject(iss, sub).await, json!({"unrevoked": "subject", "iss": iss, "sub": sub}))
-        }
+        Undo::Jti(jti) => (RevocationKind::Jti, store.unrevoke_jti(jti).await, json!({"unrevoked": "jti", "jti": jti})),
+        Undo::Subject { iss, sub } => (
+            RevocationKind::Subject,
+            store.unrevoke_subject(iss, sub).await,
+            json!({"unrevoked": "subject", "iss": iss, "sub": sub}),
+        ),
     };
-    match result {
-        Ok(found) => {
-            tracing::info!(
-                kind,
-                backend = store.backend(),
-                revocation = %echo,
-                found,
-                client = ?caller.peer,
-                request_id = ?caller.request_id,
-                user_agent = ?caller.user_agent,
-                "admin: revocation undone"
-            );
-            if !found {
-                return error(StatusCode::NOT_FOUND, "not_found", format!("no such revocation: {echo}"));
-            }
-            (StatusCode::OK, Json(echo)).into_response()
-        }
-        Err(RevocationError::Invalid(why)) => error(StatusCode::BAD_REQUEST, "invalid_request", why),
-        Err(e) => {
-            tracing::warn!(error = %e, revocation = %echo, client = ?caller.peer, "admin: undoing a revocation failed");
-            error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", e.to_string())
-        }
+    match write_outcome(&s, Verb::Unrevoke, kind, store.backend(), &caller, &echo, result) {
+        Ok(true) => (StatusCode::OK, Json(echo)).into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, "not_found", format!("no such revocation: {echo}")),
+        Err(refused) => *refused,
     }
 }
 

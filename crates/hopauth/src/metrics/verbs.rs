@@ -126,4 +126,14 @@ impl AdminMetrics {
     pub fn revocation(&self, kind: RevocationKind, ok: bool) {
         self.revocations[kind as usize][usize::from(!ok)].inc();
     }
+
+    /// An undo: `Some(found)` when the store answered, `None` when it failed.
+    pub fn unrevocation(&self, kind: RevocationKind, found: Option<bool>) {
+        let result = match found {
+            Some(true) => 0,
+            Some(false) => 1,
+            None => 2,
+        };
+        self.unrevocations[kind as usize][result].inc();
+    }
 }

@@ -2,59 +2,14 @@
 
 use super::*;
 
-/// `hopauth serve` as a child process, so it can be killed like a crashed sidecar.
-struct HopauthProcess {
-    child: Child,
-    config: std::path::PathBuf,
-    log: std::path::PathBuf,
-    http: SocketAddr,
-}
+use std::path::Path;
 
-impl Drop for HopauthProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use support::process::ServeProcess;
 
-impl HopauthProcess {
-    fn spawn(config: std::path::PathBuf, log: std::path::PathBuf, http: SocketAddr) -> HopauthProcess {
-        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hopauth"))
-            .args(["serve", "--worker-threads", "1", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .expect("run hopauth serve");
-        HopauthProcess { child, config, log, http }
-    }
-
-    async fn wait_ready(&mut self) {
-        let url = format!("http://{}/readyz", self.http);
-        let end = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("hopauth serve exited with {status}: {}", std::fs::read_to_string(&self.log).unwrap());
-            }
-            if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
-                return;
-            }
-            assert!(Instant::now() < end, "hopauth serve not ready: {}", std::fs::read_to_string(&self.log).unwrap());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn restart(&mut self) {
-        let (config, log, http) = (self.config.clone(), self.log.clone(), self.http);
-        *self = HopauthProcess::spawn(config, log, http);
-    }
+/// `hopauth serve` (a child process, so it can be killed like a crashed sidecar) on
+/// `config`, whose listeners are `grpc` and `http`.
+fn spawn(config: &Path, log: &Path, grpc: SocketAddr, http: SocketAddr) -> ServeProcess {
+    ServeProcess::spawn(Path::new(env!("CARGO_BIN_EXE_hopauth")), config, log.to_path_buf(), grpc, http)
 }
 
 /// Polls `url` with `token` until the status is `want`; how long it took.
@@ -90,7 +45,8 @@ async fn f11_hopauth_killed_behind_envoy_fails_closed_as_shipped() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("hopauth.yaml");
     std::fs::write(&config, yaml).unwrap();
-    let mut hopauth = HopauthProcess::spawn(config, dir.path().join("hopauth.log"), http);
+    let log = dir.path().join("hopauth.log");
+    let mut hopauth = spawn(&config, &log, grpc, http);
     hopauth.wait_ready().await;
     let app = start_echo().await;
     let closed = envoy(grpc, app, false).await;
@@ -106,7 +62,8 @@ async fn f11_hopauth_killed_behind_envoy_fails_closed_as_shipped() {
     assert_eq!(open.stat("http.ingress.ext_authz.failure_mode_allowed").await, 0);
 
     let killed = Instant::now();
-    hopauth.kill();
+    hopauth.signal("KILL");
+    hopauth.wait_exit(Duration::from_secs(5)).await;
     let to_503 = wait_through(&http_client, &closed, &valid, 503, "fail closed").await;
     for _ in 0..20 {
         for t in [&valid, &forged] {
@@ -139,7 +96,7 @@ async fn f11_hopauth_killed_behind_envoy_fails_closed_as_shipped() {
     );
 
     let restarted = Instant::now();
-    hopauth.restart();
+    hopauth = spawn(&config, &log, grpc, http);
     hopauth.wait_ready().await;
     let back_closed = wait_through(&http_client, &closed, &valid, 200, "checking resumes (closed)").await;
     let back_open = wait_through(&http_client, &open, &forged, 401, "checking resumes (open)").await;

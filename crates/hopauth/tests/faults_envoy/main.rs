@@ -7,7 +7,6 @@ use hopauth_testkit::fault_proxy;
 use hopauth_testkit::redis_server;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fault_proxy::{Dir, FaultProxy};
