@@ -129,8 +129,7 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -
     let mut conn = TcpStream::connect(("127.0.0.1", port)).ok()?;
     conn.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let length = if method == "GET" { "" } else { "content-length: 0\r\n" };
-    let mut req =
-        format!("{method} {path} HTTP/1.1\r\nhost: probe.test\r\nconnection: close\r\n{length}").into_bytes();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: probe.test\r\nconnection: close\r\n{length}").into_bytes();
     for (k, v) in headers {
         req.extend_from_slice(k.as_bytes());
         req.extend_from_slice(b": ");

@@ -112,7 +112,6 @@ pub fn rand_suffix() -> u64 {
     (N.fetch_add(1, Ordering::Relaxed) as u64) << 32 | u64::from(std::process::id())
 }
 
-
 /// An upstream app that answers 200 with the request headers it received, as JSON.
 pub async fn start_echo() -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -193,11 +192,9 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-
 pub fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
-
 
 /// A CheckRequest for `GET /x` carrying `token` as a bearer token, as Envoy sends it.
 pub fn bearer_check(token: &str) -> envoy_types::pb::envoy::service::auth::v3::CheckRequest {

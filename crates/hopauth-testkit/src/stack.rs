@@ -10,7 +10,9 @@ use hopauth::server::Running;
 use serde_json::Value;
 
 use crate::envoy::{Authz, Envoy, Launch, Mode};
-use crate::{bearer, config_yaml, start_echo, start_hopauth, wait_ready, wait_until, JwksServer, Keys, ADMIN_TOKEN, ISSUER};
+use crate::{
+    bearer, config_yaml, start_echo, start_hopauth, wait_ready, wait_until, JwksServer, Keys, ADMIN_TOKEN, ISSUER,
+};
 
 /// What came back through Envoy.
 #[derive(Debug)]

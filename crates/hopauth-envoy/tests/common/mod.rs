@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub(crate) use hopauth_testkit::http1::{
-    admin_get, dechunk, find, get, parse_header_lines, serve_echo, try_get, wait_blocking as wait_until, Echo,
-    Response,
+    admin_get, dechunk, find, get, parse_header_lines, serve_echo, try_get, wait_blocking as wait_until, Echo, Response,
 };
 pub(crate) use hopauth_testkit::{envoy_bin, module_dir, pick_port as free_port, repo_root};
 

@@ -84,7 +84,10 @@ pub fn module_dir() -> &'static Path {
         // Cargo marks its target dir with CACHEDIR.TAG (target/<profile>/deps/<exe>, or
         // target/<profile>/examples/<exe>).
         let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| {
-            exe.ancestors().find(|d| d.join("CACHEDIR.TAG").is_file()).expect("a cargo target dir above the test").into()
+            exe.ancestors()
+                .find(|d| d.join("CACHEDIR.TAG").is_file())
+                .expect("a cargo target dir above the test")
+                .into()
         });
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)

@@ -257,9 +257,6 @@ impl Envoy {
     pub async fn prometheus_sum(&self, prefix: &str) -> u64 {
         let url = format!("http://{}/stats/prometheus", self.admin);
         let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
-        text.lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        text.lines().filter(|l| l.starts_with(prefix)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
     }
 }

@@ -171,4 +171,8 @@ async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused
     assert_eq!(s.authz_errors().await, 0);
 }
 
-in_both_modes!(rfc8725_attacks_are_refused, a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_anonymous_route, nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused);
+in_both_modes!(
+    rfc8725_attacks_are_refused,
+    a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_anonymous_route,
+    nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused
+);

@@ -46,7 +46,11 @@ async fn four_workers_answer_concurrent_clients_and_count_every_decision_once(mo
             for (i, (sub, token)) in tokens.iter().enumerate() {
                 let r = send(&client, &s.envoy.url("/x"), &[("authorization", &bearer(token))]).await;
                 if i % 2 == 0 {
-                    assert_eq!((r.status, r.upstream_header("x-jwt-sub")), (200, Some(sub.as_str())), "client {c}: {r:?}");
+                    assert_eq!(
+                        (r.status, r.upstream_header("x-jwt-sub")),
+                        (200, Some(sub.as_str())),
+                        "client {c}: {r:?}"
+                    );
                 } else {
                     assert_invalid_token(&r, "token has expired");
                 }

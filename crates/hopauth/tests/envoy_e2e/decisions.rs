@@ -153,4 +153,8 @@ async fn spoofed_identity_headers_never_reach_the_app(mode: Mode) {
     assert_eq!((r.status, r.upstream_header("x-jwt-scope")), (200, None), "{r:?}");
 }
 
-in_both_modes!(decision_table_through_envoy, every_token_source_and_one_credential_per_request, spoofed_identity_headers_never_reach_the_app);
+in_both_modes!(
+    decision_table_through_envoy,
+    every_token_source_and_one_credential_per_request,
+    spoofed_identity_headers_never_reach_the_app
+);

@@ -160,4 +160,9 @@ async fn a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in(mode: Mo
     assert_eq!(s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await.status, 200);
 }
 
-in_both_modes!(per_route_policy, key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood, cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale, a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in);
+in_both_modes!(
+    per_route_policy,
+    key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood,
+    cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale,
+    a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in
+);

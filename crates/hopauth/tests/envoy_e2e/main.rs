@@ -39,9 +39,7 @@ async fn send_raw(s: &Stack, path: &str, headers: &[(&str, &[u8])]) -> u16 {
 
 /// A sample's value in a Prometheus exposition (0 when absent).
 fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
 }
 
 mod attacks;
