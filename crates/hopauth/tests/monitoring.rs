@@ -114,7 +114,7 @@ async fn rules_and_dashboard_name_only_metrics_that_exist() {
     let token = s.keys.es.sign_jwt(&claims("alice")).unwrap();
     assert_eq!(s.get_with_token("/x", &token).await.status, 200);
     assert_eq!(s.get("/x", &[]).await.status, 401);
-    let hopauth = reqwest::get(format!("http://{}/metrics", s.hopauth.http_addr)).await.unwrap().text().await.unwrap();
+    let hopauth = reqwest::get(format!("http://{}/metrics", s.http_addr)).await.unwrap().text().await.unwrap();
     let envoy = reqwest::get(format!("http://{}/stats/prometheus", s.envoy.admin)).await.unwrap().text().await.unwrap();
     let known: BTreeSet<String> = exported(&hopauth).into_iter().chain(exported(&envoy)).collect();
     assert!(known.contains("envoy_http_ext_authz_failure_mode_allowed"), "Envoy's names changed?\n{envoy}");

@@ -100,7 +100,7 @@ async fn each_check_is_a_span_inside_the_callers_trace() {
     let tp = traceparent(unsampled_trace, "00");
     assert_eq!(s.get("/a", &[("authorization", &bearer), ("traceparent", &tp)]).await.status, 200);
 
-    let tracer = s.hopauth.authorizer.observer().tracer().expect("tracing is configured").clone();
+    let tracer = s.sidecar().authorizer.observer().tracer().expect("tracing is configured").clone();
     tokio::task::spawn_blocking(move || tracer.flush()).await.unwrap();
     wait_until("the collector to receive 3 spans", Duration::from_secs(10), || {
         let c = collector.clone();

@@ -5,21 +5,21 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hopauth_core::alg::Alg;
 use hopauth_core::sign::SigningKey;
 use serde_json::{json, Value};
 
 use crate::common::*;
+use hopauth_testkit::envoy::{Authz, Launch};
+use hopauth_testkit::redis_server::RedisServer;
 
 pub(crate) const ISSUER: &str = "https://issuer.test";
 pub(crate) const AUDIENCE: &str = "orders";
-const STARTUP: Duration = Duration::from_secs(30);
 
 /// A JWKS over HTTP whose keys and answer delay the test sets.
 #[derive(Clone)]
@@ -142,85 +142,60 @@ fn dead_port() -> u16 {
     *PORT.get_or_init(free_port)
 }
 
-/// A real Envoy from a shipped config, ports rewritten; stopped on drop.
+/// A real Envoy from a shipped config, ports rewritten (the testkit's launcher), in front
+/// of its own echo upstream; stopped on drop.
 pub(crate) struct Envoy {
-    child: Child,
+    inner: hopauth_testkit::Envoy,
     pub(crate) dir: PathBuf,
     pub(crate) listen: u16,
     pub(crate) admin: u16,
     pub(crate) echo: Echo,
 }
 
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Envoy {
-    /// `envoy/<file>` with its ports replaced, `replacements` applied, `--concurrency n`.
+    /// `envoy/<file>` (`module.yaml`, given `/etc/hopauth/hopauth.yaml`; or `hopauth.yaml`,
+    /// given `port_value: 9001`) with `replacements` applied, `--concurrency n`; `Err` with
+    /// the exit code and log when Envoy refuses the config.
     pub(crate) fn start(file: &str, replacements: &[(&str, String)], concurrency: u32) -> Result<Envoy, (i32, String)> {
         let dir = scratch_dir(file.trim_end_matches(".yaml"));
-        let (listen, admin, echo) = (free_port(), free_port(), Echo::start());
-        let mut text = std::fs::read_to_string(repo_root().join("envoy").join(file)).unwrap();
-        let access_log = dir.join("access.log");
-        let mut all = vec![
-            ("port_value: 10000", format!("port_value: {listen}")),
-            ("port_value: 9901", format!("port_value: {admin}")),
-            ("port_value: 8080", format!("port_value: {}", echo.port)),
-            ("path: /dev/stdout", format!("path: {}", access_log.display())),
-        ];
-        all.extend(replacements.iter().map(|(k, v)| (*k, v.clone())));
-        for (from, to) in &all {
-            assert!(text.contains(from), "envoy/{file} has no {from:?}");
-            text = text.replacen(from, to, 1);
-        }
-        let cfg = dir.join("envoy.yaml");
-        std::fs::write(&cfg, text).unwrap();
-        let child = Command::new(envoy_bin())
-            .arg("-c")
-            .arg(&cfg)
-            .args(["--disable-hot-restart", "-l", "info", "--file-flush-interval-msec", "50"])
-            .args(["--concurrency", &concurrency.to_string()])
-            .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", module_dir())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("envoy.log")).unwrap())
-            .spawn()
-            .expect("spawn envoy");
-        let mut envoy = Envoy { child, dir, listen, admin, echo };
-        let end = Instant::now() + STARTUP;
-        loop {
-            if let Some(status) = envoy.child.try_wait().unwrap() {
-                return Err((status.code().unwrap_or(-1), envoy.log()));
+        let echo = Echo::start();
+        let given = |from: &str| {
+            let to = replacements.iter().find(|(f, _)| *f == from).map(|(_, to)| to.clone());
+            to.unwrap_or_else(|| panic!("envoy/{file} needs a replacement for {from:?}"))
+        };
+        let config;
+        let authz = match file {
+            "module.yaml" => {
+                config = PathBuf::from(given("/etc/hopauth/hopauth.yaml"));
+                Authz::Module(&config)
             }
-            let ready = try_get(admin, "/ready", &[]).is_some_and(|r| r.body_text().trim() == "LIVE")
-                && TcpStream::connect(("127.0.0.1", listen)).is_ok();
-            if ready {
-                return Ok(envoy);
+            "hopauth.yaml" => {
+                let port = given("port_value: 9001").trim_start_matches("port_value:").trim().parse::<u16>().unwrap();
+                Authz::Sidecar(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
             }
-            assert!(Instant::now() < end, "Envoy not ready after {STARTUP:?}; log:\n{}", envoy.log());
-            thread::sleep(Duration::from_millis(20));
+            other => panic!("no launcher for envoy/{other}"),
+        };
+        let mut launch = Launch::new(authz, echo.port)
+            .concurrency(concurrency)
+            .log_level("info")
+            .replace("path: /dev/stdout", format!("path: {}", dir.join("access.log").display()));
+        for (from, to) in replacements {
+            if !matches!(*from, "/etc/hopauth/hopauth.yaml" | "port_value: 9001") {
+                launch = launch.replace(from, to.clone());
+            }
         }
+        let inner = launch.start_blocking()?;
+        let (listen, admin) = (inner.port, inner.admin_port());
+        Ok(Envoy { inner, dir, listen, admin, echo })
     }
 
     /// Asks Envoy to exit (`POST /quitquitquit`) and waits until it has.
     pub(crate) fn quit(&mut self) -> std::process::ExitStatus {
-        let mut c = TcpStream::connect(("127.0.0.1", self.admin)).unwrap();
-        c.write_all(b"POST /quitquitquit HTTP/1.1\r\nhost: x\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-            .unwrap();
-        let end = Instant::now() + STARTUP;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < end, "Envoy did not exit after /quitquitquit; log:\n{}", self.log());
-            thread::sleep(Duration::from_millis(20));
-        }
+        self.inner.quit()
     }
 
     pub(crate) fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("envoy.log")).unwrap_or_default()
+        self.inner.log()
     }
 
     pub(crate) fn access_log(&self) -> String {
@@ -228,7 +203,7 @@ impl Envoy {
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        self.inner.pid()
     }
 
     pub(crate) fn get(&self, path: &str, headers: &[(&str, &[u8])]) -> Response {
@@ -258,38 +233,21 @@ pub(crate) fn bearer(token: &str) -> Vec<u8> {
     format!("Bearer {token}").into_bytes()
 }
 
-/// A redis-server on a free port, stopped on drop.
+/// A redis-server on a free port (the testkit's), stopped on drop.
 pub(crate) struct Redis {
-    child: Child,
+    server: RedisServer,
     pub(crate) port: u16,
+    _dir: PathBuf,
 }
 
 impl Redis {
     pub(crate) fn start() -> Redis {
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--save", "", "--appendonly", "no", "--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server not found: `make redis` (apt-get install redis-server)");
-        let redis = Redis { child, port };
-        wait_until("redis-server to accept connections", Duration::from_secs(10), || redis.cli(&["PING"]) == "PONG");
-        redis
+        let dir = scratch_dir("redis");
+        let server = RedisServer::start(&dir, free_port(), &[]);
+        Redis { port: server.port, server, _dir: dir }
     }
 
     pub(crate) fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .expect("redis-cli (apt-get install redis-tools)");
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.server.cli(args)
     }
 }

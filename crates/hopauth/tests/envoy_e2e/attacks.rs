@@ -2,9 +2,8 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rfc8725_attacks_are_refused() {
-    let s = Stack::start().await;
+async fn rfc8725_attacks_are_refused(mode: Mode) {
+    let s = Stack::start_in(mode).await;
     let k = &s.keys;
     let c = claims("alice");
     let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
@@ -81,12 +80,11 @@ async fn rfc8725_attacks_are_refused() {
     let big = k.es.sign_jwt(&big).unwrap();
     assert_invalid_token(&s.get_with_token("/x", &big).await, "token is too large");
 
-    assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
+    assert_eq!(s.authz_errors().await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_anonymous_route() {
-    let s = Stack::start().await;
+async fn a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_anonymous_route(mode: Mode) {
+    let s = Stack::start_in(mode).await;
     let token = s.keys.es.sign_jwt(&claims("alice")).unwrap();
     let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
     let forged = format!("{}.{}.c2ln", b64(&json!({"alg": "ES256"})), b64(&claims("root")));
@@ -127,39 +125,23 @@ async fn a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_ano
     let other = s.keys.es.sign_jwt(&claims("mallory")).unwrap();
     let r = s.get(&format!("/x?access%5Ftoken={other}"), &[("authorization", &bearer(&token))]).await;
     assert_invalid_token(&r, "more than one token in the request");
-    assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
+    assert_eq!(s.authz_errors().await, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused() {
+async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused(mode: Mode) {
     use hopauth_core::jws::MAX_JSON_DEPTH;
-    let keys = Keys::generate();
-    let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
-    let hopauth = start_hopauth(&config_yaml(&jwks.url(), "", "")).await;
-    wait_ready(&hopauth).await;
-    let app = start_echo().await;
-    let port = pick_port();
     // The default route copies hopauth's dynamic metadata into a request header, so the
-    // app shows what Envoy decoded from the CheckResponse.
-    let catch_all = "              - match: { prefix: / }\n";
-    let shipped = std::fs::read_to_string(repo_root().join("envoy/hopauth.yaml")).unwrap();
-    assert_eq!(shipped.matches(catch_all).count(), 1, "envoy/hopauth.yaml changed its catch-all route");
+    // app shows what Envoy holds (decoded from the CheckResponse, or set by the module).
+    const CATCH_ALL: &str = "              - match: { prefix: / }\n";
+    let shipped = std::fs::read_to_string(repo_root().join("envoy").join(mode.config_file())).unwrap();
+    assert_eq!(shipped.matches(CATCH_ALL).count(), 1, "envoy/{} changed its catch-all route", mode.config_file());
     let with_metadata = format!(
-        "{catch_all}                request_headers_to_add:\n                \
-         - header: {{ key: x-hopauth-metadata, value: \"%DYNAMIC_METADATA(envoy.filters.http.ext_authz:hopauth)%\" }}\n"
+        "{CATCH_ALL}                request_headers_to_add:\n                \
+         - header: {{ key: x-hopauth-metadata, value: \"%DYNAMIC_METADATA({})%\" }}\n",
+        mode.claims_metadata()
     );
-    let envoy = Envoy::start_with(
-        "hopauth.yaml",
-        hopauth.grpc_addr,
-        &[
-            ("port_value: 10000", format!("port_value: {port}")),
-            ("port_value: 9001", format!("port_value: {}", hopauth.grpc_addr.port())),
-            ("port_value: 8080", format!("port_value: {}", app.port())),
-            (catch_all, with_metadata),
-        ],
-    )
-    .await;
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(10)).build().unwrap();
+    let s = Stack::launch(mode, |url| config_yaml(url, "", ""), |l| l.replace(CATCH_ALL, with_metadata)).await;
+    let (keys, client, envoy) = (&s.keys, &s.client, &s.envoy);
     // `depth` containers in the claim; the claims object adds one.
     let token_with = |depth: usize, objects: bool| {
         let nested =
@@ -170,7 +152,7 @@ async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused
     };
     for objects in [true, false] {
         let at_limit = token_with(MAX_JSON_DEPTH - 1, objects);
-        let r = send(&client, &envoy.url("/x"), &[("authorization", &bearer(&at_limit))]).await;
+        let r = send(client, &envoy.url("/x"), &[("authorization", &bearer(&at_limit))]).await;
         assert_eq!((r.status, r.upstream_header("x-jwt-sub")), (200, Some("alice")), "{r:?}");
         let metadata: Value = serde_json::from_str(r.upstream_header("x-hopauth-metadata").expect("metadata header"))
             .unwrap_or_else(|e| panic!("metadata is not JSON ({e}): {r:?}"));
@@ -181,10 +163,19 @@ async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused
         assert_eq!(leaf, "leaf", "the whole claim reached Envoy: {metadata}");
         for depth in [MAX_JSON_DEPTH, 40] {
             let past = token_with(depth, objects);
-            let r = send(&client, &envoy.url("/x"), &[("authorization", &bearer(&past)), ("x-jwt-sub", "root")]).await;
+            let r = send(client, &envoy.url("/x"), &[("authorization", &bearer(&past)), ("x-jwt-sub", "root")]).await;
             assert_invalid_token(&r, "token claims are nested too deeply");
         }
     }
     // Envoy decoded every answer: no ext_authz error (an undecodable one would be).
-    assert_eq!(envoy.stat("http.ingress.ext_authz.error").await, 0);
+    assert_eq!(s.authz_errors().await, 0);
 }
+
+in_both_modes!(
+    rfc8725_attacks_are_refused,
+    a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_anonymous_route;
+    ignored_in_module: nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused =
+        "MODULE BUG: object, array and boolean claims reach dynamic metadata as JSON text, not \
+         as values (hopauth-envoy src/host/answer.rs MetaValue; Envoy 1.40 exports \
+         http_set_dynamic_metadata_struct and _bool)",
+);

@@ -25,11 +25,10 @@ fn roca_modulus() -> Vec<u8> {
     n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unhygienic_jwks_keys_are_dropped_counted_and_their_tokens_refused() {
+async fn unhygienic_jwks_keys_are_dropped_counted_and_their_tokens_refused(mode: Mode) {
     use sha2::Digest;
-    let s = Stack::start_config(|url| config_yaml(url, "", "").replace("refresh_interval: 5m", "refresh_interval: 1s"))
-        .await;
+    let refresh_fast = |url: &str| config_yaml(url, "", "").replace("refresh_interval: 5m", "refresh_interval: 1s");
+    let s = Stack::launch(mode, refresh_fast, |l| l).await;
     let k = &s.keys;
     let b64 = |b: &[u8]| URL_SAFE_NO_PAD.encode(b);
     let rs_jwk = k.rs.public_jwk();
@@ -51,9 +50,7 @@ async fn unhygienic_jwks_keys_are_dropped_counted_and_their_tokens_refused() {
     doc["keys"].as_array_mut().unwrap().extend(bad);
     s.jwks.set(doc);
 
-    let metrics = || async {
-        reqwest::get(format!("http://{}/metrics", s.hopauth.http_addr)).await.unwrap().text().await.unwrap()
-    };
+    let metrics = || s.metrics();
     let counted = |m: &str, reason: &str| {
         let prefix = format!(r#"hopauth_jwks_keys_rejected_total{{provider="main",reason="{reason}"}} "#);
         m.lines().filter_map(|l| l.strip_prefix(prefix.as_str())).filter_map(|v| v.parse::<u64>().ok()).sum::<u64>()
@@ -107,5 +104,7 @@ async fn unhygienic_jwks_keys_are_dropped_counted_and_their_tokens_refused() {
         let r = s.get_with_token("/x", &key.sign_jwt(&claims("alice")).unwrap()).await;
         assert_eq!(r.status, 200, "{}: {r:?}", key.alg);
     }
-    assert_eq!(s.envoy.stat("http.ingress.ext_authz.error").await, 0);
+    assert_eq!(s.authz_errors().await, 0);
 }
+
+in_both_modes!(unhygienic_jwks_keys_are_dropped_counted_and_their_tokens_refused);

@@ -2,15 +2,14 @@
 
 use super::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_route_policy() {
+async fn per_route_policy(mode: Mode) {
     let partner_key = SigningKey::generate(Alg::EdDSA, "partner-1").unwrap();
     let partner = JwksServer::start(jwks_of(&[&partner_key]), "https://partner.test").await;
     let extra = format!(
         "  - name: partner\n    issuer: https://partner.test\n    audiences: [{AUDIENCE}]\n    algorithms: [EdDSA]\n    jwks: {{ uri: \"{}\" }}\n",
         partner.url()
     );
-    let s = Stack::start_with(&extra, "").await;
+    let s = Stack::start_in_with(mode, &extra, "").await;
     let mut pc = claims("p-user");
     pc["iss"] = "https://partner.test".into();
     let partner_token = partner_key.sign_jwt(&pc).unwrap();
@@ -46,9 +45,8 @@ async fn per_route_policy() {
     assert_eq!(s.get("/publicity", &[]).await.status, 401, "/publicity is not /public");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood() {
-    let s = Stack::start().await;
+async fn key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood(mode: Mode) {
+    let s = Stack::start_in(mode).await;
     let fresh = SigningKey::generate(Alg::ES256, "es-2").unwrap();
     s.jwks.set(jwks_of(&[&s.keys.es, &fresh]));
     let before = s.jwks.hits();
@@ -70,19 +68,19 @@ async fn key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood() {
     assert_eq!(s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await.status, 200);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale() {
-    let s = Stack::start_config(|url| {
+async fn cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale(mode: Mode) {
+    let stale_soon = |url: &str| {
         config_yaml(url, "", "")
             .replace("refresh_interval: 5m", "refresh_interval: 1s\n      max_stale: 3s\n      timeout: 500ms")
-    })
-    .await;
+    };
+    let s = Stack::launch(mode, stale_soon, |l| l).await;
     let withdrawn = s.keys.es.sign_jwt(&claims("alice")).unwrap();
     let kept = s.keys.rs.sign_jwt(&claims("bob")).unwrap();
     for token in [&withdrawn, &kept, &withdrawn, &kept] {
         assert_eq!(s.get_with_token("/x", token).await.status, 200);
     }
-    assert!(s.hopauth.metrics.checks().verify_cache_hits() >= 2, "both tokens are cached");
+    let hits = metric(&s.metrics().await, "hopauth_verify_cache_hits_total");
+    assert!(hits >= 2.0, "both tokens are cached: {hits} hits");
 
     s.jwks.set(jwks_of(&[&s.keys.rs, &s.keys.ps, &s.keys.ed]));
     wait_until("the cached es-1 token to be refused", std::time::Duration::from_secs(10), || async {
@@ -98,18 +96,18 @@ async fn cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale() {
         s.get_with_token("/x", &kept).await.status == 503
     })
     .await;
-    // hopauth answered it (a cache hit), before its health check turned NOT_SERVING and
-    // Envoy started answering 503 itself.
-    let metrics = reqwest::get(format!("http://{}/metrics", s.hopauth.http_addr)).await.unwrap().text().await.unwrap();
+    // hopauth answered it (a cache hit): in ext_authz mode before its health check turned
+    // NOT_SERVING and Envoy started answering 503 itself.
+    let metrics = s.metrics().await;
     assert!(metrics.contains(r#"hopauth_checks_total{decision="deny",reason="keys_unavailable"}"#), "{metrics}");
     let r = s.get_with_token("/x", &kept).await;
     assert_eq!((r.status, r.header("retry-after")), (503, Some("5")), "{r:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in() {
+async fn a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in(mode: Mode) {
     // Default kid_refetch_interval.
-    let s = Stack::start_config(|url| config_yaml(url, "", "").replace("      kid_refetch_interval: 30s\n", "")).await;
+    let default_interval = |url: &str| config_yaml(url, "", "").replace("      kid_refetch_interval: 30s\n", "");
+    let s = Stack::launch(mode, default_interval, |l| l).await;
     let flooding = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let attacker = SigningKey::generate(Alg::ES256, "x").unwrap();
     let mut tasks = Vec::new();
@@ -161,3 +159,10 @@ async fn a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in() {
     assert!(full <= 1, "only the new document is a full fetch, the rest are 304s: {full}");
     assert_eq!(s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await.status, 200);
 }
+
+in_both_modes!(
+    per_route_policy,
+    key_rotation_is_picked_up_and_a_kid_flood_is_not_a_fetch_flood,
+    cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale,
+    a_kid_flood_costs_a_fetch_a_second_and_a_new_key_still_gets_in
+);

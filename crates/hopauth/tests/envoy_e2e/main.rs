@@ -1,6 +1,9 @@
-//! End to end through a real Envoy (envoy/hopauth.yaml) in front of an echo app, with
-//! hopauth in-process and a real JWKS endpoint: the contract's decision table, token
-//! sources, identity headers, per-route policy, key rotation and RFC 8725 attacks.
+//! End to end through a real Envoy in front of an echo app and a real JWKS endpoint, every
+//! test in both modes (`ext_authz::…`: envoy/hopauth.yaml with hopauth serving in this
+//! process; `module::…`: envoy/module.yaml with libhopauth_envoy.so deciding inside
+//! Envoy): the contract's decision table, token sources, identity headers, per-route
+//! policy, key rotation, kid floods, RFC 8725 attacks, Redis revocation and outages, and
+//! `--concurrency 4` under concurrent traffic.
 
 use hopauth_testkit as support;
 
@@ -10,6 +13,7 @@ use hopauth_core::alg::Alg;
 use hopauth_core::sign::SigningKey;
 use serde_json::{json, Value};
 use support::*;
+use support::{in_both_modes, Mode};
 
 fn challenge(r: &Reply) -> &str {
     r.header("www-authenticate").unwrap_or_else(|| panic!("no WWW-Authenticate in {r:?}"))
@@ -33,7 +37,14 @@ async fn send_raw(s: &Stack, path: &str, headers: &[(&str, &[u8])]) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
+/// A sample's value in a Prometheus exposition (0 when absent).
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
 mod attacks;
+mod concurrency;
 mod decisions;
 mod hygiene;
 mod keys;
+mod redis;

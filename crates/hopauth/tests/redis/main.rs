@@ -1,7 +1,7 @@
 //! The Redis revocation backend against real `redis-server` processes: one behaviour suite
-//! for memory and Redis, plain `redis-cli SET` writes reaching Envoy, outages (deny and
-//! allow), a revocation written while hopauth was disconnected, two instances on one
-//! Redis, a 3-master Cluster and a Sentinel failover.
+//! for memory and Redis, outages (deny and allow), a revocation written while hopauth was
+//! disconnected, two instances on one Redis, a 3-master Cluster and a Sentinel failover.
+//! (Redis writes and outages seen through Envoy, in both modes: envoy_e2e/redis.rs.)
 
 use hopauth_testkit as support;
 use hopauth_testkit::redis_server;
