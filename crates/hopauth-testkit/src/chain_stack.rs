@@ -82,7 +82,10 @@ pub struct ChainFiles {
 impl Default for ChainFiles {
     /// The shipped ext_authz configs, `envoy/gateway.yaml` and `envoy/sidecar.yaml`.
     fn default() -> Self {
-        ChainFiles { gateway: "gateway.yaml".into(), sidecars: ["sidecar.yaml".into(), "sidecar.yaml".into(), "sidecar.yaml".into()] }
+        ChainFiles {
+            gateway: "gateway.yaml".into(),
+            sidecars: ["sidecar.yaml".into(), "sidecar.yaml".into(), "sidecar.yaml".into()],
+        }
     }
 }
 

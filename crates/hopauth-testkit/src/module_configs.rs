@@ -21,7 +21,8 @@ pub const SEARCH_PATH_ENV: &str = "ENVOY_DYNAMIC_MODULES_SEARCH_PATH";
 
 const EXT_AUTHZ: &str = "envoy.filters.http.ext_authz";
 const FILTER_NAME: &str = "hopauth";
-const PER_ROUTE_TYPE: &str = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute";
+const PER_ROUTE_TYPE: &str =
+    "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilterPerRoute";
 const FILTER_CONFIG_TYPE: &str = "type.googleapis.com/envoy.config.route.v3.FilterConfig";
 
 /// `<target>/release`, holding the `libhopauth_envoy.so` built by `make module`, for the

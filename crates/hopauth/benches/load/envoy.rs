@@ -15,7 +15,7 @@ use hopauth_testkit::module_configs;
 use crate::servers::{http_get, Proc};
 use crate::ISSUER;
 
-pub fn envoy_config(listen: u16, admin: u16, filters: &str, clusters: &str) -> String {
+pub(crate) fn envoy_config(listen: u16, admin: u16, filters: &str, clusters: &str) -> String {
     format!(
         r#"admin: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {admin} }} }} }}
 static_resources:
@@ -44,7 +44,7 @@ static_resources:
     )
 }
 
-pub fn jwt_authn_filter(jwks: &str, cache: bool) -> String {
+pub(crate) fn jwt_authn_filter(jwks: &str, cache: bool) -> String {
     let cache = if cache { "\n                  jwt_cache_config: { jwt_cache_size: 1000 }" } else { "" };
     format!(
         r#"          - name: envoy.filters.http.jwt_authn
@@ -63,7 +63,7 @@ pub fn jwt_authn_filter(jwks: &str, cache: bool) -> String {
 }
 
 /// The ext_authz filter and cluster settings shipped in envoy/hopauth.yaml, pointed at `port`.
-pub fn ext_authz(port: u16) -> (String, String) {
+pub(crate) fn ext_authz(port: u16) -> (String, String) {
     let filter = r#"          - name: envoy.filters.http.ext_authz
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -91,25 +91,25 @@ pub fn ext_authz(port: u16) -> (String, String) {
 }
 
 /// The hopauth module filter of `envoy/module.yaml`, reading `hopauth_yaml`.
-pub fn module_filter(hopauth_yaml: &Path) -> String {
+pub(crate) fn module_filter(hopauth_yaml: &Path) -> String {
     module_configs::module_filter_yaml(hopauth_yaml, 10)
 }
 
 /// A running Envoy of one variant; killed on drop.
-pub struct BenchEnvoy {
-    pub proc: Proc,
-    pub listen: u16,
+pub(crate) struct BenchEnvoy {
+    pub(crate) proc: Proc,
+    pub(crate) listen: u16,
 }
 
 impl BenchEnvoy {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.proc.0.id()
     }
 }
 
 /// Starts Envoy (`--concurrency 1`) from `config` listening on `listen`; with `side`
 /// (the module's `http_listen` port) it also waits for the module's `/readyz`.
-pub fn start_envoy(dir: &Path, name: &str, config: &str, listen: u16, side: Option<u16>) -> BenchEnvoy {
+pub(crate) fn start_envoy(dir: &Path, name: &str, config: &str, listen: u16, side: Option<u16>) -> BenchEnvoy {
     let path = dir.join(format!("envoy-{name}.yaml"));
     std::fs::write(&path, config).unwrap();
     let log_path = dir.join(format!("envoy-{name}.log"));
@@ -122,9 +122,8 @@ pub fn start_envoy(dir: &Path, name: &str, config: &str, listen: u16, side: Opti
     let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start envoy");
     let mut proc = Proc(child);
     let end = Instant::now() + Duration::from_secs(30);
-    let ready = || {
-        TcpStream::connect(("127.0.0.1", listen)).is_ok() && side.is_none_or(|p| http_get(p, "/readyz").0 == 200)
-    };
+    let ready =
+        || TcpStream::connect(("127.0.0.1", listen)).is_ok() && side.is_none_or(|p| http_get(p, "/readyz").0 == 200);
     while !ready() {
         if Instant::now() > end || matches!(proc.0.try_wait(), Ok(Some(_))) {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Requests through Envoy on one keep-alive connection until the status is `want`; the
 /// time from the call to that answer.
-pub fn until_status(port: u16, token: &str, want: u16, deadline: Duration) -> Option<Duration> {
+pub(crate) fn until_status(port: u16, token: &str, want: u16, deadline: Duration) -> Option<Duration> {
     let start = Instant::now();
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_nodelay(true).unwrap();
@@ -25,7 +25,7 @@ pub fn until_status(port: u16, token: &str, want: u16, deadline: Duration) -> Op
 
 /// The status of the HTTP/1.1 response in `got`, once its headers and `content-length`
 /// body have all arrived.
-pub fn complete_response(got: &[u8]) -> Option<u16> {
+pub(crate) fn complete_response(got: &[u8]) -> Option<u16> {
     let h = got.windows(4).position(|w| w == b"\r\n\r\n")?;
     let head = String::from_utf8_lossy(&got[..h]).to_ascii_lowercase();
     let len: usize =

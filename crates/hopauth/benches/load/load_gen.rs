@@ -10,13 +10,13 @@ use serde_json::Value;
 use crate::http::complete_response;
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Run {
-    pub rps: f64,
-    pub p50_ms: f64,
-    pub p99_ms: f64,
-    pub p999_ms: f64,
-    pub non_2xx: u64,
-    pub requests: u64,
+pub(crate) struct Run {
+    pub(crate) rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) p999_ms: f64,
+    pub(crate) non_2xx: u64,
+    pub(crate) requests: u64,
 }
 
 /// Cycles through the tokens of `args[1]` from line `args[2]` (0 when absent), so a run
@@ -48,7 +48,7 @@ fn require(bin: &str, hint: &str) -> String {
 }
 
 /// `wrk -t1 -c32` for `secs` against `port`, tokens from `tokens` starting at line `from`.
-pub fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) -> Run {
+pub(crate) fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) -> Run {
     let script = dir.join("bench.lua");
     std::fs::write(&script, WRK_LUA).unwrap();
     let out = Command::new(require("wrk", "run `make bench-tools` (apt-get install wrk)"))
@@ -79,7 +79,7 @@ pub fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) -> Run {
 /// time, so a stall shows up in the percentiles (no coordinated omission). One
 /// runtime thread drives every connection, so the generator takes as little CPU from the
 /// system under test as it can.
-pub fn open_loop(port: u16, token: &str, rate: f64, secs: u64, conns: usize) -> Run {
+pub(crate) fn open_loop(port: u16, token: &str, rate: f64, secs: u64, conns: usize) -> Run {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let request = format!("GET / HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\r\n").into_bytes();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -150,7 +150,7 @@ pub fn open_loop(port: u16, token: &str, rate: f64, secs: u64, conns: usize) -> 
 }
 
 /// The `p` quantile of `sorted`, in milliseconds.
-pub fn percentile(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted
         .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
         .map_or(0.0, |d| d.as_secs_f64() * 1000.0)

@@ -47,17 +47,17 @@ fn claims(sub: &str, jti: &str) -> Value {
 }
 
 /// The key, the JWKS file every variant trusts, and the token files.
-pub struct Fixture {
-    pub dir: PathBuf,
-    pub key: SigningKey,
-    pub jwks: String,
-    pub jwks_file: PathBuf,
-    pub one_token: String,
+pub(crate) struct Fixture {
+    pub(crate) dir: PathBuf,
+    pub(crate) key: SigningKey,
+    pub(crate) jwks: String,
+    pub(crate) jwks_file: PathBuf,
+    pub(crate) one_token: String,
     /// One token, one line: the cached path.
-    pub one: PathBuf,
+    pub(crate) one: PathBuf,
     /// [`FRESH_TOKENS`] distinct tokens, one a line: the uncached path.
-    pub many: PathBuf,
-    pub fresh_tokens: u64,
+    pub(crate) many: PathBuf,
+    pub(crate) fresh_tokens: u64,
 }
 
 impl Fixture {
@@ -165,7 +165,10 @@ fn main() {
     let cpu0 = cpu_seconds(pid);
     let cached = closed_run(&fx, "hopauth_cached", &f, &c, &fx.one);
     let cpu1 = cpu_seconds(pid);
-    extra.insert("hopauth_cached_cpu_us_per_check".into(), json!((cpu1 - cpu0) * 1e6 / (cached.requests as f64).max(1.0)));
+    extra.insert(
+        "hopauth_cached_cpu_us_per_check".into(),
+        json!((cpu1 - cpu0) * 1e6 / (cached.requests as f64).max(1.0)),
+    );
     closed.insert("hopauth_cached".into(), cached.clone());
     let uncached = closed_run(&fx, "hopauth_uncached", &f, &c, &fx.many);
     let cpu2 = cpu_seconds(pid);

@@ -11,12 +11,12 @@ use serde_json::{json, Map, Value};
 
 use crate::envoy::{envoy_config, module_filter, start_envoy, BenchEnvoy};
 use crate::load_gen::{percentile, wrk, Run};
-use crate::servers::{commandstats_total, free_port, hopauth_yaml, metric, rss_mib};
 use crate::revocation::revocation_latency;
+use crate::servers::{commandstats_total, free_port, hopauth_yaml, metric, rss_mib};
 use crate::{measure, Fixture};
 
 /// Tokens in the module's cache for the RSS figure.
-pub const CACHED_TOKENS: u64 = 100_000;
+pub(crate) const CACHED_TOKENS: u64 = 100_000;
 
 /// Envoy with the module, its hopauth.yaml's `http_listen` on `side`.
 struct Module {
@@ -35,7 +35,12 @@ fn start_module(fx: &Fixture, name: &str, revocation: &str) -> Module {
 }
 
 /// Runs every module variant; closed-loop runs go to `closed`, the rest to `extra`.
-pub fn run(fx: &Fixture, redis: &RedisServer, closed: &mut BTreeMap<String, Run>, extra: &mut Map<String, Value>) {
+pub(crate) fn run(
+    fx: &Fixture,
+    redis: &RedisServer,
+    closed: &mut BTreeMap<String, Run>,
+    extra: &mut Map<String, Value>,
+) {
     // Memory backend: one cached token, then fresh tokens, then fill the cache to 100k.
     let m = start_module(fx, "memory", "");
     let pid = m.envoy.pid();
@@ -69,7 +74,8 @@ fn fresh_run(envoy: &BenchEnvoy, fx: &Fixture) -> (Run, u64) {
     let warm = wrk(envoy.listen, &fx.many, &fx.dir, 1, 0);
     let r = wrk(envoy.listen, &fx.many, &fx.dir, crate::CLOSED_SECS, warm.requests);
     crate::print_run("hopauth_module_fresh", &r);
-    (r, warm.requests + r.requests)
+    let sent = warm.requests + r.requests;
+    (r, sent)
 }
 
 /// Sends fresh tokens from line `sent` on until the module's cache holds

@@ -38,8 +38,20 @@ fn targets(closed: &BTreeMap<String, Run>, extra: &Map<String, Value>) -> Vec<Ta
             2.0,
             "≥ 2.0×",
         ),
-        ratio("module fresh token per request vs jwt_authn without cache", "hopauth_module_fresh", "jwt_authn", 1.0, "≥ 1.0×"),
-        ratio("module with Redis backend vs module with memory", "hopauth_module_redis", "hopauth_module_cached", 0.97, "≥ 0.97×"),
+        ratio(
+            "module fresh token per request vs jwt_authn without cache",
+            "hopauth_module_fresh",
+            "jwt_authn",
+            1.0,
+            "≥ 1.0×",
+        ),
+        ratio(
+            "module with Redis backend vs module with memory",
+            "hopauth_module_redis",
+            "hopauth_module_cached",
+            0.97,
+            "≥ 0.97×",
+        ),
         Target {
             what: "revocation written → enforced through the module, p99",
             value: p99,
@@ -58,14 +70,14 @@ fn targets(closed: &BTreeMap<String, Run>, extra: &Map<String, Value>) -> Vec<Ta
 }
 
 /// Everything the report says about the run itself.
-pub struct Context {
-    pub load_before: String,
-    pub load_after: String,
-    pub took_secs: f64,
-    pub open_rate: f64,
+pub(crate) struct Context {
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+    pub(crate) took_secs: f64,
+    pub(crate) open_rate: f64,
 }
 
-pub fn write(
+pub(crate) fn write(
     out_dir: &Path,
     ctx: &Context,
     closed: &BTreeMap<String, Run>,

@@ -10,11 +10,11 @@ use crate::http::until_status;
 use crate::{claims, Fixture};
 
 /// Samples per measure (the p99 is the second-worst of 200).
-pub const REVOCATION_SAMPLES: usize = 200;
+pub(crate) const REVOCATION_SAMPLES: usize = 200;
 
 /// Per sample: a new token is allowed through `listen`, its `jti` is written to Redis
 /// (`<prefix>-<i>`), and the time from that write to the first 401 is recorded.
-pub fn revocation_latency(listen: u16, fx: &Fixture, redis: &RedisServer, prefix: &str) -> Vec<Duration> {
+pub(crate) fn revocation_latency(listen: u16, fx: &Fixture, redis: &RedisServer, prefix: &str) -> Vec<Duration> {
     let mut lat = Vec::new();
     for i in 0..REVOCATION_SAMPLES {
         let jti = format!("{prefix}-{i}");

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use crate::ISSUER;
 
 /// A child process, killed on drop.
-pub struct Proc(pub Child);
+pub(crate) struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -26,7 +26,7 @@ impl Drop for Proc {
     }
 }
 
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     redis_server::free_port()
 }
 
@@ -39,7 +39,7 @@ fn wait_port(port: u16, what: &str) {
 }
 
 /// `GET path` on a fresh connection: the status (0 when nothing answers) and the response.
-pub fn http_get(port: u16, path: &str) -> (u16, String) {
+pub(crate) fn http_get(port: u16, path: &str) -> (u16, String) {
     let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return (0, String::new()) };
     let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
     let mut out = String::new();
@@ -49,13 +49,13 @@ pub fn http_get(port: u16, path: &str) -> (u16, String) {
 }
 
 /// The value of the first `/metrics` line starting with `series` on `port`.
-pub fn metric(port: u16, series: &str) -> Option<f64> {
+pub(crate) fn metric(port: u16, series: &str) -> Option<f64> {
     let (_, text) = http_get(port, "/metrics");
     text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// An ext_authz server that allows everything, on `port` (the ceiling of any ext_authz server).
-pub fn allow_all_server(port: u16) {
+pub(crate) fn allow_all_server(port: u16) {
     use envoy_types::pb::envoy::service::auth::v3::authorization_server::{Authorization, AuthorizationServer};
     use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
     struct AllowAll;
@@ -86,7 +86,7 @@ pub fn allow_all_server(port: u16) {
 
 /// The hopauth.yaml of every hopauth variant, sidecar and module alike: provider `main` on
 /// `jwks_file`, a verify cache with room for every fresh token, `revocation` appended.
-pub fn hopauth_yaml(grpc: u16, http: u16, jwks_file: &Path, revocation: &str) -> String {
+pub(crate) fn hopauth_yaml(grpc: u16, http: u16, jwks_file: &Path, revocation: &str) -> String {
     format!(
         "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:{http}\nproviders:\n  - name: main\n    issuer: {ISSUER}\n    \
          audiences: [orders]\n    algorithms: [ES256]\n    jwks: {{ file: \"{}\" }}\n    claims_to_headers: {{ sub: x-jwt-sub }}\n\
@@ -96,30 +96,42 @@ pub fn hopauth_yaml(grpc: u16, http: u16, jwks_file: &Path, revocation: &str) ->
 }
 
 /// `hopauth serve` on `threads` runtime threads (default: one per core), once ready.
-pub fn start_hopauth(dir: &Path, name: &str, jwks_file: &Path, revocation: &str, threads: Option<usize>) -> ServeProcess {
+pub(crate) fn start_hopauth(
+    dir: &Path,
+    name: &str,
+    jwks_file: &Path,
+    revocation: &str,
+    threads: Option<usize>,
+) -> ServeProcess {
     let (grpc, http) = (free_port(), free_port());
     let path = dir.join(format!("hopauth-{name}.yaml"));
     std::fs::write(&path, hopauth_yaml(grpc, http, jwks_file, revocation)).unwrap();
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let log = dir.join(format!("hopauth-{name}.log"));
-    let mut p =
-        ServeProcess::spawn_with_threads(Path::new(env!("CARGO_BIN_EXE_hopauth")), &path, log, addr(grpc), addr(http), threads);
+    let mut p = ServeProcess::spawn_with_threads(
+        Path::new(env!("CARGO_BIN_EXE_hopauth")),
+        &path,
+        log,
+        addr(grpc),
+        addr(http),
+        threads,
+    );
     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(p.wait_ready());
     p
 }
 
 /// CPU seconds (user + system) a process has used.
-pub fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     proc_sample(pid).map_or(0.0, |s| s.cpu_ticks as f64 / 100.0)
 }
 
-pub fn rss_mib(pid: u32) -> f64 {
+pub(crate) fn rss_mib(pid: u32) -> f64 {
     proc_sample(pid).map_or(0.0, |s| s.rss_kib as f64 / 1024.0)
 }
 
 /// Commands Redis has executed (INFO itself not counted).
-pub fn commandstats_total(redis: &RedisServer) -> u64 {
+pub(crate) fn commandstats_total(redis: &RedisServer) -> u64 {
     redis
         .cli(&["INFO", "commandstats"])
         .lines()
@@ -129,7 +141,7 @@ pub fn commandstats_total(redis: &RedisServer) -> u64 {
 }
 
 /// gRPC server alone: h2load with a recorded Check body, cache hits.
-pub fn h2load_grpc(dir: &Path, port: u16, token: &str) -> Option<Value> {
+pub(crate) fn h2load_grpc(dir: &Path, port: u16, token: &str) -> Option<Value> {
     use prost::Message;
     if redis_server::which("h2load").is_none() {
         eprintln!("h2load not found (apt-get install nghttp2-client): skipping the gRPC-only run");

@@ -7,30 +7,30 @@ use hopauth_testkit::Reply;
 use serde_json::{json, Value};
 
 /// One step's expectations; the first unmet one is the step's failure.
-pub type Outcome = Result<(), String>;
+pub(crate) type Outcome = Result<(), String>;
 
-macro_rules! expect {
+macro_rules! ensure {
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
             return Err(format!($($msg)+));
         }
     };
 }
-pub(crate) use expect;
+pub(crate) use ensure;
 
-pub fn expect_status(r: &Reply, want: u16) -> Outcome {
-    expect!(r.status == want, "expected HTTP {want}, got {} (body: {})", r.status, r.body);
+pub(crate) fn expect_status(r: &Reply, want: u16) -> Outcome {
+    ensure!(r.status == want, "expected HTTP {want}, got {} (body: {})", r.status, r.body);
     Ok(())
 }
 
-pub fn expect_invalid_token(r: &Reply, description: &str) -> Outcome {
+pub(crate) fn expect_invalid_token(r: &Reply, description: &str) -> Outcome {
     expect_status(r, 401)?;
     let c = r.header("www-authenticate").unwrap_or("");
-    expect!(
+    ensure!(
         c.starts_with("Bearer realm=\"hopauth\"") && c.contains("error=\"invalid_token\""),
         "expected a `Bearer realm=\"hopauth\", error=\"invalid_token\"` challenge, got `{c}`"
     );
-    expect!(
+    ensure!(
         r.body["error_description"] == description,
         "expected error_description \"{description}\", got {}",
         r.body["error_description"]
@@ -39,13 +39,13 @@ pub fn expect_invalid_token(r: &Reply, description: &str) -> Outcome {
 }
 
 /// The `/admin/revoke` body that revokes `token`: its own `jti` and `exp`.
-pub fn revoke_body(token: &str) -> String {
+pub(crate) fn revoke_body(token: &str) -> String {
     let c = claims_of(token);
     json!({ "jti": c["jti"], "exp": c["exp"] }).to_string()
 }
 
 /// The claims of a JWT, unverified (for display).
-pub fn claims_of(token: &str) -> Value {
+pub(crate) fn claims_of(token: &str) -> Value {
     token
         .split('.')
         .nth(1)
@@ -55,7 +55,7 @@ pub fn claims_of(token: &str) -> Value {
 }
 
 /// `token` with its payload changed to sub=root, scope=admin, the signature kept.
-pub fn tamper(token: &str) -> String {
+pub(crate) fn tamper(token: &str) -> String {
     let mut parts: Vec<&str> = token.split('.').collect();
     let mut forged = claims_of(token);
     forged["sub"] = "root".into();

@@ -34,7 +34,7 @@ use system::System;
 
 /// Where hopauth runs: beside every Envoy (ext_authz) or inside it (the module).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(crate) enum Mode {
     ExtAuthz,
     Module,
 }
@@ -48,7 +48,7 @@ impl Mode {
         }
     }
 
-    pub fn describe(self) -> &'static str {
+    pub(crate) fn describe(self) -> &'static str {
         match self {
             Mode::ExtAuthz => "ext_authz: hopauth beside every Envoy, one Check per request over gRPC",
             Mode::Module => "module: hopauth inside every Envoy (libhopauth_envoy.so), no hop",

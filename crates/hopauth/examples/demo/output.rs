@@ -20,34 +20,34 @@ fn paint(code: &str, text: impl std::fmt::Display) -> String {
     }
 }
 
-pub fn bold(t: impl std::fmt::Display) -> String {
+pub(crate) fn bold(t: impl std::fmt::Display) -> String {
     paint("1", t)
 }
-pub fn dim(t: impl std::fmt::Display) -> String {
+pub(crate) fn dim(t: impl std::fmt::Display) -> String {
     paint("2", t)
 }
-pub fn green(t: impl std::fmt::Display) -> String {
+pub(crate) fn green(t: impl std::fmt::Display) -> String {
     paint("32", t)
 }
-pub fn red(t: impl std::fmt::Display) -> String {
+pub(crate) fn red(t: impl std::fmt::Display) -> String {
     paint("31", t)
 }
-pub fn yellow(t: impl std::fmt::Display) -> String {
+pub(crate) fn yellow(t: impl std::fmt::Display) -> String {
     paint("33", t)
 }
-pub fn cyan(t: impl std::fmt::Display) -> String {
+pub(crate) fn cyan(t: impl std::fmt::Display) -> String {
     paint("36", t)
 }
 
 /// `eyJhbGciOiJFUzI1…Qx9w (612 bytes)`: a token short enough to read.
-pub fn short(token: &str) -> String {
+pub(crate) fn short(token: &str) -> String {
     if token.len() <= 28 {
         return token.to_string();
     }
     format!("{}…{} ({} bytes)", &token[..18], &token[token.len() - 6..], token.len())
 }
 
-pub fn status_text(status: u16) -> String {
+pub(crate) fn status_text(status: u16) -> String {
     let reason = reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
     let text = format!("{status} {reason}");
     match status {
@@ -57,12 +57,12 @@ pub fn status_text(status: u16) -> String {
     }
 }
 
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
 /// `→ METHOD url` and the headers sent (tokens shortened), and a note.
-pub fn show_request(method: &str, url: &str, headers: &[(&str, &str)], note: &str) {
+pub(crate) fn show_request(method: &str, url: &str, headers: &[(&str, &str)], note: &str) {
     println!("  {} {} {}", cyan("→"), bold(method), url);
     for (name, value) in headers {
         let value = match value.strip_prefix("Bearer ") {
@@ -77,7 +77,7 @@ pub fn show_request(method: &str, url: &str, headers: &[(&str, &str)], note: &st
 }
 
 /// The reply: status, and for a deny the challenge and the error body.
-pub fn show_reply(r: &Reply, elapsed: Duration) {
+pub(crate) fn show_reply(r: &Reply, elapsed: Duration) {
     println!("  {} {}  {}", cyan("←"), status_text(r.status), dim(ms(elapsed)));
     if let Some(c) = r.header("www-authenticate") {
         println!("      {}: {}", dim("www-authenticate"), c);
@@ -89,6 +89,6 @@ pub fn show_reply(r: &Reply, elapsed: Duration) {
     }
 }
 
-pub fn detail(label: &str, value: impl std::fmt::Display) {
+pub(crate) fn detail(label: &str, value: impl std::fmt::Display) {
     println!("      {} {}", dim(format!("{label}:")), value);
 }

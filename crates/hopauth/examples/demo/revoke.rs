@@ -10,7 +10,7 @@ use crate::checks::{claims_of, expect_invalid_token};
 use crate::output::{bold, cyan, detail, dim, green, ms, red, short, show_request, status_text};
 use crate::story::Demo;
 
-pub async fn step_revoke(d: &mut Demo, token: &str) {
+pub(crate) async fn step_revoke(d: &mut Demo, token: &str) {
     let title = "Revoke the token; time until every hop refuses it";
     d.begin(title);
     // Every hop accepts it first (and has it in its verified cache).
@@ -81,7 +81,7 @@ pub async fn step_revoke(d: &mut Demo, token: &str) {
     d.end(title, outcome, "every hop refuses the revoked token within milliseconds, long before its exp");
 }
 
-pub async fn step_refresh(d: &mut Demo, refresh_token: &str, revoked: &str) -> Option<String> {
+pub(crate) async fn step_refresh(d: &mut Demo, refresh_token: &str, revoked: &str) -> Option<String> {
     let title = "Refresh (the session lives on) and continue";
     d.begin(title);
     let (r, _) =

@@ -4,19 +4,19 @@
 use hopauth_testkit::bearer;
 use hopauth_testkit::issuer_stack::TokenReply;
 
-use crate::checks::{claims_of, expect, expect_invalid_token, expect_status, tamper};
+use crate::checks::{claims_of, ensure, expect_invalid_token, expect_status, tamper};
 use crate::output::{cyan, detail, short, show_request, status_text};
 use crate::story::Demo;
 use crate::Mode;
 
-pub async fn step_login(d: &mut Demo) -> Option<TokenReply> {
+pub(crate) async fn step_login(d: &mut Demo) -> Option<TokenReply> {
     let title = "Log in at the issuer (password grant)";
     d.begin(title);
     let (r, _) = d
         .post_form("/token", &[("grant_type", "password"), ("username", "alice"), ("password", "alice-pw")], None)
         .await;
     let outcome = (|| {
-        expect!(r.status == 200, "login answered {}: {}", r.status, r.body);
+        ensure!(r.status == 200, "login answered {}: {}", r.status, r.body);
         let access = r.body["access_token"].as_str().unwrap_or("");
         let c = claims_of(access);
         detail("access_token", short(access));
@@ -32,7 +32,7 @@ pub async fn step_login(d: &mut Demo) -> Option<TokenReply> {
                 c["sid"]
             ),
         );
-        expect!(c["sub"] == "alice", "the access token's sub is {}", c["sub"]);
+        ensure!(c["sub"] == "alice", "the access token's sub is {}", c["sub"]);
         Ok(())
     })();
     let ok = outcome.is_ok();
@@ -40,14 +40,14 @@ pub async fn step_login(d: &mut Demo) -> Option<TokenReply> {
     ok.then_some(r)
 }
 
-pub async fn step_chain(d: &mut Demo, token: &str) {
+pub(crate) async fn step_chain(d: &mut Demo, token: &str) {
     let title = "Call A, which calls B, which calls C: every hop verifies the same token";
     d.begin(title);
     let outcome = d.call_chain(token, "client → gateway → A's sidecar → A → B's sidecar → B → C's sidecar → C").await;
     d.end(title, outcome, "200; each service saw alice, verified by its own sidecar");
 }
 
-pub async fn step_refused_at_gateway(d: &mut Demo, token: &str) {
+pub(crate) async fn step_refused_at_gateway(d: &mut Demo, token: &str) {
     let title = "No token, then a tampered token: refused at the gateway";
     d.begin(title);
     let a_stat = "http.inbound.downstream_rq_total";
@@ -57,7 +57,7 @@ pub async fn step_refused_at_gateway(d: &mut Demo, token: &str) {
     let first = (|| {
         expect_status(&r, 401)?;
         let c = r.header("www-authenticate");
-        expect!(c == Some("Bearer realm=\"hopauth\""), "expected `Bearer realm=\"hopauth\"`, got {c:?}");
+        ensure!(c == Some("Bearer realm=\"hopauth\""), "expected `Bearer realm=\"hopauth\"`, got {c:?}");
         Ok(())
     })();
     println!();
@@ -68,13 +68,13 @@ pub async fn step_refused_at_gateway(d: &mut Demo, token: &str) {
     let outcome = first.and_then(|()| {
         expect_invalid_token(&r, "token signature is invalid")?;
         detail("requests that reached A's sidecar", a_after - a_before);
-        expect!(a_after == a_before, "{} refused request(s) reached A's sidecar", a_after - a_before);
+        ensure!(a_after == a_before, "{} refused request(s) reached A's sidecar", a_after - a_before);
         Ok(())
     });
     d.end(title, outcome, "401 both times; neither request entered the mesh");
 }
 
-pub async fn step_bypass(d: &mut Demo, token: &str) {
+pub(crate) async fn step_bypass(d: &mut Demo, token: &str) {
     let title = "Bypass the gateway: call B directly";
     d.begin(title);
     let url = d.sys.chain.hops[1].url("/chain");
@@ -87,7 +87,7 @@ pub async fn step_bypass(d: &mut Demo, token: &str) {
     d.end(title, outcome, "401: B's sidecar verifies on its own; being inside the mesh grants nothing");
 }
 
-pub async fn step_scope(d: &mut Demo, token: &str) {
+pub(crate) async fn step_scope(d: &mut Demo, token: &str) {
     let title = "Scope-protected routes on the gateway";
     d.begin(title);
     let auth = bearer(token);
@@ -102,7 +102,7 @@ pub async fn step_scope(d: &mut Demo, token: &str) {
     let first = (|| {
         expect_status(&r, 403)?;
         let c = r.header("www-authenticate").unwrap_or("");
-        expect!(
+        ensure!(
             c.contains("error=\"insufficient_scope\"") && c.contains("scope=\"admin\""),
             "expected an insufficient_scope challenge naming scope \"admin\", got `{c}`"
         );
@@ -120,13 +120,13 @@ pub async fn step_scope(d: &mut Demo, token: &str) {
         expect_status(&r, 200)?;
         let sub = r.body["identity"]["x-jwt-sub"].as_str().unwrap_or("(none)");
         detail("service A saw", format!("sub={sub} path={}", r.body["path"]));
-        expect!(sub == "alice", "A saw sub {sub}");
+        ensure!(sub == "alice", "A saw sub {sub}");
         Ok(())
     });
     d.end(title, outcome, "403 insufficient_scope without the scope, 200 with it");
 }
 
-pub async fn step_metrics(d: &mut Demo) {
+pub(crate) async fn step_metrics(d: &mut Demo) {
     let title = "What hopauth counted";
     d.begin(title);
     let h = d.sys.hopauth_of(0);
@@ -139,7 +139,7 @@ pub async fn step_metrics(d: &mut Demo) {
             Mode::ExtAuthz => {
                 let errors = d.sys.chain.ext_authz_errors().await;
                 detail("Envoy ext_authz errors, all four Envoys", errors);
-                expect!(errors == 0, "Envoy counted {errors} ext_authz errors (every deny must be a normal answer)");
+                ensure!(errors == 0, "Envoy counted {errors} ext_authz errors (every deny must be a normal answer)");
             }
             Mode::Module => {
                 // The module's counters as Envoy's own stats, on the gateway's admin port.
@@ -148,7 +148,7 @@ pub async fn step_metrics(d: &mut Demo) {
                 let text = get_text(d, &url).await?;
                 let series = "envoy_dynamicmodulescustom_hopauth_checks_total{";
                 print_nonzero(&text, series);
-                expect!(text.lines().any(|l| l.starts_with(series)), "Envoy's stats have no {series}…}} series");
+                ensure!(text.lines().any(|l| l.starts_with(series)), "Envoy's stats have no {series}…}} series");
             }
         }
         Ok::<(), String>(())
@@ -167,7 +167,7 @@ async fn get_text(d: &Demo, url: &str) -> Result<String, String> {
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| format!("GET {url}: {e}"))?;
     println!("  {} {}", cyan("←"), status_text(status));
-    expect!(status == 200, "GET {url} answered {status}");
+    ensure!(status == 200, "GET {url} answered {status}");
     Ok(text)
 }
 

@@ -8,24 +8,24 @@ use hopauth_testkit::chain_stack::NAMES;
 use hopauth_testkit::issuer_stack::{post_form, TokenReply};
 use hopauth_testkit::{bearer, send, Reply};
 
-use crate::checks::{expect, expect_status, Outcome};
+use crate::checks::{ensure, expect_status, Outcome};
 use crate::output::{bold, cyan, detail, dim, green, ms, red, short, show_reply, show_request, status_text};
 use crate::revoke::{step_refresh, step_revoke};
 use crate::steps::{step_bypass, step_chain, step_login, step_metrics, step_refused_at_gateway, step_scope};
 use crate::system::System;
 
-pub const STEPS: usize = 8;
+pub(crate) const STEPS: usize = 8;
 
-pub struct Demo {
-    pub sys: System,
-    pub step: usize,
-    pub failures: Vec<String>,
+pub(crate) struct Demo {
+    pub(crate) sys: System,
+    pub(crate) step: usize,
+    pub(crate) failures: Vec<String>,
     /// Per hop, the time from the revoke request to its first refusal.
-    pub revocation: Vec<(String, Duration)>,
+    pub(crate) revocation: Vec<(String, Duration)>,
 }
 
 impl Demo {
-    pub async fn get(&self, url: &str, headers: &[(&str, &str)], note: &str) -> Reply {
+    pub(crate) async fn get(&self, url: &str, headers: &[(&str, &str)], note: &str) -> Reply {
         show_request("GET", url, headers, note);
         let start = Instant::now();
         let r = send(&self.sys.client, url, headers).await;
@@ -33,7 +33,12 @@ impl Demo {
         r
     }
 
-    pub async fn post_form(&self, path: &str, form: &[(&str, &str)], bearer_token: Option<&str>) -> (TokenReply, Duration) {
+    pub(crate) async fn post_form(
+        &self,
+        path: &str,
+        form: &[(&str, &str)],
+        bearer_token: Option<&str>,
+    ) -> (TokenReply, Duration) {
         let url = self.sys.issuer_url(path);
         let shown: Vec<String> = form
             .iter()
@@ -49,13 +54,13 @@ impl Demo {
         (r, took)
     }
 
-    pub fn begin(&mut self, title: &str) {
+    pub(crate) fn begin(&mut self, title: &str) {
         self.step += 1;
         println!();
         println!("{} {}", bold(cyan(format!("[{}/{STEPS}]", self.step))), bold(title));
     }
 
-    pub fn end(&mut self, title: &str, outcome: Outcome, ok: &str) {
+    pub(crate) fn end(&mut self, title: &str, outcome: Outcome, ok: &str) {
         match outcome {
             Ok(()) => println!("  {} {}", green("✔ as expected:"), ok),
             Err(e) => {
@@ -66,20 +71,21 @@ impl Demo {
     }
 
     /// Sum over every hopauth (its `/metrics`) of one metric line's value.
-    pub async fn metric_sum(&self, line_start: &str) -> f64 {
+    pub(crate) async fn metric_sum(&self, line_start: &str) -> f64 {
         let mut sum = 0.0;
         for (_, h) in &self.sys.hopauths {
             let url = format!("http://{}/metrics", h.http_addr());
             let Ok(resp) = self.sys.client.get(&url).send().await else { continue };
             let text = resp.text().await.unwrap_or_default();
-            let value = text.lines().find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse::<f64>().ok()));
+            let value =
+                text.lines().find_map(|l| l.strip_prefix(line_start).and_then(|v| v.trim().parse::<f64>().ok()));
             sum += value.unwrap_or(0.0);
         }
         sum
     }
 
     /// Calls A → B → C through the gateway and prints what each service saw.
-    pub async fn call_chain(&self, token: &str, note: &str) -> Outcome {
+    pub(crate) async fn call_chain(&self, token: &str, note: &str) -> Outcome {
         let auth = bearer(token);
         let allowed = r#"hopauth_checks_total{decision="allow",reason="verified"} "#;
         let before = self.metric_sum(allowed).await;
@@ -98,22 +104,22 @@ impl Demo {
                 scope,
                 dim(format!("(verified by {name}'s sidecar, token received: {})", node["token_received"])),
             );
-            expect!(node["service"] == *name, "hop {} is {}, expected {name}", i + 1, node["service"]);
-            expect!(sub == "alice", "{name} saw sub {sub}, expected alice");
-            expect!(node["token_received"] == true, "{name} did not receive the token");
+            ensure!(node["service"] == *name, "hop {} is {}, expected {name}", i + 1, node["service"]);
+            ensure!(sub == "alice", "{name} saw sub {sub}, expected alice");
+            ensure!(node["token_received"] == true, "{name} did not receive the token");
             if i + 1 < NAMES.len() {
-                expect!(node["next"]["status"] == 200, "{name}'s call to the next hop: {}", node["next"]);
+                ensure!(node["next"]["status"] == 200, "{name}'s call to the next hop: {}", node["next"]);
                 node = &node["next"]["body"];
             }
         }
         let checks = (self.metric_sum(allowed).await - before).round() as u64;
         detail("hopauth allow decisions for this request", format!("{checks} (gateway, A, B, C)"));
-        expect!(checks == 4, "expected 4 verified allows (one per hop), got {checks}");
+        ensure!(checks == 4, "expected 4 verified allows (one per hop), got {checks}");
         Ok(())
     }
 }
 
-pub async fn run_demo(sys: System) -> i32 {
+pub(crate) async fn run_demo(sys: System) -> i32 {
     let mut d = Demo { sys, step: 0, failures: Vec::new(), revocation: Vec::new() };
     if let Some(login) = step_login(&mut d).await {
         let access = login.access().to_string();

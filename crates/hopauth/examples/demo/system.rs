@@ -18,16 +18,16 @@ use crate::output::{dim, yellow};
 use crate::Mode;
 
 /// Where one Envoy's decisions are taken.
-pub enum Authz {
+pub(crate) enum Authz {
     /// `hopauth serve` (in this process), asked over ext_authz gRPC.
-    Sidecar(hopauth::server::Running),
+    Sidecar(Box<hopauth::server::Running>),
     /// The module inside that Envoy; `http_addr` is its side port.
     Module { http_addr: SocketAddr },
 }
 
 impl Authz {
     /// `http_listen`: /metrics, /readyz, /admin.
-    pub fn http_addr(&self) -> SocketAddr {
+    pub(crate) fn http_addr(&self) -> SocketAddr {
         match self {
             Authz::Sidecar(r) => r.http_addr,
             Authz::Module { http_addr } => *http_addr,
@@ -43,13 +43,13 @@ impl Authz {
 }
 
 /// Everything `make demo` and `make up` start; `shutdown` stops it all.
-pub struct System {
-    pub mode: Mode,
-    pub issuer: IssuerParts,
+pub(crate) struct System {
+    pub(crate) mode: Mode,
+    pub(crate) issuer: IssuerParts,
     /// `(label, authz)`: one per Envoy (gateway, A, B, C) with Redis, one shared without.
-    pub hopauths: Vec<(&'static str, Authz)>,
-    pub chain: Chain,
-    pub client: reqwest::Client,
+    pub(crate) hopauths: Vec<(&'static str, Authz)>,
+    pub(crate) chain: Chain,
+    pub(crate) client: reqwest::Client,
     /// The module-mode configs (hopauth.yaml per Envoy, rendered Envoy configs).
     _configs: Option<tempfile::TempDir>,
 }
@@ -57,7 +57,7 @@ pub struct System {
 const LABELS: [&str; 4] = ["gateway", "A", "B", "C"];
 
 impl System {
-    pub async fn start(mode: Mode) -> System {
+    pub(crate) async fn start(mode: Mode) -> System {
         let redis = redis_server::which("redis-server").is_some();
         if mode == Mode::Module && !redis {
             eprintln!(
@@ -67,7 +67,10 @@ impl System {
             std::process::exit(2);
         }
         if mode == Mode::Module {
-            println!("{}", dim("starting Redis, the issuer, the gateway and A → B → C (hopauth inside each Envoy) on free ports…"));
+            println!(
+                "{}",
+                dim("starting Redis, the issuer, the gateway and A → B → C (hopauth inside each Envoy) on free ports…")
+            );
         } else if redis {
             println!("{}", dim("starting Redis, the issuer, 4 hopauths, the gateway and A → B → C on free ports…"));
         } else {
@@ -100,12 +103,12 @@ impl System {
                 let addr = |i: usize| hopauths[i.min(hopauths.len() - 1)].1.grpc_addr;
                 let addrs = HopauthAddrs { gateway: addr(0), sidecars: [addr(1), addr(2), addr(3)] };
                 let chain = Chain::start(addrs).await;
-                (hopauths.into_iter().map(|(l, h)| (l, Authz::Sidecar(h))).collect(), chain, None)
+                (hopauths.into_iter().map(|(l, h)| (l, Authz::Sidecar(Box::new(h)))).collect(), chain, None)
             }
             Mode::Module => {
                 let (files, addrs, dir) = module_configs_for(&yaml);
-                let chain = Chain::start_with_files(&files, addrs).await;
                 let sides = [addrs.gateway, addrs.sidecars[0], addrs.sidecars[1], addrs.sidecars[2]];
+                let chain = Chain::start_with_files(&files, addrs).await;
                 let hopauths = LABELS.iter().zip(sides).map(|(l, a)| (*l, Authz::Module { http_addr: a })).collect();
                 (hopauths, chain, Some(dir))
             }
@@ -113,21 +116,21 @@ impl System {
         System { mode, issuer, hopauths, chain, client, _configs: configs }
     }
 
-    pub fn redis(&self) -> bool {
+    pub(crate) fn redis(&self) -> bool {
         self.issuer.redis.is_some()
     }
 
-    pub fn issuer_url(&self, path: &str) -> String {
+    pub(crate) fn issuer_url(&self, path: &str) -> String {
         format!("{}{path}", self.issuer.config.issuer)
     }
 
     /// The hopauth the Envoy of `hop` asks (0: gateway, 1..=3: A, B, C).
-    pub fn hopauth_of(&self, hop: usize) -> &Authz {
+    pub(crate) fn hopauth_of(&self, hop: usize) -> &Authz {
         &self.hopauths[hop.min(self.hopauths.len() - 1)].1
     }
 
     /// `(label, url)` of the gateway and each sidecar inbound, for `path`.
-    pub fn entry_points(&self, gateway_path: &str, sidecar_path: &str) -> Vec<(String, String)> {
+    pub(crate) fn entry_points(&self, gateway_path: &str, sidecar_path: &str) -> Vec<(String, String)> {
         let mut v = vec![("gateway".to_string(), self.chain.gateway_url(gateway_path))];
         for hop in &self.chain.hops {
             v.push((format!("{}'s sidecar", hop.name), hop.url(sidecar_path)));
@@ -135,7 +138,7 @@ impl System {
         v
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         println!();
         let row = |k: &str, v: String| println!("  {:<26} {}", k, v);
         row("mode", self.mode.describe().to_string());
@@ -157,12 +160,12 @@ impl System {
         }
     }
 
-    pub async fn login(&self, user: &str, password: &str) -> TokenReply {
+    pub(crate) async fn login(&self, user: &str, password: &str) -> TokenReply {
         let form = [("grant_type", "password"), ("username", user), ("password", password)];
         post_form(&self.client, &self.issuer_url("/token"), &form, None).await
     }
 
-    pub async fn shutdown(self) {
+    pub(crate) async fn shutdown(self) {
         let System { issuer, hopauths, chain, .. } = self;
         drop(chain); // every Envoy (and every module inside one) is killed on drop
         for (_, h) in hopauths {

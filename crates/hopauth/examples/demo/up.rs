@@ -6,6 +6,7 @@ use hopauth_testkit::ADMIN_TOKEN;
 use crate::checks::revoke_body;
 use crate::output::{bold, dim, green};
 use crate::system::System;
+use crate::Mode;
 
 /// The log file of the in-process hopauths and issuer under `make up`.
 fn up_log_path() -> std::path::PathBuf {
@@ -14,7 +15,7 @@ fn up_log_path() -> std::path::PathBuf {
 
 /// Sends the in-process services' logs to `up_log_path()` (`make up` keeps the terminal for
 /// the instructions). Failing that, they are not written, and the path says so.
-pub fn log_to_file() -> Option<std::path::PathBuf> {
+pub(crate) fn log_to_file() -> Option<std::path::PathBuf> {
     let path = up_log_path();
     let file = std::fs::File::create(&path).ok()?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOPAUTH_LOG")
@@ -28,7 +29,7 @@ pub fn log_to_file() -> Option<std::path::PathBuf> {
     Some(path)
 }
 
-pub async fn run_up(sys: System, log: Option<std::path::PathBuf>) -> i32 {
+pub(crate) async fn run_up(sys: System, log: Option<std::path::PathBuf>) -> i32 {
     let login = sys.login("alice", "alice-pw").await;
     println!();
     println!("{}", green(bold("The system is up. Explore it; Ctrl-C stops everything.")));
@@ -67,10 +68,12 @@ pub async fn run_up(sys: System, log: Option<std::path::PathBuf>) -> i32 {
         dim("# revokes $TOKEN")
     );
     println!("  {}", bold("Logs (tail -f):"));
+    let logged = match sys.mode {
+        Mode::ExtAuthz => "# hopauth x4 and the issuer (HOPAUTH_LOG=debug for more)",
+        Mode::Module => "# the issuer (each module logs to its Envoy's own log)",
+    };
     match &log {
-        Some(p) => {
-            println!("    {}   {}", p.display(), dim("# hopauth x4 and the issuer (HOPAUTH_LOG=debug for more)"))
-        }
+        Some(p) => println!("    {}   {}", p.display(), dim(logged)),
         None => println!("    {}", dim("hopauth and issuer logs could not be opened")),
     }
     println!("    {}   {}", sys.chain.gateway_log.display(), dim("# gateway access log"));
