@@ -155,7 +155,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
-bench: tools bench-tools
+# The load comparison (crates/hopauth/benches/load/) runs the hopauth_module variants too,
+# so it needs target/release/libhopauth_envoy.so (`module`).
+bench: tools bench-tools module
 	cargo bench -p hopauth-testkit --bench decision
 	cargo bench -p hopauth --bench load
 
@@ -166,19 +168,23 @@ bench-tools:
 		command -v $$bin >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkg; }; \
 	done
 
-# The whole-system demo (crates/hopauth/examples/demo.rs): Redis, the reference issuer, hopauth, the edge
+# The whole-system demo (crates/hopauth/examples/demo/): Redis, the reference issuer, hopauth, the edge
 # gateway and the chain A → B → C (each behind its own sidecar) on free loopback ports,
 # then a scripted story: login, A → B → C verified at every hop, refusals at the gateway
 # and past it, revocation timed per hop, refresh, scopes. Exits non-zero if a step
 # misbehaves. Without redis-server (and no way to install it) it falls back to the memory
 # backend with one shared hopauth.
-demo: demo-tools
-	cargo run --release -p hopauth --example demo
+# MODE=ext_authz (the default): hopauth beside every Envoy, asked over ext_authz.
+# MODE=module: hopauth inside every Envoy (libhopauth_envoy.so, built first); needs Redis.
+MODE ?= ext_authz
+DEMO_DEPS := $(if $(filter module,$(MODE)),module)
+demo: demo-tools $(DEMO_DEPS)
+	cargo run --release -p hopauth --example demo -- --mode $(MODE)
 
 # The same system, kept running: prints the URLs (gateway, Envoy admins, hopauth /metrics,
 # issuer endpoints) and a ready-made curl with a fresh token; Ctrl-C stops everything.
-up: demo-tools
-	cargo run --release -p hopauth --example demo -- --up
+up: demo-tools $(DEMO_DEPS)
+	cargo run --release -p hopauth --example demo -- --up --mode $(MODE)
 
 # Envoy is required; redis-server is installed if possible, else the demo falls back.
 demo-tools: envoy

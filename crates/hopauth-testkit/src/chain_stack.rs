@@ -3,7 +3,8 @@
 //! envoy/sidecar.yaml, the services from examples/chain/service.rs (each forwards the
 //! incoming `Authorization` header on its own call). Each Envoy consults the hopauth it is
 //! given: one shared instance, or one per Envoy (sharing a revocation store).
-//! Used by tests/chain.rs and examples/demo.rs.
+//! Used by tests/chain.rs and examples/demo (whose in-process mode passes module configs
+//! rendered by [`crate::module_configs`]).
 
 use crate::chain_service as service;
 
@@ -70,10 +71,34 @@ async fn start_service(name: &str, next: Option<String>) -> SocketAddr {
     addr
 }
 
+/// The Envoy config of the gateway and of each sidecar: a file name under `envoy/` or the
+/// absolute path of a rendered one (in-process mode: `module_configs::render_to`).
+pub struct ChainFiles {
+    pub gateway: String,
+    /// For A's, B's and C's sidecars, in that order.
+    pub sidecars: [String; 3],
+}
+
+impl Default for ChainFiles {
+    /// The shipped ext_authz configs, `envoy/gateway.yaml` and `envoy/sidecar.yaml`.
+    fn default() -> Self {
+        ChainFiles {
+            gateway: "gateway.yaml".into(),
+            sidecars: ["sidecar.yaml".into(), "sidecar.yaml".into(), "sidecar.yaml".into()],
+        }
+    }
+}
+
 impl Chain {
     /// Starts the services, the sidecars and the gateway on free loopback ports (access
     /// logs in a temporary directory); returns once every Envoy is ready.
     pub async fn start(hopauth: HopauthAddrs) -> Chain {
+        Self::start_with_files(&ChainFiles::default(), hopauth).await
+    }
+
+    /// [`Chain::start`] with the Envoy configs `files`; each Envoy is ready once its
+    /// `hopauth` cluster, at the address `hopauth` gives for it, is healthy.
+    pub async fn start_with_files(files: &ChainFiles, hopauth: HopauthAddrs) -> Chain {
         let logs = tempfile::tempdir().unwrap();
         // Ports first: each service's next URL is its own sidecar's outbound listener, and
         // each sidecar's next_service is the following sidecar's inbound listener.
@@ -110,11 +135,12 @@ impl Chain {
             ("path: /dev/stdout", format!("path: {}", gateway_log.display())),
         ];
         let [h_a, h_b, h_c] = hopauth.sidecars;
+        let [f_a, f_b, f_c] = &files.sidecars;
         let (e_a, e_b, e_c, gateway) = tokio::join!(
-            Envoy::start_with("sidecar.yaml", h_a, &r_a),
-            Envoy::start_with("sidecar.yaml", h_b, &r_b),
-            Envoy::start_with("sidecar.yaml", h_c, &r_c),
-            Envoy::start_with("gateway.yaml", hopauth.gateway, &r_gw),
+            Envoy::start_with(f_a, h_a, &r_a),
+            Envoy::start_with(f_b, h_b, &r_b),
+            Envoy::start_with(f_c, h_c, &r_c),
+            Envoy::start_with(&files.gateway, hopauth.gateway, &r_gw),
         );
         let hop = |i: usize, envoy: Envoy, access_log: PathBuf| Hop {
             name: NAMES[i],

@@ -10,6 +10,7 @@
 //! - [`issuer_stack`]: Redis + the reference issuer + hopauth + Envoy, wired together;
 //! - [`chain_service`], [`chain_stack`]: the A → B → C services, each behind its sidecar;
 //! - [`load`], [`load_10k`]: raw HTTP/1.1 load and the 10 000-connection run;
+//! - [`module_configs`]: Envoy configs in in-process mode (the dynamic module);
 //! - [`pki`]: test CAs and certificates made with `openssl`;
 //! - [`process`]: `hopauth serve` as a child process (signals, exit codes);
 //! - [`soak`]: the long soak and its oracle.
@@ -23,6 +24,7 @@ pub mod issuer_stack;
 pub mod jwks_server;
 pub mod load;
 pub mod load_10k;
+pub mod module_configs;
 pub mod pki;
 pub mod process;
 pub mod redis_server;

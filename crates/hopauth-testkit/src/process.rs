@@ -27,12 +27,24 @@ impl Drop for ServeProcess {
 }
 
 impl ServeProcess {
-    /// Runs `bin serve --config config` (whose listeners are `grpc` and `http`), with the
-    /// test admin token in its environment.
+    /// Runs `bin serve --config config` (whose listeners are `grpc` and `http`) on two
+    /// runtime threads, with the test admin token in its environment.
     pub fn spawn(bin: &Path, config: &Path, log: PathBuf, grpc: SocketAddr, http: SocketAddr) -> Self {
+        Self::spawn_with_threads(bin, config, log, grpc, http, 2)
+    }
+
+    /// [`ServeProcess::spawn`] with `--worker-threads threads`.
+    pub fn spawn_with_threads(
+        bin: &Path,
+        config: &Path,
+        log: PathBuf,
+        grpc: SocketAddr,
+        http: SocketAddr,
+        threads: usize,
+    ) -> Self {
         let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
         let child = Command::new(bin)
-            .args(["serve", "--worker-threads", "2", "--config"])
+            .args(["serve", "--worker-threads", &threads.to_string(), "--config"])
             .arg(config)
             .env("HOPAUTH_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "info")

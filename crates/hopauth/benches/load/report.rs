@@ -1,0 +1,157 @@
+//! `target/bench/results.md` and `results.json`: the closed-loop table with ratios, the
+//! issue's targets for the module computed from this run (each met or missed), the open
+//! loop, and the other measures.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Map, Value};
+
+use crate::load_gen::Run;
+use crate::{CLOSED_SECS, OPEN_SECS};
+
+/// One target of issue 13, evaluated on this run.
+#[derive(serde::Serialize)]
+struct Target {
+    what: &'static str,
+    value: f64,
+    unit: &'static str,
+    target: &'static str,
+    /// `None`: nothing to meet ("report it").
+    met: Option<bool>,
+}
+
+fn targets(closed: &BTreeMap<String, Run>, extra: &Map<String, Value>) -> Vec<Target> {
+    let rps = |n: &str| closed.get(n).map_or(f64::NAN, |r| r.rps);
+    let measure = |n: &str| extra.get(n).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let ratio = |what, a: &str, b: &str, at_least: f64, target| {
+        let value = rps(a) / rps(b);
+        Target { what, value, unit: "×", target, met: Some(value >= at_least) }
+    };
+    let p99 = measure("module_revocation_enforced_ms_p99");
+    vec![
+        ratio("module cached vs jwt_authn with cache", "hopauth_module_cached", "jwt_authn_cache", 1.0, "≥ 1.0×"),
+        ratio(
+            "module cached vs ext_authz to the allow-everything server",
+            "hopauth_module_cached",
+            "ext_authz_allow_all",
+            2.0,
+            "≥ 2.0×",
+        ),
+        ratio(
+            "module fresh token per request vs jwt_authn without cache",
+            "hopauth_module_fresh",
+            "jwt_authn",
+            1.0,
+            "≥ 1.0×",
+        ),
+        ratio(
+            "module with Redis backend vs module with memory",
+            "hopauth_module_redis",
+            "hopauth_module_cached",
+            0.97,
+            "≥ 0.97×",
+        ),
+        Target {
+            what: "revocation written → enforced through the module, p99",
+            value: p99,
+            unit: "ms",
+            target: "≤ 5 ms",
+            met: Some(p99 <= 5.0),
+        },
+        Target {
+            what: "Envoy RSS, module with 100k cached tokens",
+            value: measure("module_envoy_rss_mib_100k_tokens"),
+            unit: "MiB",
+            target: "report it",
+            met: None,
+        },
+    ]
+}
+
+/// Everything the report says about the run itself.
+pub(crate) struct Context {
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+    pub(crate) took_secs: f64,
+    pub(crate) open_rate: f64,
+}
+
+pub(crate) fn write(
+    out_dir: &Path,
+    ctx: &Context,
+    closed: &BTreeMap<String, Run>,
+    open: &[(&str, Run)],
+    extra: &Map<String, Value>,
+) {
+    let base = |n: &str| closed.get(n).map_or(0.0, |r| r.rps);
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mut md = String::from("# hopauth load comparison\n\n");
+    md.push_str(&format!(
+        "One run on this machine ({cores} cores; load average {} at the start, {} at the end; {:.0} s), \
+         Envoy 1.40 `--concurrency 1`, `wrk -t1 -c32 -d{CLOSED_SECS}s`, ES256 token, `direct_response`.\n\n",
+        ctx.load_before, ctx.load_after, ctx.took_secs
+    ));
+    md.push_str("## Targets (issue 13), from this run\n\n| what | measured | target | |\n|---|---:|---|---|\n");
+    let targets = targets(closed, extra);
+    for t in &targets {
+        let verdict = match t.met {
+            Some(true) => "met",
+            Some(false) => "**missed**",
+            None => "reported",
+        };
+        let value = if t.unit == "×" { format!("{:.2}×", t.value) } else { format!("{:.2} {}", t.value, t.unit) };
+        md.push_str(&format!("| {} | {value} | {} | {verdict} |\n", t.what, t.target));
+    }
+    md.push_str("\n## Closed loop\n\n| variant | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | vs no auth | vs allow-all ext_authz | vs jwt_authn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    for (name, r) in closed {
+        md.push_str(&format!(
+            "| {name} | {:.0} | {:.3} | {:.3} | {:.3} | {} | {:.2}× | {:.2}× | {:.2}× |\n",
+            r.rps,
+            r.p50_ms,
+            r.p99_ms,
+            r.p999_ms,
+            r.non_2xx,
+            r.rps / base("no_auth"),
+            r.rps / base("ext_authz_allow_all"),
+            r.rps / base("jwt_authn")
+        ));
+    }
+    let no_auth_p99 = open.iter().find(|(n, _)| *n == "no_auth").map_or(0.0, |(_, r)| r.p99_ms);
+    md.push_str(&format!(
+        "\n## Open loop\n\nAt {:.0} req/s (half of hopauth's cached saturation), 16 connections on one generator thread, {OPEN_SECS}s:\n\n\
+         | variant | p50 ms | p99 ms | p99.9 ms | non-2xx | p99 added over no_auth |\n|---|---:|---:|---:|---:|---:|\n",
+        ctx.open_rate
+    ));
+    for (name, r) in open {
+        md.push_str(&format!(
+            "| {name} | {:.3} | {:.3} | {:.3} | {} | {:.3} |\n",
+            r.p50_ms,
+            r.p99_ms,
+            r.p999_ms,
+            r.non_2xx,
+            r.p99_ms - no_auth_p99
+        ));
+    }
+    md.push_str("\n## Other measures\n\n| measure | value |\n|---|---:|\n");
+    for (k, v) in extra {
+        md.push_str(&format!("| {k} | {v} |\n"));
+    }
+    let mut open_json = Map::new();
+    open_json.insert("rate".into(), json!(ctx.open_rate));
+    for (name, r) in open {
+        open_json.insert((*name).into(), json!(r));
+    }
+    let report = json!({
+        "load_average": { "start": ctx.load_before, "end": ctx.load_after },
+        "took_secs": ctx.took_secs,
+        "targets": targets,
+        "closed_loop": closed,
+        "open_loop": open_json,
+        "measures": extra,
+    });
+    std::fs::write(out_dir.join("results.md"), &md).unwrap();
+    std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("{md}");
+    println!("written: {}", out_dir.join("results.md").display());
+}
