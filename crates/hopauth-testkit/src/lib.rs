@@ -12,6 +12,7 @@
 
 pub mod chain_service;
 pub mod chain_stack;
+pub mod check_request;
 pub mod fault_proxy;
 pub mod issuer_stack;
 pub mod load;
