@@ -137,12 +137,12 @@ fn statements(text: &str) -> Vec<(usize, String)> {
             }
             continue;
         }
-        if code.trim_start().starts_with("use ") || code.trim_start().starts_with("pub use ") || code.contains(" use ")
-        {
-            if !code.contains(';') {
-                pending = Some((n + 1, code.trim().to_string()));
-                continue;
-            }
+        let starts_use = code.trim_start().starts_with("use ")
+            || code.trim_start().starts_with("pub use ")
+            || code.contains(" use ");
+        if starts_use && !code.contains(';') {
+            pending = Some((n + 1, code.trim().to_string()));
+            continue;
         }
         out.push((n + 1, code));
     }
