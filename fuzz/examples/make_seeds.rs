@@ -10,15 +10,13 @@
 
 // The deps are built with the fuzz flags (SanitizerCoverage): libFuzzer provides the hooks.
 use libfuzzer_sys as _;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
 use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
 use hopauth_core::alg::Alg;
 use hopauth_core::sign::SigningKey;
 use hopauth_fuzz::{fixture_config, signing_keys, AUDIENCE, ISSUER, REVOKED_JTI, REVOKED_SUB, SEED_EXP};
+use hopauth_testkit::check_request::check_request;
 use prost::Message;
 use serde_json::{json, Value};
 
@@ -132,15 +130,20 @@ fn main() {
     let mut s = Seeds::new(&root, "check_view");
     let auth = format!("Bearer {}", tokens[0]);
     for r in [
-        request(&[("authorization", &auth), ("cookie", "c=1")], &[], "/p?q=1", &[("hopauth.require_scopes", "read")]),
-        request(&[], &[("Authorization", auth.as_bytes()), ("x-raw", b"\xffbytes")], "/", &[]),
-        request(&[("x", "y")], &[], "/", &[("hopauth.anonymous", "allow"), ("hopauth.providers", "a,b")]),
+        check_request(
+            &[("authorization", &auth), ("cookie", "c=1")],
+            &[],
+            "/p?q=1",
+            &[("hopauth.require_scopes", "read")],
+        ),
+        check_request(&[], &[("Authorization", auth.as_bytes()), ("x-raw", b"\xffbytes")], "/", &[]),
+        check_request(&[("x", "y")], &[], "/", &[("hopauth.anonymous", "allow"), ("hopauth.providers", "a,b")]),
         CheckRequest { attributes: Some(AttributeContext::default()) },
         CheckRequest::default(),
     ] {
         s.add(r.encode_to_vec());
     }
-    let one = request(&[("authorization", "Bearer a")], &[], "/", &[]).encode_to_vec();
+    let one = check_request(&[("authorization", "Bearer a")], &[], "/", &[]).encode_to_vec();
     s.add([one.clone(), one].concat());
 
     // jwks: allowed-algorithm bits (all), then a document.
@@ -232,7 +235,7 @@ fn main() {
     let mut s = Seeds::new(&root, "check");
     for t in &tokens {
         let bearer = format!("Bearer {t}");
-        s.add_mode(0, request(&[("authorization", &bearer)], &[], "/x", &[]).encode_to_vec());
+        s.add_mode(0, check_request(&[("authorization", &bearer)], &[], "/x", &[]).encode_to_vec());
     }
     let bearer = format!("Bearer {}", tokens[0]);
     for (headers, raw, path, ext) in [
@@ -251,7 +254,7 @@ fn main() {
         (vec![("authorization", "Bearer a.b.c".into())], vec![], "/", vec![]),
     ] {
         let hs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        s.add_mode(0, request(&hs, &raw, path, &ext).encode_to_vec());
+        s.add_mode(0, check_request(&hs, &raw, path, &ext).encode_to_vec());
     }
     let header = r#"{"alg":"HS256","typ":"JWT"}"#;
     for (flags, claims) in [
@@ -270,39 +273,6 @@ fn main() {
 
     let total: u64 = walk(&root).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     println!("seeds written under {}: {} files, {} bytes", root.display(), walk(&root).len(), total);
-}
-
-fn request(headers: &[(&str, &str)], raw: &[(&str, &[u8])], path: &str, ext: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            source: Some(Peer { principal: "spiffe://cluster.local/ns/a/sa/b".into(), ..Default::default() }),
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    id: "1".into(),
-                    method: "GET".into(),
-                    path: path.into(),
-                    host: "svc".into(),
-                    scheme: "https".into(),
-                    protocol: "HTTP/2".into(),
-                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<HashMap<_, _>>(),
-                    header_map: (!raw.is_empty()).then(|| HeaderMap {
-                        headers: raw
-                            .iter()
-                            .map(|(k, v)| HeaderValue {
-                                key: k.to_string(),
-                                raw_value: v.to_vec(),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    }),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        }),
-    }
 }
 
 /// The bodies of the ```yaml blocks in a Markdown text.

@@ -15,7 +15,7 @@
 //! headers.
 #![no_main]
 
-use std::time::Instant;
+use hopauth_core::clock::Instant;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

@@ -2,8 +2,9 @@
 //! trace: the sidecar's Prometheus metrics and OpenTelemetry spans implement [`Observer`],
 //! the Envoy module its stats. `()` observes nothing (tests, benches).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::clock::Instant;
 use crate::decision::DenyReason;
 use crate::token::RequestView;
 

@@ -205,7 +205,7 @@ fn benches(c: &mut Criterion) {
     let wire = Bytes::from(req.encode_to_vec());
     let check_wire = || {
         let view = CheckView::parse(wire.clone()).unwrap();
-        ready(fx.service.check_wire(&view, std::time::Instant::now()))
+        ready(fx.service.check_wire(&view, hopauth_core::clock::Instant::now()))
     };
     assert!(!check_wire().is_empty());
     c.bench_function("check_cache_hit", |b| b.iter(|| black_box(check_wire())));

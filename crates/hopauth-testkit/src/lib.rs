@@ -11,12 +11,14 @@
 //! - [`chain_service`], [`chain_stack`]: the A → B → C services, each behind its sidecar;
 //! - [`load`], [`load_10k`]: raw HTTP/1.1 load and the 10 000-connection run;
 //! - [`module_configs`]: Envoy configs in in-process mode (the dynamic module);
+//! - [`check_request`]: ext_authz CheckRequests built as Envoy sends them;
 //! - [`pki`]: test CAs and certificates made with `openssl`;
 //! - [`process`]: `hopauth serve` as a child process (signals, exit codes);
 //! - [`soak`]: the long soak and its oracle.
 
 pub mod chain_service;
 pub mod chain_stack;
+pub mod check_request;
 pub mod envoy;
 pub mod fault_proxy;
 pub mod http1;

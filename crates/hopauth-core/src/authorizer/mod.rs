@@ -11,11 +11,11 @@
 mod log;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use log::{fingerprint, request_id, trace_id, DENY_LOG_LINES_PER_SEC};
 
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Instant};
 use crate::decision::{Allowed, Decision, DenyReason, VerifiedToken};
 use crate::keys::{KeySet, RefetchWait};
 use crate::observe::{Facts, Observer, Verdict};

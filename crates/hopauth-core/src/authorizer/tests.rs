@@ -2,13 +2,13 @@
 //! an unknown `kid` handed back as a refetch, the same request decided again after it.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 
 use super::*;
 use crate::alg::Alg;
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Instant};
 use crate::keys::{parse_jwks, KeySettings};
 use crate::revocation::MemoryStore;
 use crate::sign::SigningKey;
@@ -110,4 +110,32 @@ fn a_request_held_for_a_refetch_is_not_shed_as_overloaded() {
     assert!(matches!(a.decide(&req, policy, Instant::now()), Step::Refetch(_)));
     install(&keys, &[&old, &new]);
     assert!(matches!(a.decide_after_refetch(&req, policy, arrived), Decision::Allow(Allowed::Verified(_))));
+}
+
+/// `max_queue_delay` is measured on the core's clock (`clock::Instant`), which a paused
+/// tokio clock moves: shedding is exercised here without waiting.
+#[tokio::test(start_paused = true)]
+async fn past_max_queue_delay_on_the_core_clock_only_cache_hits_are_answered() {
+    let key = SigningKey::generate(Alg::ES256, "k").unwrap();
+    let keys = Arc::new(KeySet::new("main", vec![Alg::ES256], true, KeySettings::default(), vec![]));
+    install(&keys, &[&key]);
+    let a = authorizer(keys);
+    let policy = RoutePolicy::default();
+    let delay = AuthorizerSettings::default().max_queue_delay;
+    let arrived = Instant::now();
+    let cached = bearer(&key);
+
+    tokio::time::advance(delay - Duration::from_millis(1)).await;
+    // Just inside the deadline: a full verification.
+    assert!(matches!(a.decide(&cached, policy, arrived), Step::Done(Decision::Allow(Allowed::Verified(_)))));
+
+    tokio::time::advance(Duration::from_millis(1)).await;
+    // At the deadline: a token needing a verification is shed, on the sync path and the async
+    // one alike...
+    let fresh = bearer(&key);
+    assert!(matches!(a.decide(&fresh, policy, arrived), Step::Done(Decision::Deny(DenyReason::Overloaded))));
+    assert!(matches!(a.check(&fresh, policy, arrived).await, Decision::Deny(DenyReason::Overloaded)));
+    // ...while the cached one is still answered, and a request arriving now is verified.
+    assert!(matches!(a.decide(&cached, policy, arrived), Step::Done(Decision::Allow(Allowed::Verified(_)))));
+    assert!(matches!(a.decide(&fresh, policy, Instant::now()), Step::Done(Decision::Allow(Allowed::Verified(_)))));
 }

@@ -3,8 +3,7 @@
 //! provider's keys ([`Verifier::signature`], which may find the `kid` unknown), and the
 //! claims, after which the host's renderer builds the allow ([`Verifier::claims`]).
 
-use std::time::Instant;
-
+use crate::clock::Instant;
 use crate::decision::{DenyReason, VerifiedToken};
 use crate::jws::{self, JwsError, UnverifiedJws};
 use crate::keys::{KeyId, KeyLookup};

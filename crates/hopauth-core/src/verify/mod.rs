@@ -8,14 +8,14 @@ mod check;
 mod profile;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use moka::sync::Cache;
 
 pub use check::Prechecked;
 pub use profile::{media_subtype, Provider, TokenProfile};
 
-use crate::clock::unix_now;
+use crate::clock::{unix_now, Instant};
 use crate::decision::{DenyReason, VerifiedToken};
 use crate::keys::{KeySet, KeyStanding};
 use crate::render::Renderer;
@@ -153,9 +153,7 @@ impl<R: Renderer> Verifier<R> {
         }
         let acquire = self.verifies.acquire();
         let permit = match start_by {
-            Some(deadline) => {
-                tokio::time::timeout_at(deadline.into(), acquire).await.map_err(|_| DenyReason::Overloaded)?
-            }
+            Some(deadline) => tokio::time::timeout_at(deadline, acquire).await.map_err(|_| DenyReason::Overloaded)?,
             None => acquire.await,
         };
         // The semaphore is never closed.

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hopauth::assemble;
@@ -21,6 +21,7 @@ use hopauth::observer::SidecarObserver;
 use hopauth::server::build_authorizer;
 use hopauth::SidecarAuthorizer;
 use hopauth_core::authorizer::Step;
+use hopauth_core::clock::Instant;
 use hopauth_core::decision::{Decision, DenyReason};
 use hopauth_core::policy::RoutePolicy;
 use hopauth_core::token::RequestView;

@@ -21,11 +21,10 @@ pub mod route;
 pub mod runtime;
 pub mod stats;
 
+use hopauth_core::clock::Instant;
+use hopauth_core::decision::{Allowed, Decision, DenyReason};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
-
-use hopauth_core::decision::{Allowed, Decision, DenyReason};
 
 use self::answer::{AllowEdit, LocalReply};
 use self::core::{Core, Held, ModuleDecision};

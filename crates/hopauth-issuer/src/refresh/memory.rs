@@ -25,6 +25,14 @@ struct FamilyEntry {
     access: Vec<(String, i64)>,
 }
 
+impl FamilyEntry {
+    /// Marks the family revoked (idempotent) and says what was in it.
+    fn revoke(&mut self, now: i64) -> RevokedFamily {
+        self.revoked = true;
+        RevokedFamily::at(&self.session.sub, &self.access, now)
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     tokens: HashMap<String, TokenEntry>,
@@ -57,10 +65,6 @@ impl MemoryRefreshStore {
     }
 }
 
-fn live(access: &[(String, i64)], now: i64) -> Vec<(String, i64)> {
-    access.iter().filter(|(_, exp)| *exp > now).cloned().collect()
-}
-
 impl RefreshStore for MemoryRefreshStore {
     fn create<'a>(
         &'a self,
@@ -76,7 +80,7 @@ impl RefreshStore for MemoryRefreshStore {
                 first.hash.clone(),
                 TokenEntry {
                     family: family.to_string(),
-                    expires: first.expires.min(session.expires),
+                    expires: session.cap(first.expires),
                     spent: false,
                     successor: None,
                 },
@@ -117,16 +121,12 @@ impl RefreshStore for MemoryRefreshStore {
                 return Ok(Rotation::Refused(Refused::Expired));
             }
             fam.access.retain(|(_, exp)| *exp > now);
-            let expires = next.expires.min(fam.session.expires);
+            let expires = fam.session.cap(next.expires);
             if token.spent && token.successor.as_deref() == Some(next.hash.as_str()) {
                 return Ok(Rotation::Rotated { session: fam.session.clone(), expires });
             }
             if token.spent {
-                fam.revoked = true;
-                return Ok(Rotation::Reused(RevokedFamily {
-                    sub: fam.session.sub.clone(),
-                    live_access: live(&fam.access, now),
-                }));
+                return Ok(Rotation::Reused(fam.revoke(now)));
             }
             token.spent = true;
             token.successor = Some(next.hash.clone());
@@ -155,10 +155,7 @@ impl RefreshStore for MemoryRefreshStore {
             if !held {
                 return Ok(None);
             }
-            Ok(families.get_mut(family).map(|f| {
-                f.revoked = true;
-                RevokedFamily { sub: f.session.sub.clone(), live_access: live(&f.access, now) }
-            }))
+            Ok(families.get_mut(family).map(|f| f.revoke(now)))
         })
     }
 
@@ -169,10 +166,7 @@ impl RefreshStore for MemoryRefreshStore {
     ) -> BoxFuture<'a, Result<Option<RevokedFamily>, StoreError>> {
         Box::pin(async move {
             let mut inner = self.lock();
-            Ok(inner.families.get_mut(family).map(|f| {
-                f.revoked = true;
-                RevokedFamily { sub: f.session.sub.clone(), live_access: live(&f.access, now) }
-            }))
+            Ok(inner.families.get_mut(family).map(|f| f.revoke(now)))
         })
     }
 

@@ -35,6 +35,13 @@ pub struct Session {
     pub expires: i64,
 }
 
+impl Session {
+    /// A refresh token's expiry, capped at the session's end: every store stores this.
+    pub fn cap(&self, expires: i64) -> i64 {
+        expires.min(self.expires)
+    }
+}
+
 /// A refresh token about to be handed out, and the access token issued with it.
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -51,6 +58,16 @@ pub struct RevokedFamily {
     pub sub: String,
     /// `(jti, exp)` of access tokens issued in this family that have not expired.
     pub live_access: Vec<(String, i64)>,
+}
+
+impl RevokedFamily {
+    /// The family of `sub`, revoked at `now`, with those of `access` that are still alive.
+    pub fn at(sub: &str, access: &[(String, i64)], now: i64) -> Self {
+        RevokedFamily {
+            sub: sub.to_string(),
+            live_access: access.iter().filter(|(_, exp)| *exp > now).cloned().collect(),
+        }
+    }
 }
 
 /// Why a presented refresh token was refused; `as_str` is for logs.
@@ -91,7 +108,13 @@ pub trait RefreshStore: Send + Sync {
         session: &'a Session,
         first: &'a NewToken,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
-    /// Spends `presented` (a hash) and stores `next`, atomically; see [`Rotation`].
+    /// Spends `presented` (a hash) and stores `next`, atomically; see [`Rotation`]. The
+    /// rules, in order (the memory store's `rotate` and the Redis store's `ROTATE` script
+    /// are the two implementations, held to the same behaviour by tests/issuer/stores.rs):
+    /// family unknown or past its end → `Refused(Unknown)`; revoked → `Refused(Revoked)`;
+    /// token unknown → `Refused(Unknown)`; expired → `Refused(Expired)`; already spent for
+    /// this `next` → `Rotated` (a retry); spent for another → `Reused` (and the family is
+    /// revoked); else spent now, `next` stored with [`Session::cap`] of its expiry.
     ///
     /// Idempotent per request: the spent token remembers the hash of the successor it was
     /// spent for, and the same call again (same `presented`, same `next`: a retry after a

@@ -29,6 +29,7 @@ fn token_key(family: &str, hash: &str) -> String {
     format!("hopauth:issuer:rt:{{{family}}}:{hash}")
 }
 
+/// `RefreshStore::rotate`'s rules, run inside Redis so a rotation is atomic.
 /// KEYS: family, access, presented, next. ARGV: now, next exp, access jti, access exp.
 /// The spent token keeps `next` (the successor's key): the same call again, a retry whose
 /// first reply was lost, answers `rotated` again instead of `reused`.
@@ -118,9 +119,11 @@ fn unavailable(e: impl std::fmt::Display) -> StoreError {
     StoreError::Unavailable(e.to_string())
 }
 
-/// `(jti, exp)` pairs from a flat `jti, score, jti, score…` list.
-fn pairs(flat: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
-    flat.chunks(2)
+/// A script's revoked family: its `sub`, then the live access tokens as a flat
+/// `jti, score, jti, score…` list (the script dropped the expired ones).
+fn revoked_family(sub: &str, flat: &[String]) -> Result<RevokedFamily, StoreError> {
+    let live_access = flat
+        .chunks(2)
         .map(|c| match c {
             [jti, exp] => exp
                 .parse::<f64>()
@@ -128,7 +131,8 @@ fn pairs(flat: &[String]) -> Result<Vec<(String, i64)>, StoreError> {
                 .map_err(|_| StoreError::Protocol(format!("score {exp:?}"))),
             _ => Err(StoreError::Protocol("odd jti list".into())),
         })
-        .collect()
+        .collect::<Result<_, _>>()?;
+    Ok(RevokedFamily { sub: sub.to_string(), live_access })
 }
 
 fn int(s: &str) -> Result<i64, StoreError> {
@@ -200,9 +204,7 @@ impl RedisRefreshStore {
         let out = self.with_retry(|mut c| async move { self.revoke.run(&mut c, keys, args).await }).await?;
         match out.first().map(String::as_str) {
             None => Ok(None),
-            Some("revoked") if out.len() >= 2 => {
-                Ok(Some(RevokedFamily { sub: out[1].clone(), live_access: pairs(&out[2..])? }))
-            }
+            Some("revoked") if out.len() >= 2 => Ok(Some(revoked_family(&out[1], &out[2..])?)),
             _ => Err(StoreError::Protocol(format!("revoke returned {out:?}"))),
         }
     }
@@ -216,7 +218,7 @@ impl RefreshStore for RedisRefreshStore {
         first: &'a NewToken,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let expires = first.expires.min(session.expires);
+            let expires = session.cap(first.expires);
             let mut pipe = redis::pipe();
             pipe.atomic()
                 .hset_multiple(
@@ -265,9 +267,7 @@ impl RefreshStore for RedisRefreshStore {
                 ["refused", "unknown"] => Ok(Rotation::Refused(Refused::Unknown)),
                 ["refused", "expired"] => Ok(Rotation::Refused(Refused::Expired)),
                 ["refused", "revoked"] => Ok(Rotation::Refused(Refused::Revoked)),
-                ["reused", sub, ..] => {
-                    Ok(Rotation::Reused(RevokedFamily { sub: sub.to_string(), live_access: pairs(&out[2..])? }))
-                }
+                ["reused", sub, ..] => Ok(Rotation::Reused(revoked_family(sub, &out[2..])?)),
                 ["rotated", sub, scope, session_exp, exp] => Ok(Rotation::Rotated {
                     session: Session { sub: sub.to_string(), scope: scope.to_string(), expires: int(session_exp)? },
                     expires: int(exp)?,

@@ -13,21 +13,21 @@ async fn oversize_credentials_are_refused_before_decoding_without_allocating() {
     let mut binary = b"Bearer ".to_vec();
     binary.extend(std::iter::repeat_n(0xffu8, 64 * 1024));
     let cases: [(CheckRequest, &str); 5] = [
-        (http_request(&[("authorization", &dots)], "/x", &[]), "token_too_large"),
-        (http_request(&[("authorization", &long_header)], "/x", &[]), "token_too_large"),
-        (http_request(&[("authorization", &long_basic)], "/x", ANONYMOUS), "other_scheme"),
-        (raw_request(&[("authorization", &binary)], "/x", &[]), "token_too_large"),
-        (http_request(&[], &format!("/x?access_token={}", ".".repeat(1 << 20)), ANONYMOUS), "token_too_large"),
+        (check_request(&[("authorization", &dots)], &[], "/x", &[]), "token_too_large"),
+        (check_request(&[("authorization", &long_header)], &[], "/x", &[]), "token_too_large"),
+        (check_request(&[("authorization", &long_basic)], &[], "/x", ANONYMOUS), "other_scheme"),
+        (check_request(&[], &[("authorization", &binary)], "/x", &[]), "token_too_large"),
+        (check_request(&[], &[], &format!("/x?access_token={}", ".".repeat(1 << 20)), ANONYMOUS), "token_too_large"),
     ];
     for (request, reason) in cases {
         let bytes = request.encode_to_vec();
         let view = CheckView::parse(bytes.clone().into()).unwrap();
         // The first deny of a reason renders its answer once; measure the next one.
-        let first = CheckResponse::decode(f.svc.check_wire(&view, Instant::now()).await).unwrap();
+        let first = CheckResponse::decode(f.svc.check_wire(&view, clock::Instant::now()).await).unwrap();
         assert_eq!(verdict(&first), (401, reason.to_string()));
         let before = allocated_on_this_thread();
         let started = Instant::now();
-        let reply = f.svc.check_wire(&view, Instant::now()).await;
+        let reply = f.svc.check_wire(&view, clock::Instant::now()).await;
         let took = started.elapsed();
         let allocated = allocated_on_this_thread() - before;
         assert_eq!(verdict(&CheckResponse::decode(reply).unwrap()), (401, reason.to_string()));
@@ -46,13 +46,13 @@ async fn oversize_credentials_are_refused_before_decoding_without_allocating() {
 async fn a_cache_hit_still_allocates_nothing() {
     let f = fixture("").await;
     let token = f.keys.es.sign_jwt(&claims("alice")).unwrap();
-    let request = http_request(&[("authorization", &bearer(&token))], "/x?a=1", &[]).encode_to_vec();
+    let request = check_request(&[("authorization", &bearer(&token))], &[], "/x?a=1", &[]).encode_to_vec();
     let view = CheckView::parse(request.into()).unwrap();
-    assert_eq!(verdict(&CheckResponse::decode(f.svc.check_wire(&view, Instant::now()).await).unwrap()).0, 200);
+    assert_eq!(verdict(&CheckResponse::decode(f.svc.check_wire(&view, clock::Instant::now()).await).unwrap()).0, 200);
     f.running.authorizer.verifier().run_pending_tasks();
     let before = allocations_on_this_thread();
     for _ in 0..1000 {
-        let reply = f.svc.check_wire(&view, Instant::now()).await;
+        let reply = f.svc.check_wire(&view, clock::Instant::now()).await;
         assert!(!reply.is_empty());
     }
     let allocations = allocations_on_this_thread() - before;

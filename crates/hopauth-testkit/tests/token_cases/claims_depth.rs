@@ -78,10 +78,10 @@ async fn every_answer_decodes_under_default_protobuf_limits_whatever_the_claims(
     let f = fixture("").await;
     let check = |claims: &Value| {
         let token = f.keys.es.sign_jwt(claims).unwrap();
-        let request = http_request(&[("authorization", &bearer(&token))], "/x", &[]).encode_to_vec();
+        let request = check_request(&[("authorization", &bearer(&token))], &[], "/x", &[]).encode_to_vec();
         let view = CheckView::parse(request.into()).unwrap();
         let svc = &f.svc;
-        async move { svc.check_wire(&view, Instant::now()).await }
+        async move { svc.check_wire(&view, clock::Instant::now()).await }
     };
     // Worst cases at and past the bound: chains of objects (3 protobuf levels each) and of
     // arrays (2 each). The claim's own nesting is the claims object's plus one.

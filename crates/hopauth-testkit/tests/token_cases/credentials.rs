@@ -52,12 +52,12 @@ async fn a_credential_hopauth_cannot_verify_never_passes_even_on_an_anonymous_ro
         assert_eq!(challenge(&r), Some("Bearer realm=\"hopauth\""));
         for order in [["Basic dXNlcjpwYXNz", &bearer(&token)], [&bearer(&token), "Basic dXNlcjpwYXNz"]] {
             let raw: Vec<(&str, &[u8])> = order.iter().map(|v| ("authorization", v.as_bytes())).collect();
-            let r = f.svc.check_request(&raw_request(&raw, "/x", ext)).await;
+            let r = f.svc.check_request(&check_request(&[], &raw, "/x", ext)).await;
             assert_eq!(verdict(&r), (401, "multiple_tokens".into()), "{route}: {order:?}");
         }
         // Bytes that are not text (Envoy passes them with encode_raw_headers).
         for value in [&b"Bearer \xff\xfe"[..], b"Bearer a.b.\x80", b"\xffBearer x"] {
-            let r = f.svc.check_request(&raw_request(&[("authorization", value)], "/x", ext)).await;
+            let r = f.svc.check_request(&check_request(&[], &[("authorization", value)], "/x", ext)).await;
             assert_eq!(verdict(&r).0, 401, "{route}: {value:?}");
         }
     }
@@ -77,9 +77,9 @@ async fn odd_check_requests_get_final_decisions_without_a_panic() {
     let auth = bearer(&token);
 
     // No attributes at all, no `request`, no `http`: there is no credential: 401.
-    let mut no_http = http_request(&[], "/x", &[]);
+    let mut no_http = check_request(&[], &[], "/x", &[]);
     no_http.attributes.as_mut().unwrap().request = None;
-    let mut no_request = http_request(&[], "/x", &[]);
+    let mut no_request = check_request(&[], &[], "/x", &[]);
     no_request.attributes.as_mut().unwrap().request.as_mut().unwrap().http = None;
     for r in [CheckRequest::default(), no_http, no_request] {
         let resp = f.svc.check_request(&r).await;
@@ -91,7 +91,7 @@ async fn odd_check_requests_get_final_decisions_without_a_panic() {
     assert_eq!(verdict(&f.check(&[("authorization", &auth)], "", &[]).await).0, 200);
     // CONNECT (authority-form, no path): the method plays no part in the decision.
     let connect = |headers: &[(&str, &str)]| {
-        let mut r = http_request(headers, "", &[]);
+        let mut r = check_request(headers, &[], "", &[]);
         let http = r.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
         http.method = "CONNECT".into();
         http.host = "upstream.test:443".into();

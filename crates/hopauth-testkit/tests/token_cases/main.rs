@@ -15,20 +15,20 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::{value::Kind, ListValue, Struct, Value as PbValue};
 use hopauth::grpc::wire::CheckView;
 use hopauth::grpc::AuthorizationService;
 use hopauth_core::alg::Alg;
+use hopauth_core::clock;
 use hopauth_core::jws::MAX_JSON_DEPTH;
 use hopauth_core::sign::SigningKey;
 use prost::Message;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
+use support::check_request::check_request;
 use support::*;
 
 // ---- A per-thread byte count of allocations, so other tests' threads do not disturb it.
@@ -65,37 +65,6 @@ fn allocations_on_this_thread() -> usize {
 }
 
 // ---- Requests and answers.
-
-fn http_request(headers: &[(&str, &str)], path: &str, ext: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: path.into(),
-                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        }),
-    }
-}
-
-/// A request whose headers are raw bytes (`encode_raw_headers: true`), in order.
-fn raw_request(headers: &[(&str, &[u8])], path: &str, ext: &[(&str, &str)]) -> CheckRequest {
-    let mut r = http_request(&[], path, ext);
-    let http = r.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
-    http.header_map = Some(HeaderMap {
-        headers: headers
-            .iter()
-            .map(|(k, v)| HeaderValue { key: k.to_string(), value: String::new(), raw_value: v.to_vec() })
-            .collect(),
-    });
-    r
-}
 
 const ANONYMOUS: &[(&str, &str)] = &[("hopauth.anonymous", "allow")];
 
@@ -142,7 +111,7 @@ async fn fixture(extra_providers: &str) -> Fixture {
 
 impl Fixture {
     async fn check(&self, headers: &[(&str, &str)], path: &str, ext: &[(&str, &str)]) -> CheckResponse {
-        self.svc.check_request(&http_request(headers, path, ext)).await
+        self.svc.check_request(&check_request(headers, &[], path, ext)).await
     }
 
     async fn token(&self, token: &str) -> (i32, String) {

@@ -16,7 +16,9 @@ async fn typ_and_max_token_age_are_enforced_per_provider() {
     let svc = AuthorizationService::new(running.authorizer.clone());
     let check = |token: String| {
         let svc = &svc;
-        async move { verdict(&svc.check_request(&http_request(&[("authorization", &bearer(&token))], "/x", &[])).await) }
+        async move {
+            verdict(&svc.check_request(&check_request(&[("authorization", &bearer(&token))], &[], "/x", &[])).await)
+        }
     };
     let now = now();
     let strict_claims = |iat: Option<i64>| {
@@ -55,7 +57,8 @@ async fn typ_and_max_token_age_are_enforced_per_provider() {
     let in_future = strict_claims(Some(now + 3600));
     assert_eq!(check(with_typ(Some("at+jwt"), &in_future)).await, (401, "not_yet_valid".into()));
     assert_eq!(check(with_typ(Some("at+jwt"), &strict_claims(None))).await, (401, "missing_iat".into()));
-    let r = svc.check_request(&http_request(&[("authorization", &bearer(&with_typ(None, &fresh)))], "/x", &[])).await;
+    let r =
+        svc.check_request(&check_request(&[("authorization", &bearer(&with_typ(None, &fresh)))], &[], "/x", &[])).await;
     assert!(challenge(&r).unwrap().contains("error=\"invalid_token\""), "{r:?}");
 
     // A token verified (and cached) near its maximum age stops passing when it reaches it.
@@ -109,7 +112,9 @@ async fn a_token_without_kid_is_tried_against_every_key_of_its_algorithm() {
         |key: &SigningKey| key.sign_with_header(&json!({"alg": "ES256", "typ": "JWT"}), &claims("alice")).unwrap();
     let check = |token: String| {
         let svc = &svc;
-        async move { verdict(&svc.check_request(&http_request(&[("authorization", &bearer(&token))], "/x", &[])).await) }
+        async move {
+            verdict(&svc.check_request(&check_request(&[("authorization", &bearer(&token))], &[], "/x", &[])).await)
+        }
     };
     // Signed by key #3: found by trying each ES256 key in turn.
     assert_eq!(check(no_kid(&k3)).await, (200, String::new()));

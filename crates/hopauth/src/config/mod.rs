@@ -9,16 +9,14 @@
 //! - `limits`: `max_token_bytes`, `verify_cache`, `max_queue_delay`, `max_concurrent_verifies`;
 //! - `admin`, `tracing`, and `readiness` (below).
 //!
-//! `parse` finds every problem of shape, `problems` collects them (as the service crate's
-//! `Problem`), `secrets` expands `${VAR}`; the duration forms (`30s`) and `redact_url` are
+//! `secrets` expands `${VAR}`. Finding every problem of shape (`from_yaml`), collecting the
+//! sections' problems (`Problems`), the duration forms (`30s`) and `redact_url` are
 //! `hopauth_service::config_file`'s, shared with the issuer.
 
 mod admin;
 mod jwks;
 mod limits;
 mod listeners;
-mod parse;
-mod problems;
 mod providers;
 mod revocation;
 mod secrets;
@@ -35,7 +33,7 @@ pub use crate::tls::GrpcTlsConfig;
 pub use admin::{AdminConfig, DEFAULT_ADMIN_TOKEN_ENV};
 pub use hopauth_core::verify::media_subtype;
 pub(crate) use hopauth_service::config_file::{duration, optional_duration};
-pub use hopauth_service::config_file::{redact_url, ConfigError, Problem};
+pub use hopauth_service::config_file::{redact_url, ConfigError, Problem, Problems};
 pub use jwks::{
     JwksConfig, DEFAULT_JWKS_MAX_BYTES, DEFAULT_JWKS_MAX_STALE, DEFAULT_JWKS_REFRESH, DEFAULT_JWKS_TIMEOUT,
     DEFAULT_KID_REFETCH_INTERVAL, DEFAULT_KID_REFETCH_WAIT, MIN_KID_REFETCH_INTERVAL,
@@ -45,7 +43,6 @@ pub use limits::{
     DEFAULT_VERIFY_CACHE_BYTES, DEFAULT_VERIFY_CACHE_ENTRIES,
 };
 pub use listeners::{GrpcListen, DEFAULT_GRPC_LISTEN, DEFAULT_HTTP_LISTEN, UNIX_PREFIX};
-pub use problems::Problems;
 pub use providers::{Provider, DEFAULT_LEEWAY};
 pub use revocation::{
     FailureMode, RevocationBackend, RevocationConfig, DEFAULT_MAX_STALENESS, DEFAULT_MAX_TOKEN_LIFETIME,
@@ -130,11 +127,7 @@ impl Config {
 
     /// Parses and validates YAML text; `file` only names the source in errors.
     pub fn from_yaml(text: &str, file: &Path) -> Result<Self, ConfigError> {
-        match parse::parse::<Config>(text) {
-            Ok(config) => config.validate(file),
-            Err(parse::ParseError::Syntax(source)) => Err(ConfigError::Parse { file: file.to_owned(), source }),
-            Err(parse::ParseError::Problems(problems)) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
-        }
+        hopauth_service::config_file::from_yaml::<Config>(text, file)?.validate(file)
     }
 
     /// Checks everything serde cannot, section by section; collects every problem rather

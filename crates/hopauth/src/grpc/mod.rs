@@ -13,7 +13,6 @@ pub mod wire;
 use std::convert::Infallible;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, BufMut, Bytes};
 use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
@@ -22,6 +21,7 @@ use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::{Grpc, NamedService, UnaryService};
 
+use hopauth_core::clock::Instant;
 use hopauth_core::decision::{Allowed, Decision, DenyReason};
 use hopauth_core::policy::RoutePolicy;
 use wire::{CheckView, WireError};

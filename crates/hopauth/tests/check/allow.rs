@@ -11,7 +11,7 @@ async fn allow_carries_identity_headers_and_claims_metadata() {
     let token = keys.ed.sign_jwt(&claims("alice")).unwrap();
     let auth = bearer(&token);
 
-    let r = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+    let r = svc.check_request(&check_request(&[("authorization", &auth)], &[], "/x", &[])).await;
     assert_eq!(r.status.as_ref().unwrap().code, 0);
     let Some(HttpResponse::OkResponse(ok)) = &r.http_response else { panic!("{r:?}") };
     let set: HashMap<&str, &str> =
@@ -28,7 +28,7 @@ async fn allow_carries_identity_headers_and_claims_metadata() {
     // The same token again is a cache hit.
     let m = &running.metrics;
     let (hits, misses) = (m.checks().verify_cache_hits(), m.checks().verify_cache_misses());
-    let again = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+    let again = svc.check_request(&check_request(&[("authorization", &auth)], &[], "/x", &[])).await;
     assert_eq!(outcome(&again).0, 200);
     assert_eq!((m.checks().verify_cache_hits(), m.checks().verify_cache_misses()), (hits + 1, misses));
 }
@@ -40,15 +40,7 @@ async fn raw_header_map_encoding_is_read_too() {
     let (running, svc) = service(&config_yaml(&jwks.url(), "", "")).await;
     wait_ready(&running).await;
     let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
-    let mut req = request(&[], "/x", &[]);
-    let http = req.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
-    http.header_map = Some(HeaderMap {
-        headers: vec![HeaderValue {
-            key: "authorization".into(),
-            value: String::new(),
-            raw_value: auth.clone().into_bytes(),
-        }],
-    });
+    let mut req = check_request(&[], &[("authorization", auth.as_bytes())], "/x", &[]);
     assert_eq!(outcome(&svc.check_request(&req).await).0, 200);
 
     // Two raw entries are two credentials.
@@ -114,7 +106,7 @@ async fn discovery_file_and_hmac_providers() {
         // HS256 for a provider that does not allow it, even with its secret.
         (token_for(&hs, ISSUER), 401),
     ] {
-        let r = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+        let r = svc.check_request(&check_request(&[("authorization", &auth)], &[], "/x", &[])).await;
         assert_eq!(outcome(&r).0, want, "{:?}", outcome(&r));
     }
 }

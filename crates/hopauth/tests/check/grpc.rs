@@ -54,13 +54,13 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
     let mut client = AuthorizationClient::new(channel.clone());
     let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
     for _ in 0..2 {
-        let r = client.check(request(&[("authorization", &auth)], "/x", &[])).await.unwrap().into_inner();
+        let r = client.check(check_request(&[("authorization", &auth)], &[], "/x", &[])).await.unwrap().into_inner();
         assert_eq!(outcome(&r).0, 200);
         let meta = r.dynamic_metadata.expect("claims metadata");
         let Some(Kind::StructValue(claims)) = &meta.fields["hopauth"].kind else { panic!("{meta:?}") };
         assert_eq!(claims.fields["sub"].kind, Some(Kind::StringValue("alice".into())));
     }
-    let r = client.check(request(&[], "/x", &[])).await.unwrap().into_inner();
+    let r = client.check(check_request(&[], &[], "/x", &[])).await.unwrap().into_inner();
     assert_eq!(outcome(&r).0, 401);
 
     // Bytes that are not a CheckRequest: a 400 deny inside a normal CheckResponse (gRPC
@@ -90,7 +90,7 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
     }
     // A message tonic refuses before hopauth sees it (past its 4 MiB receive limit) is a
     // deny too, not tonic's OUT_OF_RANGE.
-    let oversize = prost::Message::encode_to_vec(&request(&[("x-pad", &"a".repeat(5 << 20))], "/x", &[]));
+    let oversize = prost::Message::encode_to_vec(&check_request(&[("x-pad", &"a".repeat(5 << 20))], &[], "/x", &[]));
     let reply = call(oversize, CHECK).await.unwrap_or_else(|e| panic!("oversize: gRPC error {e:?}"));
     let r = <CheckResponse as prost::Message>::decode(&reply.into_inner()[..]).unwrap();
     assert_eq!(outcome(&r).0, 400, "{r:?}");
@@ -98,7 +98,8 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
     let counted = metric_value(&running.metrics.render(), "malformed_request") - malformed_before;
     assert_eq!(counted, garbage.len() as u64 + 1, "each malformed request is counted once");
     // The same route accepts what prost encodes.
-    let ok = call(prost::Message::encode_to_vec(&request(&[("authorization", &auth)], "/x", &[])), CHECK).await;
+    let ok =
+        call(prost::Message::encode_to_vec(&check_request(&[("authorization", &auth)], &[], "/x", &[])), CHECK).await;
     let r = <CheckResponse as prost::Message>::decode(&ok.unwrap().into_inner()[..]).unwrap();
     assert_eq!(outcome(&r).0, 200);
     let err = call(vec![], "/envoy.service.auth.v3.Authorization/Other").await.unwrap_err();
@@ -108,8 +109,8 @@ async fn grpc_server_answers_envoys_client_and_refuses_garbage() {
 #[tokio::test]
 async fn a_check_that_queued_too_long_is_shed_unless_it_is_a_cache_hit() {
     use hopauth::grpc::wire::CheckView;
+    use hopauth_core::clock::Instant;
     use prost::Message;
-    use std::time::Instant;
     let keys = Keys::generate();
     let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
     // Generous enough that a loaded machine never sheds the on-time Checks below.
@@ -117,8 +118,10 @@ async fn a_check_that_queued_too_long_is_shed_unless_it_is_a_cache_hit() {
     let (running, svc) = service(&yaml).await;
     wait_ready(&running).await;
     let check = |token: &str, arrived: Instant| {
-        let view =
-            CheckView::parse(request(&[("authorization", &bearer(token))], "/x", &[]).encode_to_vec().into()).unwrap();
+        let view = CheckView::parse(
+            check_request(&[("authorization", &bearer(token))], &[], "/x", &[]).encode_to_vec().into(),
+        )
+        .unwrap();
         let svc = &svc;
         async move { CheckResponse::decode(svc.check_wire(&view, arrived).await).unwrap() }
     };

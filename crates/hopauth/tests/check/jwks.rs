@@ -13,7 +13,7 @@ async fn unreachable_jwks_is_503_and_not_ready_then_recovers() {
     let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
 
     wait_until("a failed fetch", Duration::from_secs(5), || async { jwks.hits() >= 1 }).await;
-    let r = svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await;
+    let r = svc.check_request(&check_request(&[("authorization", &auth)], &[], "/x", &[])).await;
     let (status, body) = outcome(&r);
     assert_eq!(status, 503, "{body}");
     assert_eq!(denied_header(&r, "retry-after"), Some("5"));
@@ -47,15 +47,15 @@ async fn unreachable_jwks_is_503_and_not_ready_then_recovers() {
     })
     .await;
     assert_eq!(serving("").await, 1);
-    assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &auth)], "/x", &[])).await).0, 200);
+    assert_eq!(outcome(&svc.check_request(&check_request(&[("authorization", &auth)], &[], "/x", &[])).await).0, 200);
 
     // It fails again: last good keys serve until max_stale, then 503.
     jwks.set_failing(true);
     let fresh = bearer(&keys.rs.sign_jwt(&claims("bob")).unwrap());
-    assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &fresh)], "/x", &[])).await).0, 200);
+    assert_eq!(outcome(&svc.check_request(&check_request(&[("authorization", &fresh)], &[], "/x", &[])).await).0, 200);
     wait_until("keys to go stale", Duration::from_secs(10), || async { !running.authorizer.ready() }).await;
     let stale = bearer(&keys.ps.sign_jwt(&claims("carol")).unwrap());
-    assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &stale)], "/x", &[])).await).0, 503);
+    assert_eq!(outcome(&svc.check_request(&check_request(&[("authorization", &stale)], &[], "/x", &[])).await).0, 503);
     wait_until("health NOT_SERVING again", Duration::from_secs(5), || {
         let f = serving("envoy.service.auth.v3.Authorization");
         async move { f.await == 2 }
@@ -114,7 +114,7 @@ async fn a_withdrawn_key_stops_its_cached_tokens_at_the_next_refresh() {
     let withdrawn = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
     let kept = bearer(&keys.rs.sign_jwt(&claims("bob")).unwrap());
     let check = |auth: &str| {
-        let r = request(&[("authorization", auth)], "/x", &[]);
+        let r = check_request(&[("authorization", auth)], &[], "/x", &[]);
         let svc = &svc;
         async move { outcome(&svc.check_request(&r).await) }
     };
@@ -153,7 +153,7 @@ async fn past_max_stale_a_cached_token_gets_503() {
     wait_ready(&running).await;
     let auth = bearer(&keys.es.sign_jwt(&claims("alice")).unwrap());
     let check = || {
-        let r = request(&[("authorization", &auth)], "/x", &[]);
+        let r = check_request(&[("authorization", &auth)], &[], "/x", &[]);
         let svc = &svc;
         async move { outcome(&svc.check_request(&r).await).0 }
     };
@@ -190,7 +190,10 @@ async fn conditional_requests_confirm_the_keys_with_304s() {
         assert_eq!(jwks.oks(), 1, "{validation:?}: one full fetch, then 304s");
         assert!(running.authorizer.ready(), "{validation:?}: confirmed keys are not stale");
         let fresh = bearer(&keys.ps.sign_jwt(&claims("alice")).unwrap());
-        assert_eq!(outcome(&svc.check_request(&request(&[("authorization", &fresh)], "/x", &[])).await).0, 200);
+        assert_eq!(
+            outcome(&svc.check_request(&check_request(&[("authorization", &fresh)], &[], "/x", &[])).await).0,
+            200
+        );
 
         // A new document is a 200, and its new key verifies.
         let added = SigningKey::generate(Alg::ES256, "es-2").unwrap();
@@ -198,7 +201,7 @@ async fn conditional_requests_confirm_the_keys_with_304s() {
         wait_until("the new document", Duration::from_secs(10), || async { jwks.oks() == 2 }).await;
         let token = bearer(&added.sign_jwt(&claims("bob")).unwrap());
         wait_until("the new key to verify", Duration::from_secs(5), || async {
-            outcome(&svc.check_request(&request(&[("authorization", &token)], "/x", &[])).await).0 == 200
+            outcome(&svc.check_request(&check_request(&[("authorization", &token)], &[], "/x", &[])).await).0 == 200
         })
         .await;
     }
@@ -224,7 +227,7 @@ async fn a_misbehaving_jwks_is_a_failed_refresh_and_the_last_good_keys_stay() {
         }
         // The last good keys still verify a token never seen before.
         let fresh = bearer(&keys.es.sign_jwt(&claims(&format!("{how:?}"))).unwrap());
-        let r = svc.check_request(&request(&[("authorization", &fresh)], "/x", &[])).await;
+        let r = svc.check_request(&check_request(&[("authorization", &fresh)], &[], "/x", &[])).await;
         assert_eq!(outcome(&r).0, 200, "{how:?}");
         assert!(running.authorizer.ready(), "{how:?}");
         jwks.misbehave(None);

@@ -9,34 +9,16 @@ use std::time::Duration;
 
 use axum::routing::get;
 use axum::Router;
-use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Request};
+use envoy_types::pb::envoy::config::core::v3::HeaderValue;
 use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
-use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest, CheckResponse};
+use envoy_types::pb::envoy::service::auth::v3::{CheckRequest, CheckResponse};
 use envoy_types::pb::google::protobuf::value::Kind;
 use hopauth::grpc::AuthorizationService;
 use hopauth_core::alg::Alg;
 use hopauth_core::sign::SigningKey;
 use serde_json::json;
+use support::check_request::check_request;
 use support::*;
-
-fn request(headers: &[(&str, &str)], path: &str, ext: &[(&str, &str)]) -> CheckRequest {
-    CheckRequest {
-        attributes: Some(AttributeContext {
-            request: Some(Request {
-                http: Some(HttpRequest {
-                    method: "GET".into(),
-                    path: path.into(),
-                    headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            context_extensions: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            ..Default::default()
-        }),
-    }
-}
 
 /// (HTTP status, body) of a response; 200 for OK.
 fn outcome(r: &CheckResponse) -> (i32, String) {

@@ -1,8 +1,28 @@
 //! Config-file plumbing both services use: `ConfigError` with every `Problem` found, the
 //! serde forms of durations (`30s`, `5m`, `1h 30m`, `250ms`), and password-free URLs for
-//! logs and `Debug`.
+//! logs and `Debug`. [`from_yaml`] reads a typed config reporting every problem of shape
+//! (`parse`); [`Problems`] collects what the services' `validate` find.
 
 use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+
+mod parse;
+mod problems;
+
+pub use problems::Problems;
+
+/// YAML text to a `T`, or every problem of shape with its key: an unknown key, a missing
+/// one, a value of the wrong type or form (a duration error names its own key,
+/// `providers[0].jwks.refresh_interval`). Text that is not YAML at all is one `Parse`
+/// error with its line. `file` only names the source in errors.
+pub fn from_yaml<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    match parse::parse::<T>(text) {
+        Ok(t) => Ok(t),
+        Err(parse::ParseError::Syntax(source)) => Err(ConfigError::Parse { file: file.to_owned(), source }),
+        Err(parse::ParseError::Problems(problems)) => Err(ConfigError::Invalid { file: file.to_owned(), problems }),
+    }
+}
 
 /// Every problem found in one config file.
 #[derive(Debug, thiserror::Error)]

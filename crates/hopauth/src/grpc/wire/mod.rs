@@ -14,6 +14,10 @@ use bytes::Bytes;
 
 use hopauth_core::token::RequestView;
 
+mod proto;
+
+use self::proto::{bytes_of, fields, map_entry, once, part_of};
+
 /// Field numbers, from envoy/service/auth/v3/{external_auth,attribute_context}.proto and
 /// envoy/config/core/v3/base.proto.
 mod field {
@@ -32,11 +36,6 @@ mod field {
     pub(super) const MAP_VALUE: u32 = 2;
 }
 
-const VARINT: u8 = 0;
-const FIXED64: u8 = 1;
-const LEN: u8 = 2;
-const FIXED32: u8 = 5;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("truncated or malformed protobuf")]
@@ -51,120 +50,6 @@ pub enum WireError {
     /// limit, or compressed without compression configured).
     #[error("the gRPC layer refused the message: {0}")]
     Refused(tonic::Code),
-}
-
-/// One field of a message: its number and, for length-delimited fields, its bytes.
-struct Field<'a> {
-    number: u32,
-    wire_type: u8,
-    data: &'a [u8],
-}
-
-/// Iterates the fields of one message; scalar fields are skipped over.
-struct Fields<'a> {
-    rest: &'a [u8],
-}
-
-fn varint(buf: &mut &[u8]) -> Result<u64, WireError> {
-    let mut value = 0u64;
-    for (i, byte) in buf.iter().enumerate().take(10) {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            *buf = &buf[i + 1..];
-            return Ok(value);
-        }
-    }
-    Err(WireError::Malformed)
-}
-
-fn take<'a>(buf: &mut &'a [u8], n: u64) -> Result<&'a [u8], WireError> {
-    let n = usize::try_from(n).map_err(|_| WireError::Malformed)?;
-    if n > buf.len() {
-        return Err(WireError::Malformed);
-    }
-    let (head, tail) = buf.split_at(n);
-    *buf = tail;
-    Ok(head)
-}
-
-impl<'a> Iterator for Fields<'a> {
-    type Item = Result<Field<'a>, WireError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.rest.is_empty() {
-            return None;
-        }
-        let field = (|| {
-            let key = varint(&mut self.rest)?;
-            let number = u32::try_from(key >> 3).map_err(|_| WireError::Malformed)?;
-            if number == 0 {
-                return Err(WireError::Malformed);
-            }
-            let wire_type = (key & 7) as u8;
-            let data = match wire_type {
-                VARINT => {
-                    varint(&mut self.rest)?;
-                    &[][..]
-                }
-                FIXED64 => take(&mut self.rest, 8)?,
-                LEN => {
-                    let len = varint(&mut self.rest)?;
-                    take(&mut self.rest, len)?
-                }
-                FIXED32 => take(&mut self.rest, 4)?,
-                // Groups (3, 4) are not used by any of these messages; 6 and 7 do not exist.
-                _ => return Err(WireError::Malformed),
-            };
-            Ok(Field { number, wire_type, data })
-        })();
-        if field.is_err() {
-            self.rest = &[];
-        }
-        Some(field)
-    }
-}
-
-fn fields(data: &[u8]) -> Fields<'_> {
-    Fields { rest: data }
-}
-
-/// The bytes of a length-delimited field, checking the wire type.
-fn bytes_of<'a>(f: &Field<'a>) -> Result<&'a [u8], WireError> {
-    if f.wire_type == LEN {
-        Ok(f.data)
-    } else {
-        Err(WireError::WireType(f.number))
-    }
-}
-
-/// Records a singular field's position, refusing a second occurrence.
-fn once(slot: &mut Option<Range<usize>>, base: &[u8], f: &Field<'_>) -> Result<(), WireError> {
-    let data = bytes_of(f)?;
-    if slot.is_some() {
-        return Err(WireError::Repeated(f.number));
-    }
-    let start = data.as_ptr() as usize - base.as_ptr() as usize;
-    *slot = Some(start..start + data.len());
-    Ok(())
-}
-
-/// The bytes of a recorded field position; none when the field was absent.
-fn part_of<'b>(b: &'b [u8], range: &Option<Range<usize>>) -> &'b [u8] {
-    range.as_ref().map_or(&[][..], |r| &b[r.clone()])
-}
-
-/// (key, value) of a `map<string, string>` entry; absent members are empty.
-fn map_entry(entry: &[u8]) -> Result<(&[u8], &[u8]), WireError> {
-    let (mut key, mut value) = (&[][..], &[][..]);
-    for f in fields(entry) {
-        let f = f?;
-        match f.number {
-            field::MAP_KEY => key = bytes_of(&f)?,
-            field::MAP_VALUE => value = bytes_of(&f)?,
-            _ => {}
-        }
-    }
-    Ok((key, value))
 }
 
 /// A CheckRequest in its received bytes, with the positions of the parts hopauth reads.
@@ -302,40 +187,9 @@ impl RequestView for CheckView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use envoy_types::pb::envoy::config::core::v3::{HeaderMap, HeaderValue};
-    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer, Request};
     use envoy_types::pb::envoy::service::auth::v3::{AttributeContext, CheckRequest};
+    use hopauth_testkit::check_request::check_request;
     use prost::Message;
-
-    fn request(headers: &[(&str, &str)], raw: &[(&str, &[u8])], path: &str, ext: &[(&str, &str)]) -> CheckRequest {
-        CheckRequest {
-            attributes: Some(AttributeContext {
-                source: Some(Peer { principal: "spiffe://x/src".into(), ..Default::default() }),
-                request: Some(Request {
-                    http: Some(HttpRequest {
-                        method: "GET".into(),
-                        path: path.into(),
-                        host: "svc".into(),
-                        headers: headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                        header_map: (!raw.is_empty()).then(|| HeaderMap {
-                            headers: raw
-                                .iter()
-                                .map(|(k, v)| HeaderValue {
-                                    key: k.to_string(),
-                                    raw_value: v.to_vec(),
-                                    ..Default::default()
-                                })
-                                .collect(),
-                        }),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                context_extensions: ext.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                ..Default::default()
-            }),
-        }
-    }
 
     fn view(r: &CheckRequest) -> CheckView {
         CheckView::parse(r.encode_to_vec().into()).unwrap()
@@ -347,7 +201,7 @@ mod tests {
 
     #[test]
     fn reads_what_prost_encoded() {
-        let r = request(
+        let r = check_request(
             &[("authorization", "Bearer a"), ("cookie", "c=1")],
             &[("X-Raw", b"\xffbytes"), ("x-raw", b"two")],
             "/p?q=1",
@@ -375,7 +229,7 @@ mod tests {
 
     #[test]
     fn header_value_falls_back_to_value_when_raw_is_empty() {
-        let mut r = request(&[], &[("authorization", b"")], "/", &[]);
+        let mut r = check_request(&[], &[("authorization", b"")], "/", &[]);
         let hv = &mut r.attributes.as_mut().unwrap().request.as_mut().unwrap().http.as_mut().unwrap();
         hv.header_map.as_mut().unwrap().headers[0].value = "Bearer v".into();
         assert_eq!(values(&view(&r), "authorization"), vec![&b"Bearer v"[..]]);
@@ -383,7 +237,7 @@ mod tests {
 
     #[test]
     fn refuses_what_prost_would_merge_or_reject() {
-        let one = request(&[("authorization", "Bearer a")], &[], "/", &[]).encode_to_vec();
+        let one = check_request(&[("authorization", "Bearer a")], &[], "/", &[]).encode_to_vec();
         // The same `attributes` field twice: prost merges, hopauth refuses.
         let twice = [one.clone(), one.clone()].concat();
         assert_eq!(CheckView::parse(twice.into()).unwrap_err(), WireError::Repeated(1));
@@ -404,7 +258,7 @@ mod tests {
         // attributes as a varint.
         assert_eq!(CheckView::parse(Bytes::from_static(&[0x08, 0x01])).unwrap_err(), WireError::WireType(1));
         // A path that is not UTF-8.
-        let mut bad = request(&[], &[], "/ok", &[]).encode_to_vec();
+        let mut bad = check_request(&[], &[], "/ok", &[]).encode_to_vec();
         let at = bad.windows(3).position(|w| w == b"/ok").unwrap();
         bad[at + 1] = 0xff;
         assert_eq!(CheckView::parse(bad.into()).unwrap_err(), WireError::Utf8(4));
@@ -421,7 +275,7 @@ mod tests {
             let raws: Vec<(String, Vec<u8>)> =
                 (0..n % 5).map(|i| (format!("R{i}"), vec![b'a' + i as u8; i as usize])).collect();
             let rs: Vec<(&str, &[u8])> = raws.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-            let r = request(&hs, &rs, &format!("/n/{n}"), &[("k", "v")]);
+            let r = check_request(&hs, &rs, &format!("/n/{n}"), &[("k", "v")]);
             let v = view(&r);
             let decoded = CheckRequest::decode(&r.encode_to_vec()[..]).unwrap();
             let http = decoded.attributes.unwrap().request.unwrap().http.unwrap();
