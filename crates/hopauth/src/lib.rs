@@ -8,7 +8,9 @@
 //! - [`revocation`]: the Redis backend (the sync that keeps the core's local view).
 //! - [`redis_url`]: the forms of `revocation.redis_url`, parsed without connecting.
 //! - [`revoke`]: `hopauth revoke`, one revocation written straight to Redis.
-//! - [`grpc`]: the ext_authz adapter (CheckRequest → CheckResponse, the renderer).
+//! - [`grpc`]: the ext_authz adapter (CheckRequest in, CheckResponse bytes out).
+//! - [`render`]: CheckResponses encoded once (the core's `Renderer` for the sidecar; the
+//!   Envoy module builds its denies from it too).
 //! - [`observer`]: the core's decisions as metrics and spans.
 //! - [`metrics`]: Prometheus metrics, one handle per component.
 //! - [`trace`]: OpenTelemetry span export.
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod observer;
 pub mod redis_url;
 pub mod reload;
+pub mod render;
 pub mod revocation;
 pub mod revoke;
 pub mod server;
@@ -38,5 +41,4 @@ pub mod trace;
 
 /// The sidecar's authorizer: answers rendered as encoded CheckResponses, decisions
 /// recorded as metrics (and spans).
-pub type SidecarAuthorizer =
-    hopauth_core::authorizer::Authorizer<grpc::render::CheckResponses, observer::SidecarObserver>;
+pub type SidecarAuthorizer = hopauth_core::authorizer::Authorizer<render::CheckResponses, observer::SidecarObserver>;

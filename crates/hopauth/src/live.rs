@@ -8,8 +8,8 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 
 use crate::assemble::Core;
-use crate::grpc::render::{self, CheckResponses};
 use crate::observer::SidecarObserver;
+use crate::render::{self, CheckResponses};
 use crate::SidecarAuthorizer;
 
 /// The sidecar's decision core with the JWKS refreshers and store that keep it current.

@@ -20,10 +20,10 @@ use hopauth_service::Background;
 
 use crate::assemble::{self, Store};
 use crate::config::{Config, RevocationBackend};
-use crate::grpc::render::CheckResponses;
 use crate::live::{Live, Serving, SidecarCore};
 use crate::metrics::Metrics;
 use crate::observer::SidecarObserver;
+use crate::render::CheckResponses;
 use crate::trace::CheckTracer;
 
 /// How long a new core may take to get the keys (and store sync) the old one had.

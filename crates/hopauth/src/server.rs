@@ -14,13 +14,13 @@ use hopauth_service::Background;
 
 use crate::assemble::{self, Core};
 use crate::config::{Config, GrpcListen};
-use crate::grpc::render::CheckResponses;
 use crate::grpc::{AuthorizationServer, AuthorizationService, SERVICE_NAME as AUTHZ_SERVICE_NAME};
 use crate::http::{admin_router, public_router, router, HttpState};
 use crate::listener::{GrpcListener, UnixSocket};
 use crate::metrics::Metrics;
 use crate::observer::SidecarObserver;
 use crate::reload::{self, Reloader};
+use crate::render::CheckResponses;
 use crate::tls::Certificates;
 use crate::SidecarAuthorizer;
 

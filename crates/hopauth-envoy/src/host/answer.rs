@@ -1,11 +1,11 @@
 //! What a decision does to an Envoy stream, in host terms: an [`AllowEdit`] (identity
 //! headers to remove and to set, claims for dynamic metadata namespace `hopauth`) or a
 //! [`LocalReply`] (status, headers, body). Both are derived from the responses the
-//! ext_authz path renders (`hopauth::grpc::render`), so the two modes answer the same
+//! ext_authz path renders (`hopauth::render`), so the two modes answer the same
 //! bytes: there is one place that decides what a deny looks like.
 use envoy_types::pb::envoy::service::auth::v3::{check_response::HttpResponse, CheckResponse};
 use envoy_types::pb::google::protobuf::{value::Kind, Value as PbValue};
-use hopauth::grpc::render::{self, METADATA_NAMESPACE};
+use hopauth::render::{self, METADATA_NAMESPACE};
 use hopauth_core::decision::DenyReason;
 use prost::Message;
 

@@ -7,7 +7,6 @@
 //! the response is bytes rendered once (`render`): a verified token's allow when it was
 //! verified, the anonymous allow when its config is loaded, each deny the first time it is given.
 
-pub mod render;
 pub mod wire;
 
 use std::convert::Infallible;
@@ -27,6 +26,7 @@ use hopauth_core::policy::RoutePolicy;
 use wire::{CheckView, WireError};
 
 use crate::live::{Live, Serving};
+use crate::render;
 use crate::SidecarAuthorizer;
 
 /// A CheckRequest as it came off the wire: read in place, or why it could not be read.
