@@ -9,7 +9,7 @@ use hopauth::grpc::render::{self, METADATA_NAMESPACE};
 use hopauth_core::decision::DenyReason;
 use prost::Message;
 
-use crate::filter::RequestContext;
+use crate::ffi::RequestContext;
 
 /// A local reply: the deny the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use hopauth_core::token::RequestView;
 
 use super::answer::{AllowEdit, LocalReply};
 use super::runtime::ModuleRuntime;
-use crate::filter::{log, ConfigError, LogLevel};
+use crate::ffi::{log, ConfigError, LogLevel};
 
 /// How often the side port's gauges (store up, cache size, key age) are refreshed.
 const GAUGE_POLL: Duration = Duration::from_millis(100);

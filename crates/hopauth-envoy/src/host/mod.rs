@@ -32,7 +32,7 @@ use self::core::{Core, Held, ModuleDecision};
 use self::request::LiveRequest;
 use self::route::{RouteConfig, RouteSettings};
 use self::stats::Stats;
-use crate::filter::{
+use crate::ffi::{
     log as envoy_log, ConfigContext, ConfigError, FilterFactory, HeadersStatus, HttpFilter, LogLevel, RequestContext,
 };
 

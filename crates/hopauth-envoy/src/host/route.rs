@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use hopauth_core::policy::{RoutePolicy, ANONYMOUS_KEY, PROVIDERS_KEY, REQUIRE_SCOPES_KEY};
 
-use crate::filter::ConfigError;
+use crate::ffi::ConfigError;
 
 /// The keys a per-route config may hold.
 pub const KEYS: [&str; 3] = [PROVIDERS_KEY, REQUIRE_SCOPES_KEY, ANONYMOUS_KEY];
@@ -19,7 +19,7 @@ pub struct RouteSettings {
     anonymous: Option<String>,
 }
 
-/// What the per-route config pointer holds (see [`crate::filter::RequestContext::route_config`]).
+/// What the per-route config pointer holds (see [`crate::ffi::RequestContext::route_config`]).
 #[derive(Debug, Clone)]
 pub struct RouteConfig(pub Arc<RouteSettings>);
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use hopauth_service::Background;
 
-use crate::filter::{log, LogLevel};
+use crate::ffi::{log, LogLevel};
 
 /// Threads of the module's runtime: background work is light (fetches, one Redis
 /// connection, the side port); decisions stay on Envoy's workers.
