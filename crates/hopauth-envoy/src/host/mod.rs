@@ -25,16 +25,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use hopauth_core::decision::{Allowed, Decision, DenyReason};
+use hopauth_core::decision::{Allowed, Decision};
 
-use self::answer::{AllowEdit, LocalReply};
 use self::core::{Core, Held, ModuleDecision};
 use self::request::LiveRequest;
 use self::route::{RouteConfig, RouteSettings};
 use self::stats::Stats;
-use crate::ffi::{
-    log as envoy_log, ConfigContext, ConfigError, FilterFactory, HeadersStatus, HttpFilter, LogLevel, RequestContext,
-};
+use crate::ffi::{ConfigContext, ConfigError, FilterFactory, HeadersStatus, HttpFilter, RequestContext};
 
 /// The `filter_name` that selects this filter (also the name per-route configs are under).
 pub const FILTER_NAME: &str = "hopauth";
@@ -92,14 +89,7 @@ impl HopauthFilter {
     fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision) -> bool {
         self.stats.record(ctx, decision);
         match decision {
-            Decision::Allow(Allowed::Verified(token)) => match AllowEdit::from_check_response(&token.rendered) {
-                Some(edit) => edit.apply(ctx),
-                None => {
-                    envoy_log(LogLevel::Error, "hopauth: an allow could not be rendered; answering 503");
-                    LocalReply::deny(&DenyReason::KeysUnavailable).send(ctx);
-                    return false;
-                }
-            },
+            Decision::Allow(Allowed::Verified(token)) => token.rendered.apply(ctx),
             Decision::Allow(Allowed::Anonymous) => self.core.anonymous().apply(ctx),
             Decision::Deny(reason) => {
                 self.core.deny(reason).send(ctx);
