@@ -120,6 +120,8 @@ impl Core {
         };
         background.spawn(serve(http, app, background.stop_signal()));
         let anonymous = AllowEdit::anonymous(authorizer.identity_headers());
+        #[cfg(feature = "test-hooks")]
+        log(LogLevel::Warn, "hopauth: built with the test-hooks feature (tests only): not for production");
         log(
             LogLevel::Info,
             &format!(

@@ -104,6 +104,10 @@ impl HttpFilter for HopauthFilter {
     fn on_request_headers(&mut self, ctx: &mut RequestContext<'_>, _end_of_stream: bool) -> HeadersStatus {
         let arrived = Instant::now();
         let route = ctx.route_config::<RouteConfig>().map(|r| r.0.clone());
+        #[cfg(feature = "test-hooks")]
+        if route.as_deref().is_some_and(|r| r.test_panic) {
+            panic!("{} is set on this route", route::TEST_PANIC_KEY);
+        }
         let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
         let held = self.core.decide(&LiveRequest::new(ctx), policy, arrived);
         match held {

@@ -42,6 +42,9 @@ pub(crate) fn module_dir() -> &'static Path {
         let status = Command::new(cargo)
             .args(["build", "--release", "--manifest-path"])
             .arg(manifest_dir().join("Cargo.toml"))
+            // The features these tests were built with (`test-hooks`, through the crate's
+            // dev-dependency on itself), so the module is the one `cargo test` just built.
+            .args(if cfg!(feature = "test-hooks") { &["--features", "test-hooks"][..] } else { &[] })
             .env("CARGO_INCREMENTAL", "0")
             .env("CARGO_TARGET_DIR", std::env::current_exe().unwrap().ancestors().nth(3).unwrap())
             .status()
