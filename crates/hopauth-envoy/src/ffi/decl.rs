@@ -56,6 +56,8 @@ pub(super) const METRICS_SUCCESS: u32 = 0;
 
 // Callbacks (implemented by Envoy). Only those the safe wrapper uses.
 extern "C" {
+    // Unit tests run without Envoy and log to stderr instead (`raw::log`).
+    #[cfg_attr(test, allow(dead_code))]
     pub(super) fn envoy_dynamic_module_callback_log(level: u32, message: Buffer);
 
     pub(super) fn envoy_dynamic_module_callback_http_get_header(
