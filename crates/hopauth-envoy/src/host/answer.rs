@@ -81,6 +81,9 @@ fn as_struct_json(v: &Value) -> Value {
     }
 }
 
+/// A header to set: name and value bytes.
+pub type SetHeader = (Box<str>, Box<[u8]>);
+
 /// The edit an allow makes to the upstream request: what the ext_authz path's OK
 /// CheckResponse tells Envoy to do, in the same order. Built once per verified token
 /// ([`HeaderEdits`]), applied as it is on every cache hit.
@@ -90,7 +93,7 @@ pub struct AllowEdit {
     pub remove: Box<[Box<str>]>,
     /// Identity headers set, replacing what the client sent: `claims_to_headers` in the
     /// provider's order, then the `payload_header`.
-    pub set: Box<[(Box<str>, Box<[u8]>)]>,
+    pub set: Box<[SetHeader]>,
     /// Claims, under namespace `hopauth`, sorted by name.
     pub claims: Box<[(Box<str>, MetaValue)]>,
 }
@@ -98,7 +101,7 @@ pub struct AllowEdit {
 impl AllowEdit {
     /// The edit of a verified token's allow.
     pub fn of(parts: AllowParts<'_>) -> Self {
-        let set: Box<[(Box<str>, Box<[u8]>)]> = parts
+        let set: Box<[SetHeader]> = parts
             .headers
             .iter()
             .map(|(h, v)| (*h, v.as_str()))
@@ -125,7 +128,7 @@ impl AllowEdit {
     /// Heap bytes the edit holds (the verified-token cache weighs entries by it).
     fn heap_bytes(&self) -> usize {
         let strs = self.remove.iter().map(|h| h.len() + size_of::<Box<str>>()).sum::<usize>();
-        let set = self.set.iter().map(|(h, v)| h.len() + v.len() + size_of::<(Box<str>, Box<[u8]>)>()).sum::<usize>();
+        let set = self.set.iter().map(|(h, v)| h.len() + v.len() + size_of::<SetHeader>()).sum::<usize>();
         let claims = self
             .claims
             .iter()
