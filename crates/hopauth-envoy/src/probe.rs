@@ -25,7 +25,7 @@ use std::fmt::Write as _;
 use std::thread;
 use std::time::Duration;
 
-use crate::filter::{
+use crate::ffi::{
     log, ConfigContext, ConfigError, Counter, FilterFactory, HeadersStatus, HttpFilter, LogLevel, RequestContext,
 };
 

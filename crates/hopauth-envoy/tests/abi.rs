@@ -450,9 +450,9 @@ fn every_declared_callback_is_exported_by_envoy() {
     let exported = nm(&["-D", "--defined-only"], &envoy_bin());
     let exported: std::collections::HashSet<&str> = exported.iter().map(String::as_str).collect();
     // The callbacks the source declares…
-    let src = std::fs::read_to_string(manifest_dir().join("src/ffi.rs")).unwrap();
+    let src = std::fs::read_to_string(manifest_dir().join("src/ffi/decl.rs")).unwrap();
     let declared = identifiers(src.as_bytes(), b"envoy_dynamic_module_callback_", false);
-    assert!(declared.len() >= 14, "found only {declared:?} in ffi.rs");
+    assert!(declared.len() >= 14, "found only {declared:?} in ffi/decl.rs");
     // …and those the built module actually imports.
     let imported = nm(&["-D", "--undefined-only"], &module_dir().join("libhopauth_envoy.so"));
     let imported: Vec<&String> = imported.iter().filter(|s| s.starts_with("envoy_")).collect();

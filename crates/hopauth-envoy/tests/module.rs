@@ -2,8 +2,8 @@
 //! shipped `envoy/module.yaml`: allows with identity headers and claims metadata, every
 //! deny shape byte-compared with the ext_authz path (`envoy/hopauth.yaml` in front of
 //! hopauth serving in this process), per-route policy, unknown-`kid` refetch and resume,
-//! a client hanging up while held, Redis revocation, config refusals, `--concurrency 4`
-//! under concurrent traffic, Envoy stats and the side port.
+//! a client hanging up while held, Redis revocation, config refusals, a panic of the
+//! filter itself, `--concurrency 4` under concurrent traffic, Envoy stats and the side port.
 //!
 //! Needs `.tools/bin/envoy` (`make envoy`) and `redis-server`/`redis-cli` (`make redis`).
 mod common;
@@ -225,6 +225,51 @@ fn config_errors_make_envoy_refuse_the_config_with_a_message_naming_key_and_file
     .expect("Envoy accepted a bad per-route config");
     assert_ne!(code, 0);
     assert!(log.contains("hopauth per-route filter_config: not valid JSON"), "{log}");
+}
+
+/// The hopauth filter itself panicking inside its hook (the `test-hooks` build's
+/// `hopauth.test_panic` route key; a shipped build refuses that key): 503 with the JSON
+/// failure body, a log line naming the filter and the hook, and Envoy serves on.
+#[test]
+fn a_panic_in_the_hopauth_filter_answers_503_is_logged_and_envoy_keeps_serving() {
+    if !cfg!(feature = "test-hooks") {
+        panic!(
+            "build the tests with the `test-hooks` feature (`cargo test -p hopauth-envoy` does, through the \
+             crate's dev-dependency on itself)"
+        );
+    }
+    let key = key("k1");
+    let jwks = Jwks::start(&[&key]);
+    let http_port = free_port();
+    let path = scratch_dir("panic").join("hopauth.yaml");
+    std::fs::write(&path, hopauth_yaml(&jwks, http_port, "")).unwrap();
+    let envoy = started(Envoy::start(
+        "module.yaml",
+        &[
+            ("/etc/hopauth/hopauth.yaml", path.display().to_string()),
+            (
+                r#"'{"hopauth.require_scopes": "admin"}'"#,
+                r#"'{"hopauth.require_scopes": "admin", "hopauth.test_panic": "on_request_headers"}'"#.to_owned(),
+            ),
+        ],
+        1,
+    ));
+    let admin = token(&key, "root", json!({"scope": "admin"}));
+    for _ in 0..2 {
+        let r = envoy.get("/admin", &[("authorization", &bearer(&admin))]);
+        assert_eq!(r.status, 503, "{}", r.body_text());
+        assert_eq!(r.body_text(), r#"{"error":"internal","reason":"filter failure"}"#);
+        assert_eq!(r.header("content-type"), Some(&b"application/json"[..]));
+    }
+    wait_until("the panic's log line", Duration::from_secs(10), || {
+        envoy.log().contains("filter \"hopauth\" panicked in on_request_headers: hopauth.test_panic is set")
+    });
+    // The same Envoy, the same filter config, another route: served as ever.
+    let t = token(&key, "alice", json!({}));
+    let r = envoy.get("/orders/1", &[("authorization", &bearer(&t))]);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.upstream_values("x-jwt-sub"), ["alice"]);
+    assert_eq!(envoy.get("/orders/1", &[]).status, 401);
 }
 
 #[test]

@@ -20,17 +20,33 @@ mod revocations;
 use hopauth_core::clock::unix_now;
 use hopauth_core::revocation::RevocationError;
 
+use hopauth_core::authorizer::Authorizer;
+use hopauth_core::observe::Observer;
+use hopauth_core::render::Renderer;
+
 use crate::live::Live;
 use crate::metrics::{AdminRefusal, Metrics, RevocationKind};
-use crate::SidecarAuthorizer;
+use crate::render::CheckResponses;
 
-#[derive(Clone)]
-pub struct HttpState {
+/// What the side port serves from. `R` is the renderer of the core's verified-token cache
+/// (the sidecar's ext_authz responses, or the Envoy module's header edits); the side port
+/// reads nothing it renders.
+pub struct HttpState<R: Renderer = CheckResponses> {
     /// The core serving now (and the admin token of its config); a reload swaps it.
-    pub live: Live,
+    pub live: Live<R>,
     pub metrics: Metrics,
     /// Failed admin authentications, limited for every caller at once.
     pub admin_failures: Arc<FailureBudget>,
+}
+
+impl<R: Renderer> Clone for HttpState<R> {
+    fn clone(&self) -> Self {
+        HttpState {
+            live: self.live.clone(),
+            metrics: self.metrics.clone(),
+            admin_failures: self.admin_failures.clone(),
+        }
+    }
 }
 
 /// Failed admin authentications allowed in a burst; past it every admin call gets 429 until
@@ -95,33 +111,33 @@ impl FailureBudget {
 }
 
 /// Every route on one listener (no `admin_listen`).
-pub fn router(state: HttpState) -> Router {
+pub fn router<R: Renderer>(state: HttpState<R>) -> Router {
     public_router(state.clone()).merge(admin_router(state))
 }
 
 /// `/metrics`, `/healthz`, `/readyz`: what probes and Prometheus reach on `http_listen`.
-pub fn public_router(state: HttpState) -> Router {
+pub fn public_router<R: Renderer>(state: HttpState<R>) -> Router {
     Router::new()
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::<R>))
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(readyz::<R>))
         .with_state(state)
 }
 
 /// `/admin/*`: on `admin_listen` when set, so the scraped port cannot revoke.
-pub fn admin_router(state: HttpState) -> Router {
+pub fn admin_router<R: Renderer>(state: HttpState<R>) -> Router {
     Router::new()
-        .route("/admin/revoke", post(revoke))
-        .route("/admin/unrevoke", post(revocations::unrevoke))
-        .route("/admin/revocations", get(revocations::list))
+        .route("/admin/revoke", post(revoke::<R>))
+        .route("/admin/unrevoke", post(revocations::unrevoke::<R>))
+        .route("/admin/revocations", get(revocations::list::<R>))
         .with_state(state)
 }
 
-async fn metrics(State(s): State<HttpState>) -> Response {
+async fn metrics<R: Renderer>(State(s): State<HttpState<R>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render()).into_response()
 }
 
-async fn readyz(State(s): State<HttpState>) -> Response {
+async fn readyz<R: Renderer>(State(s): State<HttpState<R>>) -> Response {
     let authorizer = s.live.authorizer();
     let providers: serde_json::Map<String, serde_json::Value> =
         authorizer.verifier().providers().iter().map(|p| (p.name.to_string(), json!(p.keys.usable()))).collect();
@@ -203,7 +219,7 @@ fn error(code: StatusCode, error: &str, description: impl Into<String>) -> Respo
 
 /// Why an admin call is refused, if it is: 429 while failed attempts are throttled, 401
 /// without the right token.
-fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
+fn admin_refusal<R: Renderer>(s: &HttpState<R>, headers: &HeaderMap) -> Option<Response> {
     let now = Instant::now();
     if let Err(retry_after) = s.admin_failures.open(now) {
         s.metrics.admin().refused(AdminRefusal::Throttled);
@@ -227,7 +243,7 @@ fn admin_refusal(s: &HttpState, headers: &HeaderMap) -> Option<Response> {
 /// token's issuer is allowed (its `leeway`; the largest of all providers for an unknown
 /// issuer). `iat` comes from the issuer's clock: a token it issued a moment ago may carry an
 /// `iat` ahead of ours, and "revoke everything until now" must cover it.
-fn default_before(authorizer: &SidecarAuthorizer, iss: &str, now: i64) -> i64 {
+fn default_before<R: Renderer, O: Observer>(authorizer: &Authorizer<R, O>, iss: &str, now: i64) -> i64 {
     let providers = authorizer.verifier().providers();
     let skew = match providers.iter().find(|p| &*p.issuer == iss) {
         Some(p) => p.leeway_secs,
@@ -262,8 +278,8 @@ impl Caller {
 /// Longest header value an audit line repeats.
 const AUDIT_HEADER_MAX: usize = 128;
 
-async fn revoke(
-    State(s): State<HttpState>,
+async fn revoke<R: Renderer>(
+    State(s): State<HttpState<R>>,
     extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -323,8 +339,8 @@ enum Verb {
 /// audit line (who did what to which revocation), and maps a store error to its answer
 /// (`Invalid` → 400, any other → 503; boxed, it is large). `Ok(found)`: the store did it,
 /// and had the entry.
-fn write_outcome(
-    s: &HttpState,
+fn write_outcome<R: Renderer>(
+    s: &HttpState<R>,
     verb: Verb,
     kind: RevocationKind,
     backend: &'static str,

@@ -10,6 +10,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
+use hopauth_core::render::Renderer;
 use hopauth_service::Background;
 
 use crate::assemble::{self, Core};
@@ -68,9 +69,19 @@ impl Running {
 
 /// The sidecar's core: the ext_authz renderer, metrics and (when configured) span export.
 pub fn build_authorizer(config: &Config, metrics: &Metrics) -> anyhow::Result<Core<CheckResponses, SidecarObserver>> {
+    build_observed(config, CheckResponses, metrics)
+}
+
+/// A core with the sidecar's observer (metrics and, when configured, span export) and the
+/// host's `renderer`: the sidecar's [`build_authorizer`], or the Envoy module's own.
+pub fn build_observed<R: Renderer>(
+    config: &Config,
+    renderer: R,
+    metrics: &Metrics,
+) -> anyhow::Result<Core<R, SidecarObserver>> {
     let tracer = config.tracing.as_ref().map(crate::trace::CheckTracer::start).transpose()?;
     let observer = SidecarObserver::new(metrics.checks().clone(), tracer);
-    assemble::build(config, CheckResponses, observer, metrics)
+    assemble::build(config, renderer, observer, metrics)
 }
 
 /// The start-up line: what runs, from which file, trusting whom.

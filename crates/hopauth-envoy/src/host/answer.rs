@@ -1,15 +1,17 @@
 //! What a decision does to an Envoy stream, in host terms: an [`AllowEdit`] (identity
 //! headers to remove and to set, claims for dynamic metadata namespace `hopauth`) or a
-//! [`LocalReply`] (status, headers, body). Both are derived from the responses the
-//! ext_authz path renders (`hopauth::render`), so the two modes answer the same
-//! bytes: there is one place that decides what a deny looks like.
-use envoy_types::pb::envoy::service::auth::v3::{check_response::HttpResponse, CheckResponse};
-use envoy_types::pb::google::protobuf::{value::Kind, Value as PbValue};
+//! [`LocalReply`] (status, headers, body). A deny is derived from the CheckResponse the
+//! ext_authz path renders (`hopauth::render::deny`), so there is one place that
+//! decides what a deny looks like. An allow is rendered by [`HeaderEdits`] from the same
+//! parts the ext_authz renderer encodes, once per verified token; the tests here hold the
+//! two to the same headers, order and claims.
+use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use hopauth::render::{self, METADATA_NAMESPACE};
 use hopauth_core::decision::DenyReason;
-use prost::Message;
+use hopauth_core::render::{AllowParts, Renderer};
+use serde_json::Value;
 
-use crate::filter::RequestContext;
+use crate::ffi::RequestContext;
 
 /// A local reply: the deny the client sees.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,51 +53,90 @@ impl LocalReply {
 }
 
 /// A claim value for Envoy's dynamic metadata. The ABI sets strings and numbers; other
-/// JSON values (booleans, arrays, objects, null) go in as their JSON text.
+/// JSON values (booleans, arrays, objects, null) go in as their JSON text, numbers in them
+/// as the doubles the ext_authz path's `google.protobuf.Struct` carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum MetaValue {
-    Text(String),
+    Text(Box<str>),
     Number(f64),
 }
 
-/// The edit an allow makes to the upstream request.
+impl MetaValue {
+    fn of(v: &Value) -> Self {
+        match v {
+            Value::String(s) => MetaValue::Text(s.as_str().into()),
+            Value::Number(n) => MetaValue::Number(n.as_f64().unwrap_or(0.0)),
+            other => MetaValue::Text(as_struct_json(other).to_string().into()),
+        }
+    }
+}
+
+/// `v` as Envoy would hold it in a `google.protobuf.Value`: every number a double.
+fn as_struct_json(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => serde_json::Number::from_f64(n.as_f64().unwrap_or(0.0)).map_or(Value::Null, Value::Number),
+        Value::Array(items) => Value::Array(items.iter().map(as_struct_json).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), as_struct_json(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A header to set: name and value bytes.
+pub type SetHeader = (Box<str>, Box<[u8]>);
+
+/// The edit an allow makes to the upstream request: what the ext_authz path's OK
+/// CheckResponse tells Envoy to do, in the same order. Built once per verified token
+/// ([`HeaderEdits`]), applied as it is on every cache hit.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AllowEdit {
     /// Identity headers removed (client copies), every one not in `set`.
-    pub remove: Vec<String>,
-    /// Identity headers set, replacing what the client sent.
-    pub set: Vec<(String, Vec<u8>)>,
-    /// Claims, under namespace `hopauth`.
-    pub claims: Vec<(String, MetaValue)>,
+    pub remove: Box<[Box<str>]>,
+    /// Identity headers set, replacing what the client sent: `claims_to_headers` in the
+    /// provider's order, then the `payload_header`.
+    pub set: Box<[SetHeader]>,
+    /// Claims, under namespace `hopauth`, sorted by name.
+    pub claims: Box<[(Box<str>, MetaValue)]>,
 }
 
 impl AllowEdit {
-    /// The edit of an encoded ext_authz allow (`VerifiedToken::allow_response`, or the
-    /// anonymous allow). `None` if the bytes are not an OK CheckResponse.
-    pub fn from_check_response(bytes: &[u8]) -> Option<Self> {
-        let response = CheckResponse::decode(bytes).ok()?;
-        let Some(HttpResponse::OkResponse(ok)) = response.http_response else { return None };
-        let set = ok
+    /// The edit of a verified token's allow.
+    pub fn of(parts: AllowParts<'_>) -> Self {
+        let set: Box<[SetHeader]> = parts
             .headers
-            .into_iter()
-            .filter_map(|h| h.header)
-            .map(|h| (h.key, if h.raw_value.is_empty() { h.value.into_bytes() } else { h.raw_value }))
+            .iter()
+            .map(|(h, v)| (*h, v.as_str()))
+            .chain(parts.payload)
+            .map(|(h, v)| (Box::from(h), Box::from(v.as_bytes())))
             .collect();
-        let claims = response
-            .dynamic_metadata
-            .and_then(|mut m| m.fields.remove(METADATA_NAMESPACE))
-            .and_then(|v| match v.kind {
-                Some(Kind::StructValue(s)) => Some(s.fields),
-                _ => None,
+        // As `render::allow`: what was set is not also removed.
+        let remove = parts
+            .identity_headers
+            .iter()
+            .filter(|h| !set.iter().any(|(s, _)| **s == ***h))
+            .map(|h| Box::from(h.as_str()))
+            .collect();
+        // The claims map is ordered by name (serde_json without `preserve_order`).
+        let claims = parts.claims.iter().map(|(k, v)| (Box::from(k.as_str()), MetaValue::of(v))).collect();
+        AllowEdit { remove, set, claims }
+    }
+
+    /// The edit of an anonymous allow: every identity header removed, nothing set.
+    pub fn anonymous(identity_headers: &[String]) -> Self {
+        AllowEdit { remove: identity_headers.iter().map(|h| Box::from(h.as_str())).collect(), ..Default::default() }
+    }
+
+    /// Heap bytes the edit holds (the verified-token cache weighs entries by it).
+    fn heap_bytes(&self) -> usize {
+        let strs = self.remove.iter().map(|h| h.len() + size_of::<Box<str>>()).sum::<usize>();
+        let set = self.set.iter().map(|(h, v)| h.len() + v.len() + size_of::<SetHeader>()).sum::<usize>();
+        let claims = self
+            .claims
+            .iter()
+            .map(|(k, v)| {
+                k.len() + size_of::<(Box<str>, MetaValue)>() + if let MetaValue::Text(t) = v { t.len() } else { 0 }
             })
-            .map(|fields| {
-                let mut claims: Vec<(String, MetaValue)> =
-                    fields.into_iter().map(|(k, v)| (k, meta_value(&v))).collect();
-                claims.sort_by(|a, b| a.0.cmp(&b.0));
-                claims
-            })
-            .unwrap_or_default();
-        Some(AllowEdit { remove: ok.headers_to_remove, set, claims })
+            .sum::<usize>();
+        strs + set + claims
     }
 
     /// Applies the edit to the request on `ctx`.
@@ -115,29 +156,27 @@ impl AllowEdit {
     }
 }
 
-fn meta_value(v: &PbValue) -> MetaValue {
-    match &v.kind {
-        Some(Kind::StringValue(s)) => MetaValue::Text(s.clone()),
-        Some(Kind::NumberValue(n)) => MetaValue::Number(*n),
-        _ => MetaValue::Text(to_json(v).to_string()),
-    }
-}
+/// The module's renderer: the verified-token cache keeps each token's [`AllowEdit`], so a
+/// cache hit applies it without decoding or building anything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeaderEdits;
 
-fn to_json(v: &PbValue) -> serde_json::Value {
-    use serde_json::Value as J;
-    match &v.kind {
-        None | Some(Kind::NullValue(_)) => J::Null,
-        Some(Kind::BoolValue(b)) => J::Bool(*b),
-        Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(J::Null, J::Number),
-        Some(Kind::StringValue(s)) => J::String(s.clone()),
-        Some(Kind::ListValue(l)) => J::Array(l.values.iter().map(to_json).collect()),
-        Some(Kind::StructValue(s)) => J::Object(s.fields.iter().map(|(k, v)| (k.clone(), to_json(v))).collect()),
+impl Renderer for HeaderEdits {
+    type Rendered = AllowEdit;
+
+    fn allow(&self, parts: AllowParts<'_>) -> AllowEdit {
+        AllowEdit::of(parts)
+    }
+
+    fn bytes(&self, rendered: &AllowEdit) -> usize {
+        rendered.heap_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn a_deny_is_the_ext_authz_deny() {
@@ -151,25 +190,109 @@ mod tests {
         assert!(r.headers.iter().any(|(k, v)| k == "retry-after" && v == b"5"));
     }
 
+    /// The reference: what Envoy's ext_authz filter would do with the sidecar's encoded
+    /// allow (`render::allow`), decoded with prost's own types.
+    fn decoded(bytes: &[u8]) -> AllowEdit {
+        use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
+        use envoy_types::pb::google::protobuf::{value::Kind, Value as PbValue};
+        use prost::Message;
+
+        fn json(v: &PbValue) -> Value {
+            match &v.kind {
+                None | Some(Kind::NullValue(_)) => Value::Null,
+                Some(Kind::BoolValue(b)) => Value::Bool(*b),
+                Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
+                Some(Kind::StringValue(s)) => Value::String(s.clone()),
+                Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(json).collect()),
+                Some(Kind::StructValue(s)) => {
+                    Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect())
+                }
+            }
+        }
+        let response = CheckResponse::decode(bytes).unwrap();
+        let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("not an OK response") };
+        let set = ok.headers.into_iter().filter_map(|h| h.header).map(|h| (h.key.into(), h.value.as_bytes().into()));
+        let mut claims: Vec<(Box<str>, MetaValue)> = match response
+            .dynamic_metadata
+            .and_then(|mut m| m.fields.remove(METADATA_NAMESPACE))
+            .and_then(|v| v.kind)
+        {
+            Some(Kind::StructValue(s)) => s
+                .fields
+                .iter()
+                .map(|(k, v)| {
+                    let value = match &v.kind {
+                        Some(Kind::StringValue(s)) => MetaValue::Text(s.as_str().into()),
+                        Some(Kind::NumberValue(n)) => MetaValue::Number(*n),
+                        _ => MetaValue::Text(json(v).to_string().into()),
+                    };
+                    (k.as_str().into(), value)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        claims.sort_by(|a, b| a.0.cmp(&b.0));
+        AllowEdit {
+            remove: ok.headers_to_remove.iter().map(|h| h.as_str().into()).collect(),
+            set: set.collect(),
+            claims: claims.into(),
+        }
+    }
+
+    fn both(identity: &[String], headers: &[(&str, String)], payload: Option<(&str, &str)>, claims: Value) {
+        let claims = claims.as_object().unwrap();
+        let ext_authz =
+            decoded(&render::allow(identity, headers.iter().map(|(h, v)| (*h, v.as_str())), payload, Some(claims)));
+        let module = HeaderEdits.allow(AllowParts { identity_headers: identity, headers, payload, claims });
+        assert_eq!(module, ext_authz, "claims {claims:?}");
+        assert!(HeaderEdits.bytes(&module) > 0);
+    }
+
+    #[test]
+    fn an_allow_is_the_edit_the_ext_authz_allow_makes() {
+        let identity: Vec<String> =
+            ["x-jwt-sub", "x-jwt-scope", "x-jwt-payload", "x-tenant"].map(String::from).to_vec();
+        let headers = [("x-jwt-sub", "alice".to_string()), ("x-jwt-scope", "a b".to_string())];
+        let payload = Some(("x-jwt-payload", "eyJzdWIiOiJhbGljZSJ9"));
+        both(&identity, &headers, payload, json!({"sub": "alice", "exp": 5, "admin": true, "aud": ["a", "b"]}));
+        both(
+            &identity,
+            &headers,
+            None,
+            json!({"n": [1, true, null, -2.5, "x", [], {}], "o": {"z": 1, "k": {"deep": ""}}, "e": "", "big": 1e300,
+                   "neg": -7, "u": 18446744073709551615u64, "nul": null, "f": false}),
+        );
+        both(&identity, &[], payload, json!({}));
+        // A header set twice (two claims to one name) is set twice, in order.
+        both(&identity, &[("x-tenant", "a".into()), ("x-tenant", "b".into())], None, json!({"sub": "s"}));
+        both(&[], &[], None, json!({"sub": "s"}));
+    }
+
     #[test]
     fn an_allow_sets_headers_removes_the_rest_and_carries_claims() {
         let identity = ["x-jwt-sub".to_string(), "x-jwt-scope".to_string()];
-        let claims = serde_json::json!({"sub": "alice", "exp": 5, "admin": true, "aud": ["a", "b"]});
-        let bytes = render::allow(&identity, [("x-jwt-sub", "alice")], None, claims.as_object());
-        let edit = AllowEdit::from_check_response(&bytes).unwrap();
-        assert_eq!(edit.remove, ["x-jwt-scope"]);
-        assert_eq!(edit.set, [("x-jwt-sub".to_string(), b"alice".to_vec())]);
+        let claims = json!({"sub": "alice", "exp": 5, "admin": true, "aud": ["a", "b"]});
+        let headers = [("x-jwt-sub", "alice".to_string())];
+        let edit = HeaderEdits.allow(AllowParts {
+            identity_headers: &identity,
+            headers: &headers,
+            payload: None,
+            claims: claims.as_object().unwrap(),
+        });
+        assert_eq!(&*edit.remove, [Box::from("x-jwt-scope")]);
+        assert_eq!(&*edit.set, [(Box::from("x-jwt-sub"), Box::from(&b"alice"[..]))]);
         assert_eq!(
-            edit.claims,
+            &*edit.claims,
             [
-                ("admin".to_string(), MetaValue::Text("true".into())),
-                ("aud".to_string(), MetaValue::Text("[\"a\",\"b\"]".into())),
-                ("exp".to_string(), MetaValue::Number(5.0)),
-                ("sub".to_string(), MetaValue::Text("alice".into())),
+                ("admin".into(), MetaValue::Text("true".into())),
+                ("aud".into(), MetaValue::Text("[\"a\",\"b\"]".into())),
+                ("exp".into(), MetaValue::Number(5.0)),
+                ("sub".into(), MetaValue::Text("alice".into())),
             ]
         );
-        let anonymous = AllowEdit::from_check_response(&render::allow(&identity, [], None, None)).unwrap();
-        assert_eq!(anonymous.remove, identity);
+        let anonymous = AllowEdit::anonymous(&identity);
+        assert_eq!(anonymous, decoded(&render::allow(&identity, [], None, None)));
+        assert_eq!(anonymous.remove.len(), 2);
         assert!(anonymous.set.is_empty() && anonymous.claims.is_empty());
     }
 }

@@ -10,36 +10,37 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use hopauth::assemble;
 use hopauth::config::Config;
 use hopauth::http::{admin_router, public_router, router, HttpState};
 use hopauth::live::{Live, Serving};
 use hopauth::metrics::Metrics;
 use hopauth::observer::SidecarObserver;
-use hopauth::render::{self, CheckResponses};
-use hopauth::server::build_authorizer;
-use hopauth::SidecarAuthorizer;
-use hopauth_core::authorizer::Step;
+use hopauth::server::build_observed;
+use hopauth_core::authorizer::{Authorizer, Step};
 use hopauth_core::clock::Instant;
 use hopauth_core::decision::{Decision, DenyReason};
 use hopauth_core::policy::RoutePolicy;
 use hopauth_core::token::RequestView;
 
-use super::answer::{AllowEdit, LocalReply};
+use super::answer::{AllowEdit, HeaderEdits, LocalReply};
 use super::runtime::ModuleRuntime;
-use crate::filter::{log, ConfigError, LogLevel};
+use crate::ffi::{log, ConfigError, LogLevel};
 
 /// How often the side port's gauges (store up, cache size, key age) are refreshed.
 const GAUGE_POLL: Duration = Duration::from_millis(100);
 
-/// A decision as the core renders it (an allow carries its encoded ext_authz response).
-pub type ModuleDecision = Decision<Bytes>;
+/// A decision as the core renders it (an allow carries its header edit).
+pub type ModuleDecision = Decision<AllowEdit>;
+
+/// The module's authorizer: allows rendered as header edits, decisions recorded as the
+/// sidecar's metrics (and spans).
+pub type ModuleAuthorizer = Authorizer<HeaderEdits, SidecarObserver>;
 
 /// One running decision core.
 pub struct Core {
     path: PathBuf,
-    authorizer: Arc<SidecarAuthorizer>,
+    authorizer: Arc<ModuleAuthorizer>,
     anonymous: AllowEdit,
     /// Denies by `DenyReason::index`, built on first use.
     denies: [OnceLock<LocalReply>; DenyReason::NAMES.len()],
@@ -80,7 +81,7 @@ impl Core {
         let handle = runtime.handle().clone();
         let (built, listeners) = runtime
             .block_on(async {
-                let built = build_authorizer(&config, &metrics)?;
+                let built = build_observed(&config, HeaderEdits, &metrics)?;
                 let http = tokio::net::TcpListener::bind(config.http_listen)
                     .await
                     .map_err(|e| anyhow::anyhow!("http_listen: cannot bind {}: {e}", config.http_listen))?;
@@ -119,8 +120,9 @@ impl Core {
             None => router(state),
         };
         background.spawn(serve(http, app, background.stop_signal()));
-        let anonymous = AllowEdit::from_check_response(&render::allow(authorizer.identity_headers(), [], None, None))
-            .unwrap_or_default();
+        let anonymous = AllowEdit::anonymous(authorizer.identity_headers());
+        #[cfg(feature = "test-hooks")]
+        log(LogLevel::Warn, "hopauth: built with the test-hooks feature (tests only): not for production");
         log(
             LogLevel::Info,
             &format!(
@@ -226,7 +228,7 @@ async fn serve(listener: tokio::net::TcpListener, app: axum::Router, stop: impl 
 }
 
 /// The side port's gauges, as `hopauth serve` keeps them.
-async fn gauges(core: assemble::Core<CheckResponses, SidecarObserver>, metrics: Metrics) {
+async fn gauges(core: assemble::Core<HeaderEdits, SidecarObserver>, metrics: Metrics) {
     let authorizer = core.authorizer.clone();
     loop {
         let store = authorizer.revocation();

@@ -6,7 +6,7 @@ use std::io;
 use tracing::Level;
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::filter::{log, LogLevel};
+use crate::ffi::{log, LogLevel};
 
 /// Installs the bridge (a no-op after the first call). `RUST_LOG` filters as usual;
 /// the default is `info`.

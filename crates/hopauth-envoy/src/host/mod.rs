@@ -22,18 +22,15 @@ pub mod runtime;
 pub mod stats;
 
 use hopauth_core::clock::Instant;
-use hopauth_core::decision::{Allowed, Decision, DenyReason};
+use hopauth_core::decision::{Allowed, Decision};
 use std::path::Path;
 use std::sync::Arc;
 
-use self::answer::{AllowEdit, LocalReply};
 use self::core::{Core, Held, ModuleDecision};
 use self::request::LiveRequest;
 use self::route::{RouteConfig, RouteSettings};
 use self::stats::Stats;
-use crate::filter::{
-    log as envoy_log, ConfigContext, ConfigError, FilterFactory, HeadersStatus, HttpFilter, LogLevel, RequestContext,
-};
+use crate::ffi::{ConfigContext, ConfigError, FilterFactory, HeadersStatus, HttpFilter, RequestContext};
 
 /// The `filter_name` that selects this filter (also the name per-route configs are under).
 pub const FILTER_NAME: &str = "hopauth";
@@ -91,14 +88,7 @@ impl HopauthFilter {
     fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision) -> bool {
         self.stats.record(ctx, decision);
         match decision {
-            Decision::Allow(Allowed::Verified(token)) => match AllowEdit::from_check_response(&token.rendered) {
-                Some(edit) => edit.apply(ctx),
-                None => {
-                    envoy_log(LogLevel::Error, "hopauth: an allow could not be rendered; answering 503");
-                    LocalReply::deny(&DenyReason::KeysUnavailable).send(ctx);
-                    return false;
-                }
-            },
+            Decision::Allow(Allowed::Verified(token)) => token.rendered.apply(ctx),
             Decision::Allow(Allowed::Anonymous) => self.core.anonymous().apply(ctx),
             Decision::Deny(reason) => {
                 self.core.deny(reason).send(ctx);
@@ -113,6 +103,10 @@ impl HttpFilter for HopauthFilter {
     fn on_request_headers(&mut self, ctx: &mut RequestContext<'_>, _end_of_stream: bool) -> HeadersStatus {
         let arrived = Instant::now();
         let route = ctx.route_config::<RouteConfig>().map(|r| r.0.clone());
+        #[cfg(feature = "test-hooks")]
+        if route.as_deref().is_some_and(|r| r.test_panic) {
+            panic!("{} is set on this route", route::TEST_PANIC_KEY);
+        }
         let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
         let held = self.core.decide(&LiveRequest::new(ctx), policy, arrived);
         match held {

@@ -3,7 +3,7 @@
 //! it resumes.
 use hopauth_core::token::RequestView;
 
-use crate::filter::RequestContext;
+use crate::ffi::RequestContext;
 
 /// The request headers of the current hook, read in place.
 pub struct LiveRequest<'a, 'hook> {

@@ -1,15 +1,21 @@
 //! Per-route policy of the `hopauth` filter: the route's `filter_config` is a JSON object
 //! with the keys ext_authz reads from `context_extensions` (`hopauth.providers`,
 //! `hopauth.require_scopes`, `hopauth.anonymous`), string values. Parsed once, when Envoy
-//! builds the route config; anything else is refused with a message naming it.
+//! builds the route config; anything else is refused with a message naming it. Built with
+//! the `test-hooks` feature (this crate's tests only) it also takes [`TEST_PANIC_KEY`].
 use std::sync::Arc;
 
 use hopauth_core::policy::{RoutePolicy, ANONYMOUS_KEY, PROVIDERS_KEY, REQUIRE_SCOPES_KEY};
 
-use crate::filter::ConfigError;
+use crate::ffi::ConfigError;
 
 /// The keys a per-route config may hold.
 pub const KEYS: [&str; 3] = [PROVIDERS_KEY, REQUIRE_SCOPES_KEY, ANONYMOUS_KEY];
+
+/// `test-hooks` builds only: set (to any string) on a route, the filter panics in its
+/// request-headers hook there, so a test sees a panic of the real filter caught.
+#[cfg(feature = "test-hooks")]
+pub const TEST_PANIC_KEY: &str = "hopauth.test_panic";
 
 /// One route's settings, shared with the refetch task of a held request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,9 +23,12 @@ pub struct RouteSettings {
     providers: Option<String>,
     require_scopes: Option<String>,
     anonymous: Option<String>,
+    /// [`TEST_PANIC_KEY`] was set.
+    #[cfg(feature = "test-hooks")]
+    pub(super) test_panic: bool,
 }
 
-/// What the per-route config pointer holds (see [`crate::filter::RequestContext::route_config`]).
+/// What the per-route config pointer holds (see [`crate::ffi::RequestContext::route_config`]).
 #[derive(Debug, Clone)]
 pub struct RouteConfig(pub Arc<RouteSettings>);
 
@@ -38,6 +47,11 @@ impl RouteSettings {
                 PROVIDERS_KEY => &mut settings.providers,
                 REQUIRE_SCOPES_KEY => &mut settings.require_scopes,
                 ANONYMOUS_KEY => &mut settings.anonymous,
+                #[cfg(feature = "test-hooks")]
+                TEST_PANIC_KEY => {
+                    settings.test_panic = true;
+                    continue;
+                }
                 other => return Err(refuse(format!("unknown key {other:?} (known: {KEYS:?})"))),
             };
             let serde_json::Value::String(text) = value else {

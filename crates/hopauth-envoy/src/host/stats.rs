@@ -4,7 +4,7 @@
 //! `/metrics` keeps the full `hopauth_*` set.
 use hopauth_core::decision::{Allowed, Decision};
 
-use crate::filter::{ConfigContext, ConfigError, Counter, RequestContext};
+use crate::ffi::{ConfigContext, ConfigError, Counter, RequestContext};
 
 /// `hopauth_checks_total{decision,reason}`: the sidecar's metric name and labels.
 pub const CHECKS: &str = "hopauth_checks_total";

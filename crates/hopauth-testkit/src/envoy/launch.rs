@@ -93,9 +93,11 @@ pub enum Authz<'a> {
 }
 
 /// The directory holding `libhopauth_envoy.so`: `$HOPAUTH_MODULE_DIR` if set (a module
-/// built elsewhere, e.g. a debug one), else `cargo build --release -p hopauth-envoy` (what
-/// `make module` runs, so the two share one build) into the target dir of the running
-/// test, once per test process; a no-op when the module is fresh.
+/// built elsewhere, e.g. a debug one), else `cargo build --release -p hopauth-envoy
+/// --features test-hooks` once per test process (a no-op when it is fresh), into
+/// `<target>/test-module/`: the tests' module carries the test-only panic trigger that
+/// `tests/module.rs` drives, so it never lands where `make module` and `cargo build
+/// --release` put the module users load (`<target>/release/`).
 pub fn module_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -118,14 +120,14 @@ pub fn module_dir() -> &'static Path {
         });
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "hopauth-envoy"])
+            .args(["build", "--release", "-p", "hopauth-envoy", "--features", "test-hooks"])
             .current_dir(repo_root())
             .env("CARGO_INCREMENTAL", "0")
-            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_TARGET_DIR", target.join("test-module"))
             .status()
-            .expect("run cargo build --release -p hopauth-envoy");
-        assert!(status.success(), "cargo build --release -p hopauth-envoy failed");
-        let dir = target.join("release");
+            .expect("run cargo build --release -p hopauth-envoy --features test-hooks");
+        assert!(status.success(), "cargo build --release -p hopauth-envoy --features test-hooks failed");
+        let dir = target.join("test-module/release");
         assert!(dir.join("libhopauth_envoy.so").is_file(), "no libhopauth_envoy.so in {}", dir.display());
         dir
     })

@@ -11,6 +11,7 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine;
+use hopauth_core::render::Renderer;
 use hopauth_core::revocation::listing::MAX_PAGE;
 use hopauth_core::revocation::{ListKey, Listed};
 use serde_json::{json, Value};
@@ -23,8 +24,8 @@ const DEFAULT_PAGE: usize = 100;
 
 /// `?limit=N&after=CURSOR`: entries in one order (jti entries by jti, then subjects by
 /// issuer and subject), `next` the cursor of the following page (null on the last).
-pub(super) async fn list(
-    State(s): State<HttpState>,
+pub(super) async fn list<R: Renderer>(
+    State(s): State<HttpState<R>>,
     extensions: axum::http::Extensions,
     headers: HeaderMap,
     uri: Uri,
@@ -113,8 +114,8 @@ fn parse_undo(body: &[u8]) -> Result<Undo, String> {
 }
 
 /// 200 when the store had the revocation, 404 when it did not; either way none is left.
-pub(super) async fn unrevoke(
-    State(s): State<HttpState>,
+pub(super) async fn unrevoke<R: Renderer>(
+    State(s): State<HttpState<R>>,
     extensions: axum::http::Extensions,
     headers: HeaderMap,
     body: axum::body::Bytes,

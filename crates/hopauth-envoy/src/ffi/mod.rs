@@ -1,14 +1,34 @@
-//! The safe API over Envoy's dynamic-module ABI: what a filter implementation sees.
+//! The boundary to Envoy's dynamic-module C ABI (Envoy 1.40, ABI `v0.2.0`), and the safe
+//! API over it that the rest of the crate uses: the only module with `unsafe`, which stays
+//! in its submodules, each block with a `// SAFETY:` comment. This file has none.
 //!
-//! Nothing here is `unsafe`. The handles ([`RequestContext`], [`ConfigContext`]) are built
-//! only by `ffi` inside an Envoy hook and borrow from it, so a header value read from Envoy
-//! cannot outlive the hook, nor survive a header mutation (setters take `&mut self`).
-//! [`Scheduler`] is the one handle that may leave the hook and the worker thread.
+//! - [`decl`]: the C types and the `extern "C"` callbacks we call.
+//! - [`raw`]: one safe handle per raw pointer (a stream in a hook, a config, a scheduler).
+//! - [`hooks`]: every `envoy_dynamic_module_on_*` hook Envoy 1.40.0 looks up, each that
+//!   runs Rust code inside `catch_unwind` (a panic is logged and answered 503; it never
+//!   unwinds into Envoy).
+//! - here: what a filter implementation sees. The handles ([`RequestContext`],
+//!   [`ConfigContext`]) are built only by the hooks and borrow from the hook, so a header
+//!   value read from Envoy cannot outlive the hook, nor survive a header mutation (setters
+//!   take `&mut self`). [`Scheduler`] is the one handle that may leave the hook and the
+//!   worker thread.
+//!
+//! The layer knows no filter: the hooks build filter configs through the [`Module`] table
+//! the crate root hands them (`crate::MODULE`). Argument layouts and lifetimes are in
+//! `ABI.md`, with where each fact came from.
 use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::ffi::{self, HeaderMapKind, RawConfig, RawFilter, RawScheduler};
+#[allow(unsafe_code)]
+mod decl;
+#[allow(unsafe_code)]
+mod hooks;
+#[allow(unsafe_code)]
+mod raw;
+
+use self::decl::HeaderMapKind;
+use self::raw::{RawConfig, RawFilter, RawScheduler};
 
 /// What the filter chain does after a headers hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,7 +57,7 @@ pub enum LogLevel {
 
 /// Writes `message` to Envoy's own log (logger id `dynamic_modules`). Any thread.
 pub fn log(level: LogLevel, message: &str) {
-    ffi::log(level, message);
+    raw::log(level, message);
 }
 
 /// A filter configuration error: Envoy refuses the config and its log shows this text.
@@ -64,6 +84,23 @@ impl std::error::Error for ConfigError {}
 
 /// Body of the 503 a stream gets when the filter failed (panicked, or lost its decision).
 pub const FAILURE_BODY: &[u8] = b"{\"error\":\"internal\",\"reason\":\"filter failure\"}";
+
+/// The filters a module provides, as Envoy's hooks reach them: the table the hooks look
+/// filter configs up in (one, `crate::MODULE`, for the whole process).
+pub trait Module: Sync {
+    /// Builds the filter configuration for `filter_name` from its `filter_config` bytes
+    /// (main thread, once per filter config in Envoy's config).
+    fn new_filter_config(
+        &self,
+        filter_name: &str,
+        config: &[u8],
+        cx: &mut ConfigContext<'_>,
+    ) -> Result<Box<dyn FilterFactory>, ConfigError>;
+
+    /// Builds a per-route config (`typed_per_filter_config`) for the filter `name` (empty
+    /// when the route's config names none).
+    fn new_per_route_config(&self, name: &str, config: &[u8]) -> Result<RouteConfig, ConfigError>;
+}
 
 /// Creates one [`HttpFilter`] per HTTP stream. Shared by every worker thread.
 pub trait FilterFactory: Send + Sync {
@@ -101,7 +138,7 @@ pub struct ConfigContext<'hook> {
 }
 
 impl<'hook> ConfigContext<'hook> {
-    pub(crate) fn new(raw: &'hook RawConfig) -> Self {
+    fn new(raw: &'hook RawConfig) -> Self {
         Self { raw }
     }
 
@@ -127,9 +164,9 @@ impl<'hook> ConfigContext<'hook> {
 
 /// Per-filter state kept by `ffi` next to the filter, reachable from its hooks.
 #[derive(Default)]
-pub(crate) struct StreamState {
-    pub(crate) scheduler: Option<Scheduler>,
-    pub(crate) replied: bool,
+struct StreamState {
+    scheduler: Option<Scheduler>,
+    replied: bool,
 }
 
 /// The handle given to [`HttpFilter`] hooks: the stream's request headers, local replies,
@@ -141,7 +178,7 @@ pub struct RequestContext<'hook> {
 }
 
 impl<'hook> RequestContext<'hook> {
-    pub(crate) fn new(raw: RawFilter<'hook>, state: &'hook mut StreamState) -> Self {
+    fn new(raw: RawFilter<'hook>, state: &'hook mut StreamState) -> Self {
         Self { raw, state }
     }
 
@@ -210,7 +247,7 @@ impl<'hook> RequestContext<'hook> {
     }
 
     /// The most specific per-route config of this filter for the request's route, if it is
-    /// a `T` (what [`crate::registry::new_per_route_config`] built).
+    /// a `T` (what [`Module::new_per_route_config`] built).
     pub fn route_config<T: Any>(&self) -> Option<&T> {
         self.raw.route_config()?.downcast_ref::<T>()
     }
@@ -294,7 +331,7 @@ impl Scheduler {
     }
 
     /// Deletes Envoy's scheduler object (stream destroyed); later commits are no-ops.
-    pub(crate) fn close(&self) {
+    fn close(&self) {
         let taken = self.inner.lock().unwrap_or_else(PoisonError::into_inner).take();
         if let Some(raw) = taken {
             raw.delete();
