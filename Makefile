@@ -59,9 +59,9 @@ build:
 
 # Benches are compiled (so they cannot rot) but not run here: `make bench` runs them.
 # The workspace run includes hopauth-envoy's tests and the Envoy e2e suite in both modes;
-# the first test that needs the module builds target/release/libhopauth_envoy.so (the
-# testkit's `module_dir`: the same `cargo build --release -p hopauth-envoy` as `make
-# module`, once; the test harnesses stay debug).
+# the first test that needs the module builds it once (the testkit's `module_dir`: `cargo
+# build --release -p hopauth-envoy --features test-hooks` into target/test-module/, never
+# target/release/, which holds the module users load; the test harnesses stay debug).
 test: tools k8s-validate core-deps
 	cargo test --workspace --lib --bins --tests --examples -- --test-threads=2
 	cargo build --workspace --benches
@@ -131,10 +131,10 @@ fuzz-test-%:
 
 # The Envoy dynamic module (crates/hopauth-envoy, a workspace member): `module` builds
 # target/release/libhopauth_envoy.so for Envoy $(ENVOY_VERSION) (so does `make build`);
-# `module-test` runs only its tests (part of `make test`): the unit tests, tests/abi.rs,
-# which drive every declared ABI callback through the real Envoy and fail if that Envoy is
-# not the pinned version line, and tests/module.rs. Their harnesses are debug builds; the
-# module Envoy loads is the release one, built on first use (as in `make test`). The Envoy
+# `module-test` runs only its tests (`make test` runs them too, in the workspace run): the
+# unit tests, tests/abi/, which drive every declared ABI callback through the real Envoy and
+# fail if that Envoy is not the pinned version line, and tests/module.rs. Their harnesses
+# are debug builds; the module Envoy loads is the tests' release build, made on first use. The Envoy
 # e2e suite in both modes is `cargo test -p hopauth --test envoy_e2e`.
 .PHONY: module module-test
 module:

@@ -24,10 +24,10 @@ pub mod registry;
 pub(crate) static MODULE: &dyn ffi::Module = &registry::Registry;
 
 /// The Envoy release line this module is built for. The repository Makefile's
-/// `ENVOY_VERSION` must be a version of this line; `tests/abi.rs` fails otherwise.
+/// `ENVOY_VERSION` must be a version of this line; `tests/abi/` fails otherwise.
 pub const ENVOY_VERSION_LINE: &str = "1.40";
 
 /// The dynamic-module ABI version string returned by `envoy_dynamic_module_on_program_init`.
 /// Envoy 1.40.0 contains exactly this string; a different one only logs a warning in Envoy,
-/// so `tests/abi.rs` checks it against the binary instead.
+/// so `tests/abi/` checks it against the binary instead.
 pub const ABI_VERSION: &str = "v0.2.0";

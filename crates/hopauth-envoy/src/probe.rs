@@ -1,5 +1,5 @@
 //! `abi_probe`: a test filter that drives every wrapped callback in a way an HTTP client
-//! (or the access log, or `/stats`) can observe. `tests/abi.rs` asserts each behaviour
+//! (or the access log, or `/stats`) can observe. `tests/abi/` asserts each behaviour
 //! through a real Envoy. It is not for production use, and it only acts on requests that
 //! carry its `x-probe-*` headers, plus the always-on `x-probe-label`/`x-probe-route`.
 //!
