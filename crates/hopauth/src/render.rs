@@ -189,6 +189,15 @@ fn write_metadata(claims: &Map<String, Value>, buf: &mut Vec<u8>) {
     write_struct(claims, buf);
 }
 
+/// `claims` as a serialized `google.protobuf.Struct` (the claims themselves, not wrapped in
+/// a namespace): what the Envoy module hands to `set_dynamic_metadata_struct`, encoded
+/// exactly as the ext_authz allow's `hopauth` namespace.
+pub fn claims_struct(claims: &Map<String, Value>) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(struct_len(claims));
+    write_struct(claims, &mut buf);
+    buf
+}
+
 fn entry_len(key: &str, value_len: usize) -> usize {
     len_field(1, key.len()) + len_field(2, value_len)
 }

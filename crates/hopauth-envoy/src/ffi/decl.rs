@@ -112,6 +112,16 @@ extern "C" {
         value: f64,
     );
 
+    /// `serialized` is a `google.protobuf.Struct` in protobuf binary; Envoy parses it (a
+    /// buffer that does not parse is logged by Envoy and ignored) and merges its fields
+    /// into namespace `ns`. Read from the 1.40.0 binary: the header copies stored for
+    /// this build predate the callback (see ABI.md).
+    pub(super) fn envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+        filter: FilterEnvoyPtr,
+        ns: Buffer,
+        serialized: Buffer,
+    );
+
     pub(super) fn envoy_dynamic_module_callback_get_most_specific_route_config(
         filter: FilterEnvoyPtr,
     ) -> PerRouteModulePtr;

@@ -246,6 +246,13 @@ impl<'hook> RequestContext<'hook> {
         self.raw.set_metadata_number(namespace, key, value);
     }
 
+    /// Merges the fields of `serialized_struct` (a `google.protobuf.Struct` in protobuf
+    /// binary) into dynamic metadata `namespace`: nested objects, lists and booleans keep
+    /// their types, unlike the string and number setters.
+    pub fn set_metadata_struct(&mut self, namespace: &str, serialized_struct: &[u8]) {
+        self.raw.set_metadata_struct(namespace, serialized_struct);
+    }
+
     /// The most specific per-route config of this filter for the request's route, if it is
     /// a `T` (what [`Module::new_per_route_config`] built).
     pub fn route_config<T: Any>(&self) -> Option<&T> {

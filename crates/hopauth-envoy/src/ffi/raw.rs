@@ -164,6 +164,17 @@ impl<'hook> RawFilter<'hook> {
         }
     }
 
+    pub(super) fn set_metadata_struct(&mut self, ns: &str, serialized: &[u8]) {
+        // SAFETY: RawFilter invariant; Envoy parses (copies) both buffers during the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_struct(
+                self.ptr,
+                Buffer::of(ns.as_bytes()),
+                Buffer::of(serialized),
+            )
+        }
+    }
+
     /// The per-route config object this module built for the request's route, if any.
     pub(super) fn route_config(&self) -> Option<&(dyn Any + Send + Sync)> {
         // SAFETY: RawFilter invariant.

@@ -1,5 +1,6 @@
 //! What a decision does to an Envoy stream, in host terms: an [`AllowEdit`] (identity
-//! headers to remove and to set, claims for dynamic metadata namespace `hopauth`) or a
+//! headers to remove and to set, the claims as a `google.protobuf.Struct` for dynamic
+//! metadata namespace `hopauth`, encoded once by the sidecar's `render::claims_struct`) or a
 //! [`LocalReply`] (status, headers, body). A deny is derived from the CheckResponse the
 //! ext_authz path renders (`hopauth::render::deny`), so there is one place that
 //! decides what a deny looks like. An allow is rendered by [`HeaderEdits`] from the same
@@ -9,7 +10,6 @@ use envoy_types::pb::envoy::service::auth::v3::check_response::HttpResponse;
 use hopauth::render::{self, METADATA_NAMESPACE};
 use hopauth_core::decision::DenyReason;
 use hopauth_core::render::{AllowParts, Renderer};
-use serde_json::Value;
 
 use crate::ffi::RequestContext;
 
@@ -52,35 +52,6 @@ impl LocalReply {
     }
 }
 
-/// A claim value for Envoy's dynamic metadata. The ABI sets strings and numbers; other
-/// JSON values (booleans, arrays, objects, null) go in as their JSON text, numbers in them
-/// as the doubles the ext_authz path's `google.protobuf.Struct` carries.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MetaValue {
-    Text(Box<str>),
-    Number(f64),
-}
-
-impl MetaValue {
-    fn of(v: &Value) -> Self {
-        match v {
-            Value::String(s) => MetaValue::Text(s.as_str().into()),
-            Value::Number(n) => MetaValue::Number(n.as_f64().unwrap_or(0.0)),
-            other => MetaValue::Text(as_struct_json(other).to_string().into()),
-        }
-    }
-}
-
-/// `v` as Envoy would hold it in a `google.protobuf.Value`: every number a double.
-fn as_struct_json(v: &Value) -> Value {
-    match v {
-        Value::Number(n) => serde_json::Number::from_f64(n.as_f64().unwrap_or(0.0)).map_or(Value::Null, Value::Number),
-        Value::Array(items) => Value::Array(items.iter().map(as_struct_json).collect()),
-        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), as_struct_json(v))).collect()),
-        other => other.clone(),
-    }
-}
-
 /// A header to set: name and value bytes.
 pub type SetHeader = (Box<str>, Box<[u8]>);
 
@@ -94,8 +65,10 @@ pub struct AllowEdit {
     /// Identity headers set, replacing what the client sent: `claims_to_headers` in the
     /// provider's order, then the `payload_header`.
     pub set: Box<[SetHeader]>,
-    /// Claims, under namespace `hopauth`, sorted by name.
-    pub claims: Box<[(Box<str>, MetaValue)]>,
+    /// The claims as a serialized `google.protobuf.Struct`, merged into namespace `hopauth`
+    /// in one call (objects, lists and booleans keep their types, as through ext_authz);
+    /// empty for an anonymous allow, which sets no metadata.
+    pub claims: Box<[u8]>,
 }
 
 impl AllowEdit {
@@ -115,8 +88,7 @@ impl AllowEdit {
             .filter(|h| !set.iter().any(|(s, _)| **s == ***h))
             .map(|h| Box::from(h.as_str()))
             .collect();
-        // The claims map is ordered by name (serde_json without `preserve_order`).
-        let claims = parts.claims.iter().map(|(k, v)| (Box::from(k.as_str()), MetaValue::of(v))).collect();
+        let claims = render::claims_struct(parts.claims).into();
         AllowEdit { remove, set, claims }
     }
 
@@ -129,14 +101,7 @@ impl AllowEdit {
     fn heap_bytes(&self) -> usize {
         let strs = self.remove.iter().map(|h| h.len() + size_of::<Box<str>>()).sum::<usize>();
         let set = self.set.iter().map(|(h, v)| h.len() + v.len() + size_of::<SetHeader>()).sum::<usize>();
-        let claims = self
-            .claims
-            .iter()
-            .map(|(k, v)| {
-                k.len() + size_of::<(Box<str>, MetaValue)>() + if let MetaValue::Text(t) = v { t.len() } else { 0 }
-            })
-            .sum::<usize>();
-        strs + set + claims
+        strs + set + self.claims.len()
     }
 
     /// Applies the edit to the request on `ctx`.
@@ -147,11 +112,8 @@ impl AllowEdit {
         for (name, value) in &self.set {
             ctx.set_header(name, value);
         }
-        for (key, value) in &self.claims {
-            match value {
-                MetaValue::Text(s) => ctx.set_metadata_string(METADATA_NAMESPACE, key, s),
-                MetaValue::Number(n) => ctx.set_metadata_number(METADATA_NAMESPACE, key, *n),
-            }
+        if !self.claims.is_empty() {
+            ctx.set_metadata_struct(METADATA_NAMESPACE, &self.claims);
         }
     }
 }
@@ -176,7 +138,7 @@ impl Renderer for HeaderEdits {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn a_deny_is_the_ext_authz_deny() {
@@ -191,47 +153,24 @@ mod tests {
     }
 
     /// The reference: what Envoy's ext_authz filter would do with the sidecar's encoded
-    /// allow (`render::allow`), decoded with prost's own types.
+    /// allow (`render::allow`), decoded with prost's own types; the claims come back as
+    /// the `hopauth` namespace's Struct re-encoded by prost.
     fn decoded(bytes: &[u8]) -> AllowEdit {
         use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
-        use envoy_types::pb::google::protobuf::{value::Kind, Value as PbValue};
+        use envoy_types::pb::google::protobuf::value::Kind;
         use prost::Message;
 
-        fn json(v: &PbValue) -> Value {
-            match &v.kind {
-                None | Some(Kind::NullValue(_)) => Value::Null,
-                Some(Kind::BoolValue(b)) => Value::Bool(*b),
-                Some(Kind::NumberValue(n)) => serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number),
-                Some(Kind::StringValue(s)) => Value::String(s.clone()),
-                Some(Kind::ListValue(l)) => Value::Array(l.values.iter().map(json).collect()),
-                Some(Kind::StructValue(s)) => {
-                    Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), json(v))).collect())
-                }
-            }
-        }
         let response = CheckResponse::decode(bytes).unwrap();
         let Some(HttpResponse::OkResponse(ok)) = response.http_response else { panic!("not an OK response") };
         let set = ok.headers.into_iter().filter_map(|h| h.header).map(|h| (h.key.into(), h.value.as_bytes().into()));
-        let mut claims: Vec<(Box<str>, MetaValue)> = match response
+        let claims = match response
             .dynamic_metadata
             .and_then(|mut m| m.fields.remove(METADATA_NAMESPACE))
             .and_then(|v| v.kind)
         {
-            Some(Kind::StructValue(s)) => s
-                .fields
-                .iter()
-                .map(|(k, v)| {
-                    let value = match &v.kind {
-                        Some(Kind::StringValue(s)) => MetaValue::Text(s.as_str().into()),
-                        Some(Kind::NumberValue(n)) => MetaValue::Number(*n),
-                        _ => MetaValue::Text(json(v).to_string().into()),
-                    };
-                    (k.as_str().into(), value)
-                })
-                .collect(),
+            Some(Kind::StructValue(s)) => s.encode_to_vec(),
             _ => Vec::new(),
         };
-        claims.sort_by(|a, b| a.0.cmp(&b.0));
         AllowEdit {
             remove: ok.headers_to_remove.iter().map(|h| h.as_str().into()).collect(),
             set: set.collect(),
@@ -239,12 +178,20 @@ mod tests {
         }
     }
 
+    /// The claims an edit carries, decoded as Envoy decodes them.
+    fn claims_of(edit: &AllowEdit) -> envoy_types::pb::google::protobuf::Struct {
+        prost::Message::decode(&*edit.claims).expect("a serialized Struct")
+    }
+
     fn both(identity: &[String], headers: &[(&str, String)], payload: Option<(&str, &str)>, claims: Value) {
         let claims = claims.as_object().unwrap();
         let ext_authz =
             decoded(&render::allow(identity, headers.iter().map(|(h, v)| (*h, v.as_str())), payload, Some(claims)));
         let module = HeaderEdits.allow(AllowParts { identity_headers: identity, headers, payload, claims });
-        assert_eq!(module, ext_authz, "claims {claims:?}");
+        // The same Struct (prost orders map fields, so equal bytes are expected too, but the
+        // decoded values are what Envoy sees).
+        assert_eq!(claims_of(&module), claims_of(&ext_authz), "claims {claims:?}");
+        assert_eq!((&module.remove, &module.set), (&ext_authz.remove, &ext_authz.set), "claims {claims:?}");
         assert!(HeaderEdits.bytes(&module) > 0);
     }
 
@@ -281,15 +228,14 @@ mod tests {
         });
         assert_eq!(&*edit.remove, [Box::from("x-jwt-scope")]);
         assert_eq!(&*edit.set, [(Box::from("x-jwt-sub"), Box::from(&b"alice"[..]))]);
-        assert_eq!(
-            &*edit.claims,
-            [
-                ("admin".into(), MetaValue::Text("true".into())),
-                ("aud".into(), MetaValue::Text("[\"a\",\"b\"]".into())),
-                ("exp".into(), MetaValue::Number(5.0)),
-                ("sub".into(), MetaValue::Text("alice".into())),
-            ]
-        );
+        use envoy_types::pb::google::protobuf::value::Kind;
+        let fields = claims_of(&edit).fields;
+        assert_eq!(fields.len(), 4);
+        assert_eq!(fields["admin"].kind, Some(Kind::BoolValue(true)), "a boolean stays a boolean");
+        let Some(Kind::ListValue(aud)) = &fields["aud"].kind else { panic!("aud is not a list: {fields:?}") };
+        assert_eq!(aud.values.len(), 2);
+        assert_eq!(fields["exp"].kind, Some(Kind::NumberValue(5.0)));
+        assert_eq!(fields["sub"].kind, Some(Kind::StringValue("alice".into())));
         let anonymous = AllowEdit::anonymous(&identity);
         assert_eq!(anonymous, decoded(&render::allow(&identity, [], None, None)));
         assert_eq!(anonymous.remove.len(), 2);

@@ -79,8 +79,21 @@ fn dynamic_metadata_reaches_the_access_log() {
             .unwrap_or_else(|| panic!("no line for {tag} in {log}"))
             .to_owned()
     };
-    assert!(line("md-a").contains("route=alpha in_count=2 code=200"), "{log}");
-    assert!(line("md-b").contains("route=beta in_count=0 code=200"), "{log}");
+    assert!(line("md-a").contains("route=alpha in_count=2 nested="), "{log}");
+    assert!(line("md-b").contains("route=beta in_count=0 nested="), "{log}");
+    // http_set_dynamic_metadata_struct: merged into the namespace (route and in_count
+    // stay), with an object, a boolean and a list kept as such, not as JSON text.
+    for (tag, route) in [("md-a", "alpha"), ("md-b", "beta")] {
+        let l = line(tag);
+        let nested = l.split(" nested=").nth(1).and_then(|r| r.split(" code=").next()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(nested).unwrap_or_else(|e| panic!("nested is not JSON ({e}): {l}"));
+        assert_eq!(v["route"], route, "{l}");
+        assert_eq!(v["ok"], true, "{l}");
+        assert_eq!(v["list"][0].as_f64(), Some(1.0), "{l}");
+        assert_eq!(v["list"][1], "x", "{l}");
+        assert!(l.contains(" code=200"), "{l}");
+    }
 }
 
 /// http_filter_scheduler_new (worker) / _commit (module thread) / _delete,

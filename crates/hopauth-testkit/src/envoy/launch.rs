@@ -40,28 +40,17 @@ impl Mode {
 }
 
 /// Instantiates each `async fn NAME(mode: Mode)` of the calling module as two tests,
-/// `ext_authz::NAME` and `module::NAME`, so a failure names its mode. After a `;`,
-/// `ignored_in_module: NAME = "why"` lists tests whose module half is a known module bug
-/// (`#[ignore = why]`: it shows as ignored, with the reason, in every run).
+/// `ext_authz::NAME` and `module::NAME`, so a failure names its mode.
 #[macro_export]
 macro_rules! in_both_modes {
     ($($name:ident),+ $(,)?) => {
-        $crate::in_both_modes!($($name),+ ; ignored_in_module:);
-    };
-    ($($name:ident),* ; ignored_in_module: $($ignored:ident = $why:literal),* $(,)?) => {
         mod ext_authz {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $name() {
                     super::$name($crate::Mode::ExtAuthz).await
                 }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $ignored() {
-                    super::$ignored($crate::Mode::ExtAuthz).await
-                }
-            )*
+            )+
         }
         mod module {
             $(
@@ -69,14 +58,7 @@ macro_rules! in_both_modes {
                 async fn $name() {
                     super::$name($crate::Mode::Module).await
                 }
-            )*
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                #[ignore = $why]
-                async fn $ignored() {
-                    super::$ignored($crate::Mode::Module).await
-                }
-            )*
+            )+
         }
     };
 }
