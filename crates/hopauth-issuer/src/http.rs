@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::FormRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -36,7 +37,25 @@ pub fn public_router(state: IssuerState) -> Router {
         .route("/.well-known/jwks.json", get(jwks))
         .route("/.well-known/openid-configuration", get(discovery))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn(close_after_unread_body))
         .with_state(state)
+}
+
+/// A body over [`MAX_BODY`] is refused unread, and hyper closes a connection that still
+/// holds unread request bytes once the answer is written. Saying `Connection: close` in
+/// that answer keeps a client from pooling the connection and losing its next request to
+/// the close (seen as `IncompleteMessage` by reqwest).
+async fn close_after_unread_body(req: Request, next: Next) -> Response {
+    let too_large = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_BODY as u64);
+    let mut r = next.run(req).await;
+    if too_large {
+        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 pub fn admin_router(state: IssuerState) -> Router {

@@ -240,9 +240,13 @@ async fn rfc6749_errors_and_throttling() {
         ("application/x-www-form-urlencoded", b"%%%garbage&&=".to_vec()),
         ("application/x-www-form-urlencoded", vec![b'a'; 64 * 1024]),
     ] {
+        let too_large = body.len() > 16 * 1024;
         let r = raw(ct, body).await;
         assert_eq!(r.status, 400, "{ct}: {r:?}");
         assert_eq!(r.error(), "invalid_request", "{ct}: {r:?}");
+        // Refused unread, so the connection closes: the answer says so, and the client
+        // does not reuse it for the next request.
+        assert_eq!(r.headers.get("connection").is_some_and(|v| v == "close"), too_large, "{ct}: {r:?}");
     }
     // A narrower scope is granted as asked.
     let r = token(vec![("grant_type", "password"), ("username", "bob"), ("password", "bob-pw"), ("scope", "profile")])
