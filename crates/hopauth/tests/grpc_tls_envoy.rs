@@ -22,7 +22,7 @@ const CLIENT_CERT: &str =
     "          tls_certificates:                           # this Envoy's client certificate (mTLS)
           - certificate_chain: { filename: /etc/envoy/tls/tls.crt }
             private_key: { filename: /etc/envoy/tls/tls.key }
-            watched_directory: { path: /etc/envoy/tls }   # re-read when the Secret is rotated
+            watched_directory: { path: /etc/envoy/tls }   # honoured only with file-based SDS (see the top)
 ";
 
 /// Server CA (signs hopauth's certificate, trusted by Envoy), client CA (signs Envoy's
