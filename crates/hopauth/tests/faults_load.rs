@@ -90,10 +90,16 @@ async fn scrape(client: &reqwest::Client, addr: std::net::SocketAddr) -> String 
     r.text().await.unwrap()
 }
 
+/// The two tests run one at a time: F10 reads this process's RSS (which F12's hopauth
+/// would grow), and F12 counts every deny line of the process (which F10's flood would
+/// crowd). With both in parallel, CI once saw F10's RSS grow by 230 MB and F12 count 0 lines.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// F12. The test runs on one thread (the default `#[tokio::test]`), so every task of this
 /// hopauth logs to the counting subscriber set for this thread, and nothing else does.
 #[tokio::test]
 async fn f12_random_iss_kid_and_sub_keep_metric_series_fixed_and_deny_logs_rate_limited() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let seen = Counting::default();
     let _log = tracing::subscriber::set_default(tracing_subscriber::registry().with(seen.clone()));
     let keys = Keys::generate();
@@ -223,6 +229,7 @@ fn p(sorted: &[Duration], q: f64) -> Duration {
 /// `/metrics` answers throughout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f10_a_flood_of_forged_rsa_tokens_leaves_cached_traffic_and_metrics_served() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let keys = Keys::generate();
     let jwks = JwksServer::start(keys.jwks(), ISSUER).await;
     let hopauth = start_hopauth(&config_yaml(&jwks.url(), "", "")).await;
