@@ -117,17 +117,39 @@ fuzz-seeds:
 
 # The regression gate in `make test`: every committed seed (regression inputs included)
 # through every target, then each target briefly from those seeds in a scratch corpus;
-# two targets at a time (output grouped per target).
+# two targets at a time (output grouped per target). Every target runs even after one
+# fails; the last lines name each failed target, its panic and its input (base64), since a
+# CI log is often read from its end. The brief run explores from a random seed, so it can
+# find a new input on any run: that is a bug to fix (add its input as
+# fuzz/seeds/<target>/regress-*), never a flake to retry.
+FUZZ_GATE         := fuzz/target/gate
 fuzz-test: fuzz-tools
 	$(CARGO_FUZZ) build $(FUZZ_BUILD)
-	@$(MAKE) --no-print-directory -j2 --output-sync=target $(addprefix fuzz-test-,$(FUZZ_TARGETS))
+	@rm -rf $(FUZZ_GATE) && mkdir -p $(FUZZ_GATE)
+	@$(MAKE) --no-print-directory -k -j2 --output-sync=target $(addprefix fuzz-test-,$(FUZZ_TARGETS)) || true
+	@failed=0; for t in $(FUZZ_TARGETS); do \
+		[ -f $(FUZZ_GATE)/$$t.ok ] && continue; failed=1; \
+		if [ -f $(FUZZ_GATE)/$$t.failed ]; then cat $(FUZZ_GATE)/$$t.failed; else echo "fuzz $$t: did not run"; fi; \
+	done; \
+	if [ $$failed = 1 ]; then echo "fuzz-test: FAILED (replay an input: $(CARGO_FUZZ) run $(FUZZ_BUILD) <target> <file>)"; exit 1; fi; \
+	echo "fuzz-test: all $(words $(FUZZ_TARGETS)) targets passed ($(FUZZ_TEST_SECONDS)s each)"
 
 fuzz-test-%:
 	@echo "== fuzz $*: replay fuzz/seeds/$*, then $(FUZZ_TEST_SECONDS)s"
-	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/seeds/$* -- -runs=0 -timeout=10
+	@mkdir -p $(FUZZ_GATE) fuzz/artifacts/$* && touch $(FUZZ_GATE)/$*.start
 	@rm -rf fuzz/target/scratch-corpus/$* && mkdir -p fuzz/target/scratch-corpus/$*
-	@$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/target/scratch-corpus/$* fuzz/seeds/$* -- \
-		-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+	@if $(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/seeds/$* -- -runs=0 -timeout=10 > $(FUZZ_GATE)/$*.log 2>&1 && \
+		$(CARGO_FUZZ) run $(FUZZ_BUILD) $* fuzz/target/scratch-corpus/$* fuzz/seeds/$* -- \
+			-max_total_time=$(FUZZ_TEST_SECONDS) -timeout=10 -rss_limit_mb=2048 \
+			-print_final_stats=1 >> $(FUZZ_GATE)/$*.log 2>&1; then \
+		cat $(FUZZ_GATE)/$*.log; touch $(FUZZ_GATE)/$*.ok; \
+	else \
+		cat $(FUZZ_GATE)/$*.log; \
+		{ echo "fuzz $*: FAILED"; grep -A4 -m1 -E 'panicked at|ERROR: libFuzzer' $(FUZZ_GATE)/$*.log | sed 's/^/    /'; \
+		  for a in $$(find fuzz/artifacts/$* -type f -newer $(FUZZ_GATE)/$*.start); do \
+			echo "  input $$a (base64): $$(head -c 4096 $$a | base64 -w0)"; done; } > $(FUZZ_GATE)/$*.failed; \
+		exit 1; \
+	fi
 
 # The Envoy dynamic module (crates/hopauth-envoy, a workspace member): `module` builds
 # target/release/libhopauth_envoy.so for Envoy $(ENVOY_VERSION) (so does `make build`);
