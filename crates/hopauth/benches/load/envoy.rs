@@ -46,6 +46,20 @@ static_resources:
 
 pub(crate) fn jwt_authn_filter(jwks: &str, cache: bool) -> String {
     let cache = if cache { "\n                  jwt_cache_config: { jwt_cache_size: 1000 }" } else { "" };
+    jwt_authn(jwks, cache)
+}
+
+/// `jwt_authn` with its cache doing the job the module does on an allow: the `sub` claim
+/// to `x-jwt-sub` (the bench's `claims_to_headers`) and the claims into dynamic metadata.
+pub(crate) fn jwt_authn_same_job_filter(jwks: &str) -> String {
+    jwt_authn(
+        jwks,
+        "\n                  jwt_cache_config: { jwt_cache_size: 1000 }\n                  payload_in_metadata: hopauth\n                  \
+         claim_to_headers: [ { header_name: x-jwt-sub, claim_name: sub } ]",
+    )
+}
+
+fn jwt_authn(jwks: &str, provider_extra: &str) -> String {
     format!(
         r#"          - name: envoy.filters.http.jwt_authn
             typed_config:
@@ -55,7 +69,7 @@ pub(crate) fn jwt_authn_filter(jwks: &str, cache: bool) -> String {
                   issuer: {ISSUER}
                   audiences: [orders]
                   forward: true
-                  local_jwks: {{ inline_string: '{jwks}' }}{cache}
+                  local_jwks: {{ inline_string: '{jwks}' }}{provider_extra}
               rules:
               - match: {{ prefix: / }}
                 requires: {{ provider_name: main }}"#

@@ -10,7 +10,9 @@
 //! hopauth's own CPU per request, Redis commands per Check, revocation write → enforced
 //! latency (sidecar and module), RSS with 100k cached tokens (sidecar process; Envoy with
 //! the module), and the gRPC server alone under `h2load`. Writes `target/bench/results.md`
-//! and `results.json`, with issue 13's targets for the module computed from this run.
+//! and `results.json`, with issue 13's targets for the module computed from this run: the
+//! ratios against `jwt_authn` and Redis vs memory from interleaved rounds (`rounds.rs`),
+//! since one run per variant is noisier than the gaps it measures.
 //!
 //! Needs `make tools bench-tools module` (the Makefile's `bench` target runs them).
 
@@ -20,6 +22,7 @@ mod load_gen;
 mod module;
 mod report;
 mod revocation;
+mod rounds;
 mod servers;
 
 use std::collections::BTreeMap;
@@ -218,6 +221,8 @@ fn main() {
 
     // The module inside Envoy: cached, fresh, Redis, revocation, RSS with 100k tokens.
     module::run(&fx, &redis, &mut closed, &mut extra);
+    // The issue's ratios again, from interleaved rounds (benches/load/rounds.rs).
+    let rounds = rounds::run(&fx, &redis);
 
     let ctx = report::Context {
         load_before,
@@ -225,5 +230,5 @@ fn main() {
         took_secs: started.elapsed().as_secs_f64(),
         open_rate: rate,
     };
-    report::write(&out_dir, &ctx, &closed, &open, &extra);
+    report::write(&out_dir, &ctx, &closed, &open, &rounds, &extra);
 }

@@ -19,12 +19,12 @@ use crate::{measure, Fixture};
 pub(crate) const CACHED_TOKENS: u64 = 100_000;
 
 /// Envoy with the module, its hopauth.yaml's `http_listen` on `side`.
-struct Module {
-    envoy: BenchEnvoy,
+pub(crate) struct Module {
+    pub(crate) envoy: BenchEnvoy,
     side: u16,
 }
 
-fn start_module(fx: &Fixture, name: &str, revocation: &str) -> Module {
+pub(crate) fn start_module(fx: &Fixture, name: &str, revocation: &str) -> Module {
     let side = free_port();
     let yaml = fx.dir.join(format!("hopauth-module-{name}.yaml"));
     std::fs::write(&yaml, hopauth_yaml(free_port(), side, &fx.jwks_file, revocation)).unwrap();

@@ -1,0 +1,110 @@
+//! The ratios from interleaved rounds. One 8 s run per variant moved by ±20 % on the
+//! shared 2-core VM (the module's Redis run once beat its memory run, on the same request
+//! path), more than the gaps being measured. Here every Envoy of the comparison runs at
+//! once, each idle while another is measured, and a round measures them one after
+//! another, so a drift of the machine hits every variant of a round alike. A ratio is
+//! taken within a round; the report gives its median over [`ROUNDS`] and the spread.
+//!
+//! Variants: `jwt_authn` with its cache; `jwt_authn` with its cache doing the module's job
+//! (`sub` to `x-jwt-sub`, claims to dynamic metadata); the module, memory and Redis
+//! backends, one cached token; and for the uncached path `jwt_authn` without cache against
+//! the module, each request a token that Envoy has not seen before.
+
+use hopauth_testkit::redis_server::RedisServer;
+use serde_json::{json, Value};
+
+use crate::envoy::{envoy_config, jwt_authn_filter, jwt_authn_same_job_filter, start_envoy, BenchEnvoy};
+use crate::load_gen::wrk;
+use crate::module::start_module;
+use crate::servers::free_port;
+use crate::Fixture;
+
+/// Rounds per comparison.
+pub(crate) const ROUNDS: usize = 3;
+/// Seconds per measured run within a round.
+pub(crate) const ROUND_SECS: u64 = 5;
+
+/// Requests per second by round, for each variant.
+pub(crate) struct Rounds {
+    pub(crate) variants: Vec<(&'static str, Vec<f64>)>,
+}
+
+/// A ratio over the rounds: median, lowest and highest.
+pub(crate) struct Ratio {
+    pub(crate) median: f64,
+    pub(crate) min: f64,
+    pub(crate) max: f64,
+}
+
+impl Rounds {
+    fn rps(&self, name: &str) -> &[f64] {
+        self.variants.iter().find(|(n, _)| *n == name).map_or(&[], |(_, r)| r.as_slice())
+    }
+
+    /// `a ÷ b` within each round.
+    pub(crate) fn ratio(&self, a: &str, b: &str) -> Ratio {
+        let mut per: Vec<f64> = self.rps(a).iter().zip(self.rps(b)).map(|(a, b)| a / b).collect();
+        per.sort_by(f64::total_cmp);
+        match (per.first(), per.last()) {
+            (Some(&min), Some(&max)) => Ratio { median: per[per.len() / 2], min, max },
+            _ => Ratio { median: f64::NAN, min: f64::NAN, max: f64::NAN },
+        }
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!(self.variants.iter().map(|(n, r)| (n.to_string(), json!(r))).collect::<serde_json::Map<_, _>>())
+    }
+}
+
+/// One variant: where it listens, which tokens it gets, and whether each request must
+/// carry a token not sent before (the line to continue from advances).
+struct Variant {
+    name: &'static str,
+    listen: u16,
+    fresh: bool,
+}
+
+fn jwt_envoy(fx: &Fixture, name: &str, filter: &str) -> BenchEnvoy {
+    let listen = free_port();
+    start_envoy(&fx.dir, name, &envoy_config(listen, free_port(), filter, "[]"), listen, None)
+}
+
+pub(crate) fn run(fx: &Fixture, redis: &RedisServer) -> Rounds {
+    let jwt_cache = jwt_envoy(fx, "rounds_jwt_authn_cache", &jwt_authn_filter(&fx.jwks, true));
+    let jwt_same = jwt_envoy(fx, "rounds_jwt_authn_same_job", &jwt_authn_same_job_filter(&fx.jwks));
+    let jwt = jwt_envoy(fx, "rounds_jwt_authn", &jwt_authn_filter(&fx.jwks, false));
+    let memory = start_module(fx, "rounds_memory", "");
+    let revocation = format!("revocation: {{ backend: redis, redis_url: \"{}\" }}\n", redis.url());
+    let with_redis = start_module(fx, "rounds_redis", &revocation);
+    let v = |name, e: &BenchEnvoy, fresh| Variant { name, listen: e.listen, fresh };
+    let variants = [
+        v("jwt_authn_cache", &jwt_cache, false),
+        v("jwt_authn_cache_same_job", &jwt_same, false),
+        v("module_cached", &memory.envoy, false),
+        v("module_redis", &with_redis.envoy, false),
+        v("jwt_authn_fresh", &jwt, true),
+        v("module_fresh", &memory.envoy, true),
+    ];
+    // Line of the fresh-token file each fresh variant continues from.
+    let mut from = vec![0u64; variants.len()];
+    for (i, var) in variants.iter().enumerate() {
+        let tokens = if var.fresh { &fx.many } else { &fx.one };
+        let warm = wrk(var.listen, tokens, &fx.dir, 1, 0);
+        from[i] = warm.requests;
+    }
+    let mut rps = vec![Vec::with_capacity(ROUNDS); variants.len()];
+    for round in 1..=ROUNDS {
+        for (i, var) in variants.iter().enumerate() {
+            let tokens = if var.fresh { &fx.many } else { &fx.one };
+            let r = wrk(var.listen, tokens, &fx.dir, ROUND_SECS, if var.fresh { from[i] } else { 0 });
+            assert_eq!(r.non_2xx, 0, "round {round}, {}: {} answers were not 2xx", var.name, r.non_2xx);
+            if var.fresh {
+                from[i] += r.requests;
+                assert!(from[i] < fx.fresh_tokens, "{}: the fresh tokens ran out; raise FRESH_TOKENS", var.name);
+            }
+            eprintln!("round {round}/{ROUNDS} {:<26} {:>9.0} req/s", var.name, r.rps);
+            rps[i].push(r.rps);
+        }
+    }
+    Rounds { variants: variants.iter().map(|v| v.name).zip(rps).collect() }
+}
