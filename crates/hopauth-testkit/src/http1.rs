@@ -138,8 +138,22 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -
     }
     req.extend_from_slice(b"\r\n");
     conn.write_all(&req).ok()?;
+    // Read until the response is whole, not until the connection closes: after a local
+    // reply Envoy waits for the client to close first (`delayed_close_timeout`, 1 s), so
+    // reading to the end would make every deny take a second.
     let mut raw = Vec::new();
-    conn.read_to_end(&mut raw).ok()?;
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if let Some(len) = complete_length(&raw, method) {
+            raw.truncate(len);
+            break;
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            Err(_) => return None,
+        }
+    }
     // No complete head: the connection broke (e.g. Envoy exiting, or not listening yet).
     let head_end = find(&raw, b"\r\n\r\n")?;
     let status_line = String::from_utf8_lossy(&raw[..find(&raw, b"\r\n").unwrap()]).into_owned();
@@ -155,6 +169,42 @@ pub fn request(port: u16, method: &str, path: &str, headers: &[(&str, &[u8])]) -
         body = dechunk(&body);
     }
     Some(Response { status, headers, body })
+}
+
+/// The length of the whole response in `raw` once it has all arrived: the head plus a
+/// `content-length` body, or a chunked body through its last chunk; `None` while more is
+/// to come, and always for a body delimited by the close.
+fn complete_length(raw: &[u8], method: &str) -> Option<usize> {
+    let body_at = find(raw, b"\r\n\r\n")? + 4;
+    let status: u16 = std::str::from_utf8(raw.get(9..12)?).ok()?.parse().ok()?;
+    if method == "HEAD" || status == 204 || status == 304 || (100..200).contains(&status) {
+        return Some(body_at);
+    }
+    let headers = parse_header_lines(&raw[find(raw, b"\r\n")? + 2..body_at]);
+    let value = |name: &str| headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_slice());
+    if value("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case(b"chunked")) {
+        return chunked_length(&raw[body_at..]).map(|n| body_at + n);
+    }
+    let length: usize = std::str::from_utf8(value("content-length")?).ok()?.trim().parse().ok()?;
+    (raw.len() >= body_at + length).then_some(body_at + length)
+}
+
+/// The length of a chunked body (no trailers) once its last chunk has arrived.
+fn chunked_length(body: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    loop {
+        let eol = at + find(&body[at..], b"\r\n")?;
+        let line = std::str::from_utf8(&body[at..eol]).ok()?;
+        let size = usize::from_str_radix(line.split(';').next()?.trim(), 16).ok()?;
+        at = eol + 2;
+        if size == 0 {
+            return (body.len() >= at + 2 && &body[at..at + 2] == b"\r\n").then_some(at + 2);
+        }
+        at += size + 2;
+        if body.len() < at {
+            return None;
+        }
+    }
 }
 
 /// The payload of a `transfer-encoding: chunked` body (no trailers, as Envoy sends here).
@@ -177,4 +227,28 @@ pub fn dechunk(mut raw: &[u8]) -> Vec<u8> {
 
 pub fn admin_get(port: u16, path: &str) -> String {
     get(port, path, &[]).body_text()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_response_is_whole_once_its_length_or_last_chunk_is_in() {
+        let head = b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 5\r\n\r\n";
+        let mut raw = head.to_vec();
+        assert_eq!(complete_length(&raw, "GET"), None, "body still to come");
+        raw.extend_from_slice(b"abcde");
+        assert_eq!(complete_length(&raw, "GET"), Some(raw.len()));
+        assert_eq!(complete_length(&raw[..10], "GET"), None, "head still to come");
+        assert_eq!(complete_length(head, "HEAD"), Some(head.len()), "HEAD has no body");
+
+        let chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        assert_eq!(complete_length(chunked, "GET"), Some(chunked.len()));
+        assert_eq!(complete_length(&chunked[..chunked.len() - 2], "GET"), None, "last CRLF missing");
+        assert_eq!(complete_length(&chunked[..chunked.len() - 5], "GET"), None, "last chunk missing");
+
+        let until_close = b"HTTP/1.1 200 OK\r\n\r\nbody";
+        assert_eq!(complete_length(until_close, "GET"), None, "delimited by the close");
+    }
 }
