@@ -42,8 +42,7 @@ fn the_revoke_cli_writes_the_documented_keys() {
 
 /// A revocation written the moment the store first says it is ready is enforced within
 /// 500 ms, not at the next heartbeat (1 s here): the invalidation subscription is live
-/// before readiness is reported. Measured ~10 ms; through the Envoy module right after
-/// start-up it has taken ~1 s (docs/in-process.md), which this rules out for the store.
+/// before readiness is reported. Measured ~10 ms.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_written_right_after_ready_is_enforced_at_once() {
     let dir = tempfile::tempdir().unwrap();
