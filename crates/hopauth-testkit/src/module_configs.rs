@@ -7,7 +7,8 @@
 //!   `FilterConfig`, claims are read from metadata namespace `hopauth` (access logs, RBAC),
 //!   and the `hopauth` cluster no longer carries Checks: it points at the module's side port
 //!   (`http_listen`) and Envoy health-checks `GET /readyz` through it, so whoever starts the
-//!   Envoy waits for the module to be ready exactly as for an ext_authz hopauth.
+//!   Envoy waits for the module to be ready exactly as for an ext_authz hopauth; and the
+//!   bootstrap gains module.yaml's `stats_config` (the tags that label the module's counters).
 //!
 //! Envoy finds `libhopauth_envoy.so` through [`SEARCH_PATH_ENV`], set to [`module_dir`].
 
@@ -134,6 +135,10 @@ fn per_route_from_ext_authz(ext: &Value) -> Value {
 /// whose side port is `side`; see the module header for what changes.
 pub fn to_module_mode(text: &str, hopauth_yaml: &Path, side: SocketAddr) -> String {
     let mut doc: Value = serde_yaml_ng::from_str(text).expect("an Envoy YAML config");
+    // The module's counters get their labels from module.yaml's `stats_tags`.
+    if let (Value::Mapping(root), Some(stats)) = (&mut doc, key(module_yaml().as_mapping().unwrap(), "stats_config")) {
+        root.entry("stats_config".into()).or_insert(stats);
+    }
     let filter = module_filter(hopauth_yaml);
     visit_mut(&mut doc, &mut |m| {
         if let Some(Value::Sequence(filters)) = m.get_mut("http_filters") {
@@ -216,6 +221,7 @@ mod tests {
         assert!(out.contains("%DYNAMIC_METADATA(hopauth:sub)%"), "{out}");
         assert!(out.contains("path: /readyz") && out.contains("port_value: 7777"), "{out}");
         assert!(!out.contains("grpc_health_check"), "{out}");
+        assert!(out.contains("tag_name: decision") && out.contains("tag_name: reason"), "{out}");
     }
 
     #[test]

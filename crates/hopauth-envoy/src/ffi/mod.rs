@@ -184,9 +184,9 @@ impl<'hook> RequestContext<'hook> {
 
     /// Every value of request header `name` (lowercase), in order. The bytes are Envoy's
     /// own (not necessarily UTF-8), valid until the next mutation or the end of the hook.
-    pub fn header(&self, name: &str) -> HeaderValues<'_> {
+    pub fn header<'n>(&self, name: &'n str) -> HeaderValues<'_, 'n> {
         let (first, count) = self.raw.header(HeaderMapKind::RequestHeaders, name, 0);
-        HeaderValues { raw: &self.raw, name: name.to_owned(), first, index: 0, count }
+        HeaderValues { raw: &self.raw, name, first, index: 0, count }
     }
 
     /// The first value of request header `name`, if any.
@@ -290,15 +290,15 @@ impl<'hook> RequestContext<'hook> {
 }
 
 /// The values of one request header; see [`RequestContext::header`].
-pub struct HeaderValues<'a> {
+pub struct HeaderValues<'a, 'n> {
     raw: &'a RawFilter<'a>,
-    name: String,
+    name: &'n str,
     first: Option<&'a [u8]>,
     index: usize,
     count: usize,
 }
 
-impl<'a> Iterator for HeaderValues<'a> {
+impl<'a> Iterator for HeaderValues<'a, '_> {
     type Item = &'a [u8];
 
     fn next(&mut self) -> Option<&'a [u8]> {
@@ -308,7 +308,7 @@ impl<'a> Iterator for HeaderValues<'a> {
         let value = if self.index == 0 {
             self.first.take()
         } else {
-            self.raw.header(HeaderMapKind::RequestHeaders, &self.name, self.index).0
+            self.raw.header(HeaderMapKind::RequestHeaders, self.name, self.index).0
         };
         self.index += 1;
         // A value Envoy reports but cannot return reads as empty rather than ending early.

@@ -37,8 +37,13 @@ pub const FILTER_NAME: &str = "hopauth";
 /// The scheduler event that resumes a held request once its refetch wait is over.
 const REFETCHED: u64 = 1;
 
-/// The filter config: the shared core and this config's stats.
+/// The filter config: the shared core and this config's stats, shared by its filters.
 pub struct HopauthFactory {
+    shared: Arc<Shared>,
+}
+
+/// What every filter of one config uses.
+struct Shared {
     core: Arc<Core>,
     stats: Stats,
 }
@@ -54,13 +59,13 @@ impl HopauthFactory {
         }
         let stats = Stats::define(cx)?;
         let core = Core::shared(Path::new(path))?;
-        Ok(Self { core, stats })
+        Ok(Self { shared: Arc::new(Shared { core, stats }) })
     }
 }
 
 impl FilterFactory for HopauthFactory {
     fn new_filter(&self) -> Box<dyn HttpFilter> {
-        Box::new(HopauthFilter { core: self.core.clone(), stats: self.stats, held: None })
+        Box::new(HopauthFilter { shared: self.shared.clone(), held: None })
     }
 }
 
@@ -77,8 +82,7 @@ struct HeldRequest {
 }
 
 struct HopauthFilter {
-    core: Arc<Core>,
-    stats: Stats,
+    shared: Arc<Shared>,
     /// Set while the request is held for an unknown-`kid` refetch.
     held: Option<HeldRequest>,
 }
@@ -86,12 +90,12 @@ struct HopauthFilter {
 impl HopauthFilter {
     /// Acts on `decision`: `true` when the request may go on.
     fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision) -> bool {
-        self.stats.record(ctx, decision);
+        self.shared.stats.record(ctx, decision);
         match decision {
             Decision::Allow(Allowed::Verified(token)) => token.rendered.apply(ctx),
-            Decision::Allow(Allowed::Anonymous) => self.core.anonymous().apply(ctx),
+            Decision::Allow(Allowed::Anonymous) => self.shared.core.anonymous().apply(ctx),
             Decision::Deny(reason) => {
-                self.core.deny(reason).send(ctx);
+                self.shared.core.deny(reason).send(ctx);
                 return false;
             }
         }
@@ -108,7 +112,7 @@ impl HttpFilter for HopauthFilter {
             panic!("{} is set on this route", route::TEST_PANIC_KEY);
         }
         let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
-        let held = self.core.decide(&LiveRequest::new(ctx), policy, arrived);
+        let held = self.shared.core.decide(&LiveRequest::new(ctx), policy, arrived);
         match held {
             Held::Done(decision) => {
                 if self.answer(ctx, &decision) {
@@ -120,11 +124,11 @@ impl HttpFilter for HopauthFilter {
             Held::Wait(wait) => {
                 let scheduler = ctx.scheduler();
                 // A stream that is gone (client hung up) makes the commit a no-op.
-                self.core.after_refetch(wait, move || {
+                self.shared.core.after_refetch(wait, move || {
                     scheduler.commit(REFETCHED);
                 });
                 self.held = Some(HeldRequest { route, arrived });
-                self.stats.record_held(ctx);
+                self.shared.stats.record_held(ctx);
                 HeadersStatus::StopIteration
             }
         }
@@ -138,7 +142,7 @@ impl HttpFilter for HopauthFilter {
         let policy = held.route.as_deref().map(RouteSettings::policy).unwrap_or_default();
         // The core never sheds a refetched request (`max_queue_delay` is not applied after a
         // refetch), so the duration reported counts from arrival, wait included.
-        let decision = self.core.decide_after_refetch(&LiveRequest::new(ctx), policy, held.arrived);
+        let decision = self.shared.core.decide_after_refetch(&LiveRequest::new(ctx), policy, held.arrived);
         if self.answer(ctx, &decision) {
             ctx.continue_decoding();
         }
