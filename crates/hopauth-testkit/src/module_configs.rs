@@ -136,7 +136,7 @@ fn per_route_from_ext_authz(ext: &Value) -> Value {
 pub fn to_module_mode(text: &str, hopauth_yaml: &Path, side: SocketAddr) -> String {
     let mut doc: Value = serde_yaml_ng::from_str(text).expect("an Envoy YAML config");
     // The module's counters get their labels from module.yaml's `stats_tags`.
-    if let (Value::Mapping(root), Some(stats)) = (&mut doc, key(module_yaml().as_mapping().unwrap(), "stats_config")) {
+    if let (Value::Mapping(root), Some(stats)) = (&mut doc, module_yaml().get("stats_config").cloned()) {
         root.entry("stats_config".into()).or_insert(stats);
     }
     let filter = module_filter(hopauth_yaml);

@@ -27,31 +27,33 @@ pub const STATS_TAGS: [(&str, &str); 2] = [
     ("reason", r"^dynamicmodulescustom\.hopauth_checks_total\.decision\.[a-z_]+(\.reason\.([a-z_]+))$"),
 ];
 
-/// Allow reasons first (verified, anonymous), then the deny reasons by `DenyReason::index`.
+/// Allow reasons, in the order [`Stats::record`] indexes them; the deny reasons follow,
+/// by `DenyReason::index`.
 const ALLOWS: [&str; 2] = ["verified", "anonymous"];
-const KINDS: usize = ALLOWS.len() + DenyReason::NAMES.len();
+
+/// Every (decision, reason) a check can end in, in counter order.
+fn outcomes() -> impl Iterator<Item = (&'static str, &'static str)> {
+    ALLOWS.iter().map(|r| ("allow", *r)).chain(DenyReason::NAMES.iter().map(|r| ("deny", *r)))
+}
 
 /// The name of the counter for `decision` (`allow`/`deny`) and `reason`.
-pub fn checks_counter_name(decision: &str, reason: &str) -> String {
+fn checks_counter_name(decision: &str, reason: &str) -> String {
     format!("{CHECKS}.decision.{decision}.reason.{reason}")
 }
 
 /// The counters one filter config increments.
 #[derive(Debug)]
 pub struct Stats {
-    checks: [Counter; KINDS],
+    /// One per [`outcomes`] entry.
+    checks: Box<[Counter]>,
     held: Counter,
 }
 
 impl Stats {
     /// Defines the counters (only inside `on_http_filter_config_new`).
     pub fn define(cx: &mut ConfigContext<'_>) -> Result<Self, ConfigError> {
-        let names = ALLOWS.iter().map(|r| ("allow", *r)).chain(DenyReason::NAMES.iter().map(|r| ("deny", *r)));
-        let mut checks = Vec::with_capacity(KINDS);
-        for (d, r) in names {
-            checks.push(cx.define_counter(&checks_counter_name(d, r))?);
-        }
-        let checks = checks.try_into().map_err(|_| ConfigError::new("hopauth: counter table size"))?;
+        let checks =
+            outcomes().map(|(d, r)| cx.define_counter(&checks_counter_name(d, r))).collect::<Result<_, _>>()?;
         Ok(Self { checks, held: cx.define_counter(HELD)? })
     }
 
@@ -90,7 +92,7 @@ mod tests {
     #[test]
     fn every_counter_name_has_the_shape_the_tags_match() {
         // `…decision.<d>.reason.<r>`, both values within the regexes' `[a-z_]+`.
-        for (d, r) in ALLOWS.iter().map(|r| ("allow", *r)).chain(DenyReason::NAMES.iter().map(|r| ("deny", *r))) {
+        for (d, r) in outcomes() {
             let name = format!("dynamicmodulescustom.{}", checks_counter_name(d, r));
             let rest = name.strip_prefix("dynamicmodulescustom.hopauth_checks_total.decision.").unwrap();
             let (decision, reason) = rest.split_once(".reason.").unwrap();
