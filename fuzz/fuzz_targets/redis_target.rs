@@ -31,7 +31,13 @@ fuzz_target!(|data: &[u8]| {
         RedisTarget::Cluster { seeds } => assert!(!seeds.is_empty()),
     }
     // A URL hopauth accepts and would log: its password (as hopauth splits it) never shows.
-    if let Some(pw) = password(url).filter(|pw| odd(url, pw) && !url.contains(['\t', '\n', '\r'])) {
+    // Not judged when the parser's serialization (what the redactor prints) holds the
+    // password's text twice: percent-encoding can make it, e.g. a NUL before `3cvetpwpw`
+    // in the query prints `%003cvetpwpw`, which contains the password `03cvetpwpw`.
+    let once_serialized = |pw: &str| url::Url::parse(url).map_or(true, |u| u.as_str().matches(pw).count() == 1);
+    if let Some(pw) =
+        password(url).filter(|pw| odd(url, pw) && !url.contains(['\t', '\n', '\r']) && once_serialized(pw))
+    {
         let shown = format!("{target:?}");
         assert!(!shown.contains(pw), "debug form {shown:?} shows the password");
         assert!(!redacted.contains(pw), "redacted {redacted:?} still shows the password");
