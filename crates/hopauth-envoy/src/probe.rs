@@ -10,8 +10,10 @@
 //!   `x-probe-hex` (hex of the raw bytes of `x-probe-raw`) and `x-probe-listed-in` (how many
 //!   `x-probe-in` the whole-map listing shows), `x-probe-set: module`
 //!   (replacing the client's), one more `x-probe-add: module`, and no `x-probe-remove`;
-//!   dynamic metadata `probe.route` (string), `probe.in_count` (number) and, merged in as a
-//!   Struct, `probe.nested` (`{"route": <route>, "ok": true, "list": [1, "x"]}`); counter
+//!   dynamic metadata `probe.route` (string), `probe.in_count` (number), `probe.s0` …
+//!   `probe.s16` (`v0` … `v16`, one string batch: two Envoy calls), `probe.flag` (boolean
+//!   `true`) and, merged in as a Struct, `probe.nested`
+//!   (`{"route": <route>, "ok": true, "list": [1, "x"]}`); counter
 //!   `abi_probe_requests` +1, `abi_probe_outcomes{outcome="passed"}` +1 (`replied` for a
 //!   local reply); `x-probe-path` (the `:path` pseudo-header) and
 //!   `x-probe-bad-labels-refused: yes` (an increment with the wrong label count is refused).
@@ -139,6 +141,9 @@ impl HttpFilter for Probe {
         ctx.remove_header("x-probe-remove");
         ctx.set_metadata_string("probe", "route", &route);
         ctx.set_metadata_number("probe", "in_count", seen.len() as f64);
+        let batch: Vec<(String, String)> = (0..=16).map(|i| (format!("s{i}"), format!("v{i}"))).collect();
+        ctx.set_metadata_strings("probe", &batch);
+        ctx.set_metadata_bool("probe", "flag", true);
         let nested = serde_json::json!({ "nested": { "route": route, "ok": true, "list": [1, "x"] } });
         ctx.set_metadata_struct("probe", &hopauth::render::claims_struct(nested.as_object().expect("an object")));
 

@@ -22,6 +22,18 @@ impl Buffer {
     }
 }
 
+/// `envoy_dynamic_module_type_module_key_value_pair`: a key buffer then a value buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub(super) struct KeyValue {
+    pub(super) key: Buffer,
+    pub(super) value: Buffer,
+}
+
+impl KeyValue {
+    pub(super) const NULL: KeyValue = KeyValue { key: Buffer::NULL, value: Buffer::NULL };
+}
+
 /// `envoy_dynamic_module_type_{module,envoy}_http_header`.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -110,6 +122,22 @@ extern "C" {
         ns: Buffer,
         key: Buffer,
         value: f64,
+    );
+
+    /// Sets `pairs_length` string entries of namespace `ns` in one merge. Read from the
+    /// 1.40.0 binary (`objdump -d`: the pair array in the fourth argument, its length in the
+    /// fifth, 32 bytes per pair: key buffer then value buffer); see ABI.md.
+    pub(super) fn envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+        filter: FilterEnvoyPtr,
+        ns: Buffer,
+        pairs: *const KeyValue,
+        pairs_length: usize,
+    );
+    pub(super) fn envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(
+        filter: FilterEnvoyPtr,
+        ns: Buffer,
+        key: Buffer,
+        value: bool,
     );
 
     /// `serialized` is a `google.protobuf.Struct` in protobuf binary; Envoy parses it (a

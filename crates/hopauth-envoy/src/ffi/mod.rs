@@ -28,7 +28,7 @@ mod hooks;
 mod raw;
 
 use self::decl::HeaderMapKind;
-use self::raw::{RawConfig, RawFilter, RawScheduler};
+use self::raw::{RawConfig, RawFilter, RawHeaders, RawScheduler};
 
 /// What the filter chain does after a headers hook.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,6 +184,7 @@ impl<'hook> RequestContext<'hook> {
 
     /// Every value of request header `name` (lowercase), in order. The bytes are Envoy's
     /// own (not necessarily UTF-8), valid until the next mutation or the end of the hook.
+    /// For several lookups in one hook, [`headers`](Self::headers) is cheaper.
     pub fn header<'n>(&self, name: &'n str) -> HeaderValues<'_, 'n> {
         let (first, count) = self.raw.header(HeaderMapKind::RequestHeaders, name, 0);
         HeaderValues { raw: &self.raw, name, first, index: 0, count }
@@ -194,9 +195,11 @@ impl<'hook> RequestContext<'hook> {
         self.raw.header(HeaderMapKind::RequestHeaders, name, 0).0
     }
 
-    /// Every request header as (name, value) bytes, in Envoy's order (pseudo-headers first).
-    pub fn headers(&self) -> Vec<(&[u8], &[u8])> {
-        self.raw.headers(HeaderMapKind::RequestHeaders)
+    /// Every request header, in Envoy's order (pseudo-headers first), read with one call:
+    /// the cheap way to look up several names, or one Envoy does not index (its lookup by
+    /// name builds a table of the whole map first).
+    pub fn headers(&self) -> HeaderList<'_> {
+        HeaderList { raw: self.raw.headers(HeaderMapKind::RequestHeaders) }
     }
 
     /// Replaces every value of request header `name` with `value`.
@@ -246,6 +249,18 @@ impl<'hook> RequestContext<'hook> {
         self.raw.set_metadata_number(namespace, key, value);
     }
 
+    /// Sets dynamic metadata `namespace.key` to `value` for every pair of `entries`, in one
+    /// merge per 16 pairs (cheaper than one [`set_metadata_string`](Self::set_metadata_string)
+    /// per pair).
+    pub fn set_metadata_strings<K: AsRef<str>, V: AsRef<str>>(&mut self, namespace: &str, entries: &[(K, V)]) {
+        self.raw.set_metadata_strings(namespace, entries);
+    }
+
+    /// Sets dynamic metadata `namespace.key` to a boolean.
+    pub fn set_metadata_bool(&mut self, namespace: &str, key: &str, value: bool) {
+        self.raw.set_metadata_bool(namespace, key, value);
+    }
+
     /// Merges the fields of `serialized_struct` (a `google.protobuf.Struct` in protobuf
     /// binary) into dynamic metadata `namespace`: nested objects, lists and booleans keep
     /// their types, unlike the string and number setters.
@@ -286,6 +301,29 @@ impl<'hook> RequestContext<'hook> {
             return false;
         }
         self.raw.increment_counter(counter.id, values, by)
+    }
+}
+
+/// The request headers as one list; see [`RequestContext::headers`]. Names are Envoy's
+/// (lowercase); the bytes are valid until the next mutation or the end of the hook.
+pub struct HeaderList<'a> {
+    raw: RawHeaders<'a>,
+}
+
+impl<'a> HeaderList<'a> {
+    /// Every header as (name, value).
+    pub fn iter(&self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + '_ {
+        (0..self.raw.len()).filter_map(|i| self.raw.get(i))
+    }
+
+    /// Every value of header `name` (ASCII case-insensitive), in order.
+    pub fn values<'s, 'n>(&'s self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 's, 'n> {
+        self.iter().filter(move |(k, _)| k.eq_ignore_ascii_case(name.as_bytes())).map(|(_, v)| v)
+    }
+
+    /// Whether header `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.values(name).next().is_some()
     }
 }
 

@@ -9,6 +9,9 @@ use std::ptr;
 use super::decl::*;
 use super::{LogLevel, RouteConfig};
 
+/// String metadata entries passed to Envoy per call (a stack array; more take more calls).
+const STRING_BATCH: usize = 16;
+
 /// Writes to Envoy's log. Envoy's logger is thread-safe; the message is copied by Envoy.
 /// The crate's unit tests run without Envoy (the callback is not linked): there it goes to
 /// stderr.
@@ -71,12 +74,14 @@ impl<'hook> RawFilter<'hook> {
         (Some(value), count)
     }
 
-    /// Every header of `kind` as (name, value).
-    pub(super) fn headers(&self, kind: HeaderMapKind) -> Vec<(&[u8], &[u8])> {
+    /// Every header of `kind`, in Envoy's order: one Envoy call (and one allocation) for the
+    /// whole map, where a lookup by name of a header Envoy does not index costs it the
+    /// building of its lookup table.
+    pub(super) fn headers(&self, kind: HeaderMapKind) -> RawHeaders<'_> {
         // SAFETY: RawFilter invariant (live filter, worker thread).
         let n = unsafe { envoy_dynamic_module_callback_http_get_headers_size(self.ptr, kind as u32) };
         if n == 0 {
-            return Vec::new();
+            return RawHeaders { raw: Vec::new(), _filter: PhantomData };
         }
         let empty = HttpHeader { key_ptr: ptr::null(), key_length: 0, value_ptr: ptr::null(), value_length: 0 };
         let mut raw = vec![empty; n];
@@ -84,11 +89,9 @@ impl<'hook> RawFilter<'hook> {
         // reported, and nothing can change the map between the two calls (same thread).
         let ok = unsafe { envoy_dynamic_module_callback_http_get_headers(self.ptr, kind as u32, raw.as_mut_ptr()) };
         if !ok {
-            return Vec::new();
+            raw.clear();
         }
-        raw.iter()
-            .map(|h| (slice_or_empty(h.key_ptr, h.key_length), slice_or_empty(h.value_ptr, h.value_length)))
-            .collect()
+        RawHeaders { raw, _filter: PhantomData }
     }
 
     /// Sets (`Some`) or removes (`None`) header `name`.
@@ -164,6 +167,39 @@ impl<'hook> RawFilter<'hook> {
         }
     }
 
+    /// Sets string entries of `ns`, [`STRING_BATCH`] pairs per Envoy call.
+    pub(super) fn set_metadata_strings<K: AsRef<str>, V: AsRef<str>>(&mut self, ns: &str, entries: &[(K, V)]) {
+        let mut pairs = [KeyValue::NULL; STRING_BATCH];
+        for chunk in entries.chunks(STRING_BATCH) {
+            for (pair, (key, value)) in pairs.iter_mut().zip(chunk) {
+                let (key, value) = (key.as_ref().as_bytes(), value.as_ref().as_bytes());
+                *pair = KeyValue { key: Buffer::of(key), value: Buffer::of(value) };
+            }
+            // SAFETY: RawFilter invariant; the first `chunk.len()` pairs point into
+            // `entries`, which outlives the call, and Envoy copies every buffer.
+            unsafe {
+                envoy_dynamic_module_callback_http_set_dynamic_metadata_string_batch(
+                    self.ptr,
+                    Buffer::of(ns.as_bytes()),
+                    pairs.as_ptr(),
+                    chunk.len(),
+                )
+            }
+        }
+    }
+
+    pub(super) fn set_metadata_bool(&mut self, ns: &str, key: &str, value: bool) {
+        // SAFETY: RawFilter invariant; Envoy copies the two buffers.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_dynamic_metadata_bool(
+                self.ptr,
+                Buffer::of(ns.as_bytes()),
+                Buffer::of(key.as_bytes()),
+                value,
+            )
+        }
+    }
+
     pub(super) fn set_metadata_struct(&mut self, ns: &str, serialized: &[u8]) {
         // SAFETY: RawFilter invariant; Envoy parses (copies) both buffers during the call.
         unsafe {
@@ -219,12 +255,33 @@ impl<'hook> RawFilter<'hook> {
     }
 }
 
+/// The entries Envoy wrote for [`RawFilter::headers`]: they point into Envoy's header map and
+/// borrow the filter handle (`'a`), so they cannot outlive the hook or a header mutation
+/// (setters take `&mut` of the handle).
+pub(super) struct RawHeaders<'a> {
+    raw: Vec<HttpHeader>,
+    _filter: PhantomData<&'a RawFilter<'a>>,
+}
+
+impl<'a> RawHeaders<'a> {
+    pub(super) fn len(&self) -> usize {
+        self.raw.len()
+    }
+
+    /// Entry `i` as (name, value); `None` past the end.
+    pub(super) fn get(&self, i: usize) -> Option<(&'a [u8], &'a [u8])> {
+        let h = self.raw.get(i)?;
+        Some((slice_or_empty(h.key_ptr, h.key_length), slice_or_empty(h.value_ptr, h.value_length)))
+    }
+}
+
 fn slice_or_empty<'a>(p: *const u8, len: usize) -> &'a [u8] {
     if p.is_null() {
         return &[];
     }
-    // SAFETY: only called by `RawFilter::headers` on buffers Envoy returned, which stay valid
-    // until the end of the hook or the next mutation; the caller ties 'a to `&self`.
+    // SAFETY: only called by `RawHeaders::get` on buffers Envoy returned, which stay valid
+    // until the end of the hook or the next mutation; `RawHeaders<'a>` borrows the filter
+    // handle for 'a, which cannot outlive either.
     unsafe { std::slice::from_raw_parts(p, len) }
 }
 

@@ -115,7 +115,7 @@ static_resources:
               path: {access_log}
               log_format:
                 text_format_source:
-                  inline_string: "tag=%REQ(X-TAG)% route=%DYNAMIC_METADATA(probe:route)% in_count=%DYNAMIC_METADATA(probe:in_count)% nested=%DYNAMIC_METADATA(probe:nested)% code=%RESPONSE_CODE% details=%RESPONSE_CODE_DETAILS%\n"
+                  inline_string: "tag=%REQ(X-TAG)% route=%DYNAMIC_METADATA(probe:route)% in_count=%DYNAMIC_METADATA(probe:in_count)% batch=%DYNAMIC_METADATA(probe:s0)%,%DYNAMIC_METADATA(probe:s15)%,%DYNAMIC_METADATA(probe:s16)% flag=%DYNAMIC_METADATA(probe:flag)% nested=%DYNAMIC_METADATA(probe:nested)% code=%RESPONSE_CODE% details=%RESPONSE_CODE_DETAILS%\n"
           route_config:
             virtual_hosts:
             - name: all
