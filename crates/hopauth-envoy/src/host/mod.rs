@@ -5,6 +5,7 @@
 //! - [`route`]: the per-route JSON policy.
 //! - [`request`]: request headers as the core reads them.
 //! - [`answer`]: a decision as Envoy actions (header edits, metadata, local replies).
+//! - [`metadata`]: a verified token's claims as dynamic metadata calls.
 //! - [`stats`]: the Envoy stats the filter increments.
 //! - [`log`]: the core's `tracing` lines into Envoy's log.
 //!
@@ -16,6 +17,7 @@
 pub mod answer;
 pub mod core;
 pub mod log;
+pub mod metadata;
 pub mod request;
 pub mod route;
 pub mod runtime;
@@ -26,6 +28,7 @@ use hopauth_core::decision::{Allowed, Decision};
 use std::path::Path;
 use std::sync::Arc;
 
+use self::answer::Present;
 use self::core::{Core, Held, ModuleDecision};
 use self::request::LiveRequest;
 use self::route::{RouteConfig, RouteSettings};
@@ -88,12 +91,22 @@ struct HopauthFilter {
 }
 
 impl HopauthFilter {
+    /// Which headers of `decision`'s edit `req` has (nothing to ask for a deny).
+    fn present(&self, decision: &ModuleDecision, req: &LiveRequest<'_>) -> Present {
+        let has = |name: &str| req.has(name);
+        match decision {
+            Decision::Allow(Allowed::Verified(token)) => token.rendered.present(has),
+            Decision::Allow(Allowed::Anonymous) => self.shared.core.anonymous().present(has),
+            Decision::Deny(_) => Present::default(),
+        }
+    }
+
     /// Acts on `decision`: `true` when the request may go on.
-    fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision) -> bool {
+    fn answer(&self, ctx: &mut RequestContext<'_>, decision: &ModuleDecision, present: Present) -> bool {
         self.shared.stats.record(ctx, decision);
         match decision {
-            Decision::Allow(Allowed::Verified(token)) => token.rendered.apply(ctx),
-            Decision::Allow(Allowed::Anonymous) => self.shared.core.anonymous().apply(ctx),
+            Decision::Allow(Allowed::Verified(token)) => token.rendered.apply(ctx, present),
+            Decision::Allow(Allowed::Anonymous) => self.shared.core.anonymous().apply(ctx, present),
             Decision::Deny(reason) => {
                 self.shared.core.deny(reason).send(ctx);
                 return false;
@@ -112,10 +125,12 @@ impl HttpFilter for HopauthFilter {
             panic!("{} is set on this route", route::TEST_PANIC_KEY);
         }
         let policy = route.as_deref().map(RouteSettings::policy).unwrap_or_default();
-        let held = self.shared.core.decide(&LiveRequest::new(ctx), policy, arrived);
+        let req = LiveRequest::new(ctx);
+        let held = self.shared.core.decide(&req, policy, arrived);
         match held {
             Held::Done(decision) => {
-                if self.answer(ctx, &decision) {
+                let present = self.present(&decision, &req);
+                if self.answer(ctx, &decision, present) {
                     HeadersStatus::Continue
                 } else {
                     HeadersStatus::StopIteration
@@ -142,8 +157,10 @@ impl HttpFilter for HopauthFilter {
         let policy = held.route.as_deref().map(RouteSettings::policy).unwrap_or_default();
         // The core never sheds a refetched request (`max_queue_delay` is not applied after a
         // refetch), so the duration reported counts from arrival, wait included.
-        let decision = self.shared.core.decide_after_refetch(&LiveRequest::new(ctx), policy, held.arrived);
-        if self.answer(ctx, &decision) {
+        let req = LiveRequest::new(ctx);
+        let decision = self.shared.core.decide_after_refetch(&req, policy, held.arrived);
+        let present = self.present(&decision, &req);
+        if self.answer(ctx, &decision, present) {
             ctx.continue_decoding();
         }
     }
