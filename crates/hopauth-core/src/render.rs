@@ -14,7 +14,8 @@ pub struct AllowParts<'a> {
     pub headers: &'a [(&'a str, String)],
     /// The provider's `payload_header` name and the token's payload segment.
     pub payload: Option<(&'a str, &'a str)>,
-    /// The verified claims (the sidecar writes them as dynamic metadata).
+    /// The claims for dynamic metadata: the verified claims, or those of them the
+    /// provider's `claims_to_metadata` lists (empty: no metadata).
     pub claims: &'a Map<String, Value>,
 }
 

@@ -102,6 +102,7 @@ fn fixture() -> Fixture {
         leeway_secs: 30,
         claims_to_headers: vec![("sub".into(), "x-jwt-sub".into()), ("scope".into(), "x-jwt-scope".into())],
         payload_header: Some("x-jwt-payload".into()),
+        claims_to_metadata: None,
         keys: Arc::new(cache),
         profile: Default::default(),
     };

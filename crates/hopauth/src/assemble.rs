@@ -132,6 +132,7 @@ pub fn build_with_store<R: Renderer, O: Observer>(
             leeway_secs: p.leeway.as_secs() as i64,
             claims_to_headers: settings::claims_to_headers(p),
             payload_header: p.payload_header.as_deref().map(Into::into),
+            claims_to_metadata: p.claims_to_metadata.as_deref().map(Into::into),
             keys,
             profile: settings::token_profile(p),
         });

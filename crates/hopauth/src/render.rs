@@ -82,7 +82,8 @@ impl Renderer for CheckResponses {
             parts.identity_headers,
             parts.headers.iter().map(|(h, v)| (*h, v.as_str())),
             parts.payload,
-            Some(parts.claims),
+            // No claims to carry (`claims_to_metadata: []`): no metadata at all.
+            (!parts.claims.is_empty()).then_some(parts.claims),
         )
     }
 
@@ -378,5 +379,22 @@ mod tests {
         let metadata = r.dynamic_metadata.unwrap();
         assert_eq!(metadata.fields.len(), 1);
         assert_eq!(metadata.fields[METADATA_NAMESPACE], to_pb(&claims));
+    }
+
+    #[test]
+    fn an_allow_without_claims_to_carry_has_no_metadata() {
+        let identity = ["x-jwt-sub".to_string()];
+        let headers = [("x-jwt-sub", "alice".to_string())];
+        let render = |claims: &Map<String, Value>| {
+            let parts = AllowParts { identity_headers: &identity, headers: &headers, payload: None, claims };
+            CheckResponse::decode(CheckResponses.allow(parts)).unwrap()
+        };
+        // `claims_to_metadata: []`: the headers as ever, no metadata field at all.
+        let r = render(&Map::new());
+        assert!(r.dynamic_metadata.is_none(), "{r:?}");
+        let Some(HttpResponse::OkResponse(ok)) = r.http_response else { panic!() };
+        assert_eq!(ok.headers.len(), 1);
+        let claims = serde_json::json!({"sub": "alice"});
+        assert!(render(claims.as_object().unwrap()).dynamic_metadata.is_some());
     }
 }

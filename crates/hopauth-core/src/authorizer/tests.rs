@@ -41,6 +41,7 @@ fn authorizer(keys: Arc<KeySet>) -> Authorizer {
         leeway_secs: 0,
         claims_to_headers: vec![],
         payload_header: None,
+        claims_to_metadata: None,
         keys,
         profile: Default::default(),
     };

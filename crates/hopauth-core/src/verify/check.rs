@@ -8,6 +8,7 @@ use crate::decision::{DenyReason, VerifiedToken};
 use crate::jws::{self, JwsError, UnverifiedJws};
 use crate::keys::{KeyId, KeyLookup};
 use crate::render::{header_value, AllowParts, Renderer};
+use serde_json::{Map, Value};
 
 use super::{Provider, Verifier};
 
@@ -97,11 +98,19 @@ impl<R: Renderer> Verifier<R> {
             .iter()
             .filter_map(|(claim, header)| Some((&**header, header_value(c.all.get(claim)?)?)))
             .collect();
+        let selected: Map<String, Value>;
+        let claims = match &provider.claims_to_metadata {
+            None => &c.all,
+            Some(names) => {
+                selected = names.iter().filter_map(|n| Some((n.clone(), c.all.get(n)?.clone()))).collect();
+                &selected
+            }
+        };
         let rendered = self.renderer.allow(AllowParts {
             identity_headers: &self.identity_headers,
             headers: &headers,
             payload: provider.payload_header.as_deref().map(|h| (h, jws.payload_b64)),
-            claims: &c.all,
+            claims,
         });
         Ok(VerifiedToken {
             provider: provider.name.clone(),

@@ -17,6 +17,8 @@ pub struct Provider {
     /// (claim, header) pairs, in config order.
     pub claims_to_headers: Vec<(String, Arc<str>)>,
     pub payload_header: Option<Arc<str>>,
+    /// The claims an allow carries as metadata: all of them when `None`.
+    pub claims_to_metadata: Option<Box<[String]>>,
     pub keys: Arc<KeySet>,
     /// Explicit typing and token age, when the provider asks for them.
     pub profile: TokenProfile,

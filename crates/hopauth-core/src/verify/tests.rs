@@ -3,6 +3,7 @@
 use super::*;
 use crate::alg::Alg;
 use crate::keys::{KeySettings, VerifyKey};
+use crate::render::AllowParts;
 use crate::sign::SigningKey;
 use serde_json::json;
 
@@ -10,6 +11,10 @@ const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
 const ISS: &str = "https://issuer.test";
 
 fn verifier(limits: VerifierLimits) -> Verifier {
+    verifier_with(limits, (), None)
+}
+
+fn verifier_with<R: Renderer>(limits: VerifierLimits, renderer: R, claims_to_metadata: Option<&[&str]>) -> Verifier<R> {
     let settings = KeySettings {
         max_stale: Duration::from_secs(3600),
         kid_refetch_interval: Duration::from_secs(30),
@@ -25,10 +30,40 @@ fn verifier(limits: VerifierLimits) -> Verifier {
         leeway_secs: 0,
         claims_to_headers: vec![],
         payload_header: None,
+        claims_to_metadata: claims_to_metadata.map(|names| names.iter().map(|n| n.to_string()).collect()),
         keys: Arc::new(keys),
         profile: TokenProfile::default(),
     };
-    Verifier::new(vec![provider], limits, ())
+    Verifier::new(vec![provider], limits, renderer)
+}
+
+/// Renders an allow as the claims it carries for metadata.
+struct MetadataClaims;
+
+impl Renderer for MetadataClaims {
+    type Rendered = Vec<String>;
+    fn allow(&self, parts: AllowParts<'_>) -> Vec<String> {
+        parts.claims.keys().cloned().collect()
+    }
+    fn bytes(&self, _: &Vec<String>) -> usize {
+        0
+    }
+}
+
+#[tokio::test]
+async fn an_allow_carries_every_claim_or_the_listed_ones_as_metadata() {
+    let token = token("alice", 0);
+    for (listed, expected) in [
+        (None, &["aud", "exp", "iss", "pad", "sub"][..]),
+        (Some(&["sub", "not_in_the_token", "exp"][..]), &["exp", "sub"][..]),
+        (Some(&[][..]), &[][..]),
+    ] {
+        let v = verifier_with(VerifierLimits::default(), MetadataClaims, listed);
+        let verified = v.verify(&token, unix_now(), None).await.result.expect("a valid token");
+        let mut claims = verified.rendered.clone();
+        claims.sort_unstable();
+        assert_eq!(claims, expected, "claims_to_metadata {listed:?}");
+    }
 }
 
 fn token(sub: &str, padding: usize) -> String {

@@ -37,6 +37,22 @@ impl Mode {
             Mode::Module => "hopauth",
         }
     }
+
+    /// The [`Launch::replace`] that makes the shipped config's catch-all route copy
+    /// hopauth's claims metadata into request header `header`, so the app shows what Envoy
+    /// holds (decoded from the CheckResponse, or set by the module; `-` when there is none).
+    /// Panics if the shipped config no longer has exactly one such route.
+    pub fn claims_metadata_route(self, header: &str) -> (&'static str, String) {
+        const CATCH_ALL: &str = "              - match: { prefix: / }\n";
+        let shipped = std::fs::read_to_string(repo_root().join("envoy").join(self.config_file())).unwrap();
+        assert_eq!(shipped.matches(CATCH_ALL).count(), 1, "envoy/{} changed its catch-all route", self.config_file());
+        let to = format!(
+            "{CATCH_ALL}                request_headers_to_add:\n                \
+             - header: {{ key: {header}, value: \"%DYNAMIC_METADATA({})%\" }}\n",
+            self.claims_metadata()
+        );
+        (CATCH_ALL, to)
+    }
 }
 
 /// Instantiates each `async fn NAME(mode: Mode)` of the calling module as two tests,

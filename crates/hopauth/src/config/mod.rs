@@ -274,6 +274,22 @@ revocation: { backend: redis }
     }
 
     #[test]
+    fn claims_to_metadata_lists_distinct_claim_names() {
+        let with =
+            |list: &str| MINIMAL.replace("jwks: { uri", &format!("claims_to_metadata: {list}\n    jwks: {{ uri"));
+        assert_eq!(parse(MINIMAL).unwrap().providers[0].claims_to_metadata, None, "absent: every claim");
+        let c = parse(&with("[sub, scope]")).unwrap();
+        assert_eq!(c.providers[0].claims_to_metadata.as_deref(), Some(&["sub".to_string(), "scope".to_string()][..]));
+        assert_eq!(parse(&with("[]")).unwrap().providers[0].claims_to_metadata.as_deref(), Some(&[][..]));
+        let err = parse(&with("[sub, \"\"]")).unwrap_err().to_string();
+        assert!(err.contains("providers[0].claims_to_metadata[1]") && err.contains("empty"), "{err}");
+        let err = parse(&with("[sub, scope, sub]")).unwrap_err().to_string();
+        assert!(err.contains("providers[0].claims_to_metadata[2]") && err.contains("twice"), "{err}");
+        let err = parse(&with("sub")).unwrap_err().to_string();
+        assert!(err.contains("claims_to_metadata"), "{err}");
+    }
+
+    #[test]
     fn redis_url_takes_its_password_from_the_environment() {
         std::env::set_var("HOPAUTH_TEST_REDIS_PASSWORD", "s3cr3t-+");
         let yaml = format!(

@@ -34,6 +34,11 @@ pub struct Provider {
     pub claims_to_headers: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_header: Option<String>,
+    /// The claims put into dynamic metadata namespace `hopauth`: every claim when absent,
+    /// only those listed otherwise (`[]`: none). Each one costs Envoy a metadata merge per
+    /// request, so a mesh that reads none can say so.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub claims_to_metadata: Option<Vec<String>>,
     /// Explicit typing (RFC 8725 §3.11, RFC 9068): the JOSE header `typ` every token must
     /// carry, e.g. `at+jwt`; compared case-insensitively, the `application/` prefix optional.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -56,6 +61,7 @@ impl Default for Provider {
             leeway: DEFAULT_LEEWAY,
             claims_to_headers: BTreeMap::new(),
             payload_header: None,
+            claims_to_metadata: None,
             typ: None,
             max_token_age: None,
         }
@@ -159,6 +165,14 @@ impl Provider {
         if let Some(h) = &self.payload_header {
             if !is_header_name(h) || is_reserved_header(h) {
                 out.add(format!("{key}.payload_header"), format!("{h:?} is not a usable header name"));
+            }
+        }
+        let mut listed = HashSet::new();
+        for (i, claim) in self.claims_to_metadata.iter().flatten().enumerate() {
+            if claim.is_empty() {
+                out.add(format!("{key}.claims_to_metadata[{i}]"), "claim names must not be empty");
+            } else if !listed.insert(claim) {
+                out.add(format!("{key}.claims_to_metadata[{i}]"), format!("{claim:?} is listed twice"));
             }
         }
     }

@@ -130,17 +130,8 @@ async fn a_credential_hopauth_cannot_verify_never_reaches_the_app_even_on_an_ano
 
 async fn nested_claims_at_the_bound_reach_envoy_metadata_and_past_it_are_refused(mode: Mode) {
     use hopauth_core::jws::MAX_JSON_DEPTH;
-    // The default route copies hopauth's dynamic metadata into a request header, so the
-    // app shows what Envoy holds (decoded from the CheckResponse, or set by the module).
-    const CATCH_ALL: &str = "              - match: { prefix: / }\n";
-    let shipped = std::fs::read_to_string(repo_root().join("envoy").join(mode.config_file())).unwrap();
-    assert_eq!(shipped.matches(CATCH_ALL).count(), 1, "envoy/{} changed its catch-all route", mode.config_file());
-    let with_metadata = format!(
-        "{CATCH_ALL}                request_headers_to_add:\n                \
-         - header: {{ key: x-hopauth-metadata, value: \"%DYNAMIC_METADATA({})%\" }}\n",
-        mode.claims_metadata()
-    );
-    let s = Stack::launch(mode, |url| config_yaml(url, "", ""), |l| l.replace(CATCH_ALL, with_metadata)).await;
+    let (route, with_metadata) = mode.claims_metadata_route("x-hopauth-metadata");
+    let s = Stack::launch(mode, |url| config_yaml(url, "", ""), |l| l.replace(route, with_metadata)).await;
     let (keys, client, envoy) = (&s.keys, &s.client, &s.envoy);
     // `depth` containers in the claim; the claims object adds one.
     let token_with = |depth: usize, objects: bool| {

@@ -153,8 +153,35 @@ async fn spoofed_identity_headers_never_reach_the_app(mode: Mode) {
     assert_eq!((r.status, r.upstream_header("x-jwt-scope")), (200, None), "{r:?}");
 }
 
+/// `claims_to_metadata` picks the claims Envoy holds as metadata; `[]` leaves none.
+async fn claims_to_metadata_selects_the_claims_envoy_holds(mode: Mode) {
+    let (route, to) = mode.claims_metadata_route("x-hopauth-metadata");
+    let listing = |list: &'static str| {
+        move |url: &str| {
+            let provider = "    payload_header: x-jwt-payload\n";
+            config_yaml(url, "", "").replace(provider, &format!("{provider}    claims_to_metadata: {list}\n"))
+        }
+    };
+    // Two claims of the token and one it lacks: the two, nothing for the third.
+    let s = Stack::launch(mode, listing("[sub, scope, not_in_the_token]"), |l| l.replace(route, to.clone())).await;
+    let r = s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await;
+    assert_eq!((r.status, r.upstream_header("x-jwt-sub")), (200, Some("alice")), "{r:?}");
+    let metadata: Value = serde_json::from_str(r.upstream_header("x-hopauth-metadata").expect("metadata header"))
+        .unwrap_or_else(|e| panic!("metadata is not JSON ({e}): {r:?}"));
+    assert_eq!(metadata, json!({"sub": "alice", "scope": "orders:read profile"}));
+    drop(s);
+
+    // None: the allow carries no metadata; the identity headers are as before.
+    let s = Stack::launch(mode, listing("[]"), |l| l.replace(route, to)).await;
+    let r = s.get_with_token("/x", &s.keys.es.sign_jwt(&claims("alice")).unwrap()).await;
+    assert_eq!((r.status, r.upstream_header("x-jwt-sub")), (200, Some("alice")), "{r:?}");
+    let shown = r.upstream_header("x-hopauth-metadata");
+    assert!(matches!(shown, None | Some("-")), "claims metadata with claims_to_metadata: []: {shown:?}");
+}
+
 in_both_modes!(
     decision_table_through_envoy,
     every_token_source_and_one_credential_per_request,
-    spoofed_identity_headers_never_reach_the_app
+    spoofed_identity_headers_never_reach_the_app,
+    claims_to_metadata_selects_the_claims_envoy_holds
 );
