@@ -183,9 +183,10 @@ bench: tools bench-tools module
 	cargo bench -p hopauth-testkit --bench decision
 	cargo bench -p hopauth --bench load
 
-# Load generators for `make bench`: wrk (closed loop) and h2load (gRPC alone), from Debian.
+# For `make bench`, from Debian: wrk (closed loop), h2load (gRPC alone) and valgrind
+# (instructions per request under callgrind).
 bench-tools:
-	@for pair in wrk:wrk h2load:nghttp2-client; do \
+	@for pair in wrk:wrk h2load:nghttp2-client valgrind:valgrind; do \
 		bin=$${pair%%:*}; pkg=$${pair#*:}; \
 		command -v $$bin >/dev/null 2>&1 || { $(SUDO) apt-get update && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$pkg; }; \
 	done

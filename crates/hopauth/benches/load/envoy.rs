@@ -124,18 +124,40 @@ impl BenchEnvoy {
 /// Starts Envoy (`--concurrency 1`) from `config` listening on `listen`; with `side`
 /// (the module's `http_listen` port) it also waits for the module's `/readyz`.
 pub(crate) fn start_envoy(dir: &Path, name: &str, config: &str, listen: u16, side: Option<u16>) -> BenchEnvoy {
+    start_envoy_under(&[], Duration::from_secs(30), dir, name, config, listen, side)
+}
+
+/// [`start_envoy`], with Envoy run by the command `under` (e.g. valgrind) when it is not
+/// empty, and up to `ready_within` to come up.
+pub(crate) fn start_envoy_under(
+    under: &[String],
+    ready_within: Duration,
+    dir: &Path,
+    name: &str,
+    config: &str,
+    listen: u16,
+    side: Option<u16>,
+) -> BenchEnvoy {
     let path = dir.join(format!("envoy-{name}.yaml"));
     std::fs::write(&path, config).unwrap();
     let log_path = dir.join(format!("envoy-{name}.log"));
     let log = std::fs::File::create(&log_path).unwrap();
-    let mut cmd = Command::new(hopauth_testkit::envoy_bin());
+    let envoy = hopauth_testkit::envoy_bin();
+    let mut cmd = match under.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(&envoy);
+            c
+        }
+        None => Command::new(&envoy),
+    };
     cmd.arg("-c").arg(&path).args(["--concurrency", "1", "--disable-hot-restart", "--log-level", "error"]);
     if side.is_some() {
         cmd.env(module_configs::SEARCH_PATH_ENV, module_configs::module_dir());
     }
     let child = cmd.stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("start envoy");
     let mut proc = Proc(child);
-    let end = Instant::now() + Duration::from_secs(30);
+    let end = Instant::now() + ready_within;
     let ready =
         || TcpStream::connect(("127.0.0.1", listen)).is_ok() && side.is_none_or(|p| http_get(p, "/readyz").0 == 200);
     while !ready() {

@@ -1,6 +1,6 @@
 //! HTTP/1.1 over std, for the probes between runs: the status of a response once it is
-//! whole, and "send on one keep-alive connection until the status is X" (how revocation
-//! latency is measured).
+//! whole, "send on one keep-alive connection until the status is X" (how revocation
+//! latency is measured), and "send these tokens one after another" (the callgrind counts).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,6 +21,24 @@ pub(crate) fn until_status(port: u16, token: &str, want: u16, deadline: Duration
         }
     }
     None
+}
+
+/// One request per token through Envoy, one after another on one keep-alive connection;
+/// how many were answered, and how many of those not with a 2xx.
+pub(crate) fn each_token<'t>(port: u16, tokens: impl IntoIterator<Item = &'t str>) -> (u64, u64) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (mut answered, mut non_2xx) = (0, 0);
+    for token in tokens {
+        let req = format!("GET / HTTP/1.1\r\nHost: b\r\nAuthorization: Bearer {token}\r\n\r\n");
+        s.write_all(req.as_bytes()).unwrap();
+        answered += 1;
+        if !(200..300).contains(&read_status(&mut s, &mut buf)) {
+            non_2xx += 1;
+        }
+    }
+    (answered, non_2xx)
 }
 
 /// The status of the HTTP/1.1 response in `got`, once its headers and `content-length`

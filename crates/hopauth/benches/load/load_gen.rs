@@ -16,6 +16,9 @@ pub(crate) struct Run {
     pub(crate) p99_ms: f64,
     pub(crate) p999_ms: f64,
     pub(crate) non_2xx: u64,
+    /// Connect, read and write errors and timeouts (wrk; 0 for the open loop, which counts
+    /// a failed request as non-2xx).
+    pub(crate) socket_errors: u64,
     pub(crate) requests: u64,
 }
 
@@ -36,33 +39,22 @@ request = function()
   return wrk.format("GET", "/", { ["Authorization"] = "Bearer " .. tokens[i] })
 end
 done = function(summary, latency, requests)
-  io.write(string.format("JSON {\"requests\":%d,\"non2xx\":%d,\"p50\":%d,\"p99\":%d,\"p999\":%d,\"duration_us\":%d}\n",
-    summary.requests, summary.errors.status, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
-    summary.duration))
+  local e = summary.errors
+  io.write(string.format("JSON {\"requests\":%d,\"non2xx\":%d,\"socket_errors\":%d,\"p50\":%d,\"p99\":%d,\"p999\":%d,\"duration_us\":%d}\n",
+    summary.requests, e.status, e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), summary.duration))
 end
 "#;
 
-fn require(bin: &str, hint: &str) -> String {
+pub(crate) fn require(bin: &str, hint: &str) -> String {
     assert!(hopauth_testkit::redis_server::which(bin).is_some(), "{bin} not found: {hint}");
     bin.to_string()
 }
 
 /// `wrk -t1 -c32` for `secs` against `port`, tokens from `tokens` starting at line `from`.
 pub(crate) fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) -> Run {
-    let script = dir.join("bench.lua");
-    std::fs::write(&script, WRK_LUA).unwrap();
-    let out = Command::new(require("wrk", "run `make bench-tools` (apt-get install wrk)"))
-        .args(["-t1", "-c32", &format!("-d{secs}s"), "--timeout", "2s", "-s"])
-        .arg(&script)
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .arg("--")
-        .arg(tokens)
-        .arg(from.to_string())
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find_map(|l| l.strip_prefix("JSON ")).unwrap_or_else(|| panic!("wrk output: {text}"));
-    let v: Value = serde_json::from_str(line).unwrap();
+    let args = ["-c32", &format!("-d{secs}s"), "--timeout", "2s"];
+    let v = run_wrk(dir, ("bench.lua", WRK_LUA), &args, port, [tokens.as_os_str(), from.to_string().as_ref()]);
     let requests = v["requests"].as_u64().unwrap();
     Run {
         rps: requests as f64 / (v["duration_us"].as_f64().unwrap() / 1e6),
@@ -70,8 +62,36 @@ pub(crate) fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) ->
         p99_ms: v["p99"].as_f64().unwrap() / 1000.0,
         p999_ms: v["p999"].as_f64().unwrap() / 1000.0,
         non_2xx: v["non2xx"].as_u64().unwrap(),
+        socket_errors: v["socket_errors"].as_u64().unwrap(),
         requests,
     }
+}
+
+/// Runs `wrk -t1` with `args` and the Lua script `(file name, text)` (written to `dir`)
+/// against `port`, the script getting `script_args`; the JSON object the script prints on
+/// its `JSON ` line.
+pub(crate) fn run_wrk<A: AsRef<std::ffi::OsStr>>(
+    dir: &Path,
+    (name, text): (&str, &str),
+    args: &[&str],
+    port: u16,
+    script_args: impl IntoIterator<Item = A>,
+) -> Value {
+    let script = dir.join(name);
+    std::fs::write(&script, text).unwrap();
+    let out = Command::new(require("wrk", "run `make bench-tools` (apt-get install wrk)"))
+        .arg("-t1")
+        .args(args)
+        .arg("-s")
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg("--")
+        .args(script_args)
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("JSON ")).unwrap_or_else(|| panic!("wrk output: {text}"));
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("wrk output ({e}): {text}"))
 }
 
 /// Open loop: `conns` keep-alive connections share a fixed schedule of `rate` req/s;
@@ -145,6 +165,7 @@ pub(crate) fn open_loop(port: u16, token: &str, rate: f64, secs: u64, conns: usi
         p99_ms: percentile(&all, 0.99),
         p999_ms: percentile(&all, 0.999),
         non_2xx: bad,
+        socket_errors: 0,
         requests: all.len() as u64,
     }
 }

@@ -12,12 +12,17 @@
 //! the module), and the gRPC server alone under `h2load`. Writes `target/bench/results.md`
 //! and `results.json`, with issue 13's targets for the module computed from this run: the
 //! ratios against `jwt_authn` and Redis vs memory from interleaved rounds (`rounds.rs`),
-//! since one run per variant is noisier than the gaps it measures.
+//! since one run per variant is noisier than the gaps it measures, and the same variants
+//! counted in instructions per request under callgrind (`instructions.rs`), which the
+//! machine's noise does not move.
 //!
 //! Needs `make tools bench-tools module` (the Makefile's `bench` target runs them).
+//! `cargo bench -p hopauth --bench load -- callgrind` runs only the instruction counts
+//! (about three minutes) and writes `target/bench/callgrind.md` and `callgrind.json`.
 
 mod envoy;
 mod http;
+mod instructions;
 mod load_gen;
 mod module;
 mod report;
@@ -132,6 +137,14 @@ fn main() {
     let mut closed: BTreeMap<String, Run> = BTreeMap::new();
     let mut extra = Map::new();
 
+    // `cargo bench -p hopauth --bench load -- callgrind`: only the instruction counts.
+    if std::env::args().any(|a| a == "callgrind") {
+        let redis = RedisServer::start(&dir.join("redis"), free_port(), &[]);
+        let counts = instructions::run(&fx, &redis);
+        report::write_counts(&out_dir, &counts);
+        return;
+    }
+
     closed.insert("no_auth".into(), closed_run(&fx, "no_auth", "", "[]", &fx.one));
     closed.insert("jwt_authn".into(), closed_run(&fx, "jwt_authn", &jwt_authn_filter(&fx.jwks, false), "[]", &fx.one));
     let cache = jwt_authn_filter(&fx.jwks, true);
@@ -223,6 +236,8 @@ fn main() {
     module::run(&fx, &redis, &mut closed, &mut extra);
     // The issue's ratios again, from interleaved rounds (benches/load/rounds.rs).
     let rounds = rounds::run(&fx, &redis);
+    // The same comparison counted in instructions (benches/load/instructions.rs).
+    let counts = instructions::run(&fx, &redis);
 
     let ctx = report::Context {
         load_before,
@@ -230,5 +245,5 @@ fn main() {
         took_secs: started.elapsed().as_secs_f64(),
         open_rate: rate,
     };
-    report::write(&out_dir, &ctx, &closed, &open, &rounds, &extra);
+    report::write(&out_dir, &ctx, &closed, &open, &rounds, &counts, &extra);
 }

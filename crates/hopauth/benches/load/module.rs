@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use crate::envoy::{envoy_config, module_filter, start_envoy, BenchEnvoy};
 use crate::load_gen::{percentile, wrk, Run};
 use crate::revocation::revocation_latency;
-use crate::servers::{commandstats_total, free_port, hopauth_yaml, metric, rss_mib};
+use crate::servers::{commandstats_total, free_port, hopauth_yaml, metric, rss_mib, Job};
 use crate::{measure, Fixture};
 
 /// Tokens in the module's cache for the RSS figure.
@@ -24,14 +24,26 @@ pub(crate) struct Module {
     side: u16,
 }
 
-pub(crate) fn start_module(fx: &Fixture, name: &str, revocation: &str) -> Module {
+pub(crate) fn start_module(fx: &Fixture, name: &str, revocation: &str, job: Job) -> Module {
+    let c = module_config(fx, name, revocation, job);
+    let envoy = start_envoy(&fx.dir, &format!("module_{name}"), &c.envoy, c.listen, Some(c.side));
+    Module { envoy, side: c.side }
+}
+
+/// An Envoy config with the module (its hopauth.yaml written to the fixture's directory).
+pub(crate) struct ModuleConfig {
+    pub(crate) envoy: String,
+    pub(crate) listen: u16,
+    /// The hopauth.yaml's `http_listen` port.
+    pub(crate) side: u16,
+}
+
+pub(crate) fn module_config(fx: &Fixture, name: &str, revocation: &str, job: Job) -> ModuleConfig {
     let side = free_port();
     let yaml = fx.dir.join(format!("hopauth-module-{name}.yaml"));
-    std::fs::write(&yaml, hopauth_yaml(free_port(), side, &fx.jwks_file, revocation)).unwrap();
+    std::fs::write(&yaml, hopauth_yaml(free_port(), side, &fx.jwks_file, revocation, job)).unwrap();
     let listen = free_port();
-    let config = envoy_config(listen, free_port(), &module_filter(&yaml), "[]");
-    let envoy = start_envoy(&fx.dir, &format!("module_{name}"), &config, listen, Some(side));
-    Module { envoy, side }
+    ModuleConfig { envoy: envoy_config(listen, free_port(), &module_filter(&yaml), "[]"), listen, side }
 }
 
 /// Runs every module variant; closed-loop runs go to `closed`, the rest to `extra`.
@@ -42,7 +54,7 @@ pub(crate) fn run(
     extra: &mut Map<String, Value>,
 ) {
     // Memory backend: one cached token, then fresh tokens, then fill the cache to 100k.
-    let m = start_module(fx, "memory", "");
+    let m = start_module(fx, "memory", "", Job::Identity);
     let pid = m.envoy.pid();
     closed.insert("hopauth_module_cached".into(), measure(&m.envoy, fx, "hopauth_module_cached", &fx.one));
     extra.insert("module_envoy_rss_mib_one_token".into(), json!(rss_mib(pid)));
@@ -55,7 +67,7 @@ pub(crate) fn run(
 
     // Redis backend: throughput with one token, commands per request, revocation latency.
     let revocation = format!("revocation: {{ backend: redis, redis_url: \"{}\" }}\n", redis.url());
-    let m = start_module(fx, "redis", &revocation);
+    let m = start_module(fx, "redis", &revocation, Job::Identity);
     let cmds0 = commandstats_total(redis);
     let r = measure(&m.envoy, fx, "hopauth_module_redis", &fx.one);
     let cmds = commandstats_total(redis) - cmds0;

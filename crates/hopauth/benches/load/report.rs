@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde_json::{json, Map, Value};
 
+use crate::instructions::{self, Count};
 use crate::load_gen::Run;
 use crate::rounds::{Ratio, Rounds, ROUNDS, ROUND_SECS};
 use crate::{CLOSED_SECS, OPEN_SECS};
@@ -38,6 +39,13 @@ fn targets(closed: &BTreeMap<String, Run>, rounds: &Rounds, extra: &Map<String, 
     let p99 = measure("module_revocation_enforced_ms_p99");
     vec![
         rounded("module cached vs jwt_authn with cache", "module_cached", "jwt_authn_cache", Some(1.0), "≥ 1.0×"),
+        rounded(
+            "module cached doing what jwt_authn does (no identity header, `claims_to_metadata: []`) vs jwt_authn with cache",
+            "module_cached_verify_only",
+            "jwt_authn_cache",
+            Some(1.0),
+            "≥ 1.0×",
+        ),
         rounded(
             "module cached vs jwt_authn with cache doing the same job (identity header, claims metadata)",
             "module_cached",
@@ -99,6 +107,7 @@ pub(crate) fn write(
     closed: &BTreeMap<String, Run>,
     open: &[(&str, Run)],
     rounds: &Rounds,
+    counts: &[Count],
     extra: &Map<String, Value>,
 ) {
     let base = |n: &str| closed.get(n).map_or(0.0, |r| r.rps);
@@ -137,6 +146,7 @@ pub(crate) fn write(
     for (name, rps) in &rounds.variants {
         md.push_str(&format!("| {name} |{}\n", rps.iter().map(|r| format!(" {r:.0} |")).collect::<String>()));
     }
+    md.push_str(&instructions_section(counts));
     md.push_str("\n## Closed loop (one run per variant)\n\n| variant | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | vs no auth | vs allow-all ext_authz | vs jwt_authn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (name, r) in closed {
         md.push_str(&format!(
@@ -182,6 +192,7 @@ pub(crate) fn write(
         "targets": targets,
         "closed_loop": closed,
         "rounds": rounds.json(),
+        "callgrind_instructions_per_request": instructions::json(counts),
         "open_loop": open_json,
         "measures": extra,
     });
@@ -189,4 +200,58 @@ pub(crate) fn write(
     std::fs::write(out_dir.join("results.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("{md}");
     println!("written: {}", out_dir.join("results.md").display());
+}
+
+/// `callgrind.md` and `callgrind.json`: the instruction counts alone.
+pub(crate) fn write_counts(out_dir: &Path, counts: &[Count]) {
+    let md = format!("# hopauth instruction counts{}", instructions_section(counts));
+    std::fs::write(out_dir.join("callgrind.md"), &md).unwrap();
+    let json = serde_json::to_string_pretty(&instructions::json(counts)).unwrap();
+    std::fs::write(out_dir.join("callgrind.json"), json).unwrap();
+    println!("{md}");
+    println!("written: {}", out_dir.join("callgrind.md").display());
+}
+
+/// The callgrind counts, and the issue's comparisons in instructions: whole requests, and
+/// the auth filter's own share (the request's count less no auth's).
+fn instructions_section(counts: &[Count]) -> String {
+    let get = |n: &str| counts.iter().find(|c| c.name == n).map_or(f64::NAN, |c| c.worker);
+    let no_auth = get("no_auth");
+    let mut md = String::from(
+        "\n## Instructions per request (callgrind)\n\nEach variant in its own Envoy under `valgrind --tool=callgrind`, \
+         counted on Envoy's worker thread over the requests answered (`benches/load/instructions.rs`). The kernel is not \
+         counted, nor time that is not instructions; the counts do not move with the machine's load.\n\n\
+         | variant | worker, per request | less no auth | other threads, per request | requests |\n|---|---:|---:|---:|---:|\n",
+    );
+    for c in counts {
+        md.push_str(&format!(
+            "| {} | {:.0} | {:.0} | {:.0} | {} |\n",
+            c.name,
+            c.worker,
+            c.worker - no_auth,
+            c.others,
+            c.requests
+        ));
+    }
+    md.push_str("\n| comparison | whole request | the filter's own |\n|---|---:|---:|\n");
+    for (what, a, b) in [
+        ("module cached vs jwt_authn with cache", "module_cached", "jwt_authn_cache"),
+        (
+            "module cached doing what jwt_authn does vs jwt_authn with cache",
+            "module_cached_verify_only",
+            "jwt_authn_cache",
+        ),
+        ("module cached vs jwt_authn with cache doing the same job", "module_cached", "jwt_authn_cache_same_job"),
+        ("module fresh vs jwt_authn without cache", "module_fresh", "jwt_authn_fresh"),
+        ("module Redis vs module memory", "module_redis", "module_cached"),
+    ] {
+        // Fewer instructions is better: b ÷ a, so above 1.0 means the module's side costs less.
+        md.push_str(&format!(
+            "| {what} | {:.3}× | {:.3}× |\n",
+            get(b) / get(a),
+            (get(b) - no_auth) / (get(a) - no_auth)
+        ));
+    }
+    md.push_str("\n(b ÷ a in instructions, as the req/s ratios are a ÷ b: above 1.0, the first costs less.)\n");
+    md
 }

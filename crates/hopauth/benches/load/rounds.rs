@@ -10,7 +10,8 @@
 //!
 //! Variants: `jwt_authn` with its cache; `jwt_authn` with its cache doing the module's job
 //! (`sub` to `x-jwt-sub`, claims to dynamic metadata); the module, memory and Redis
-//! backends, one cached token; and for the uncached path `jwt_authn` without cache against
+//! backends, one cached token, and the module doing only what `jwt_authn` does by default
+//! (no identity header, `claims_to_metadata: []`); and for the uncached path `jwt_authn` without cache against
 //! the module, each request a token that Envoy has not seen before.
 
 use hopauth_testkit::redis_server::RedisServer;
@@ -19,7 +20,7 @@ use serde_json::{json, Value};
 use crate::envoy::{envoy_config, jwt_authn_filter, jwt_authn_same_job_filter, start_envoy, BenchEnvoy};
 use crate::load_gen::wrk;
 use crate::module::start_module;
-use crate::servers::free_port;
+use crate::servers::{free_port, Job};
 use crate::Fixture;
 
 /// Rounds per comparison: even, so each order runs as often as the other.
@@ -97,14 +98,16 @@ pub(crate) fn run(fx: &Fixture, redis: &RedisServer) -> Rounds {
     let jwt_cache = jwt_envoy(fx, "rounds_jwt_authn_cache", &jwt_authn_filter(&fx.jwks, true));
     let jwt_same = jwt_envoy(fx, "rounds_jwt_authn_same_job", &jwt_authn_same_job_filter(&fx.jwks));
     let jwt = jwt_envoy(fx, "rounds_jwt_authn", &jwt_authn_filter(&fx.jwks, false));
-    let memory = start_module(fx, "rounds_memory", "");
+    let memory = start_module(fx, "rounds_memory", "", Job::Identity);
+    let verify_only = start_module(fx, "rounds_verify_only", "", Job::VerifyOnly);
     let revocation = format!("revocation: {{ backend: redis, redis_url: \"{}\" }}\n", redis.url());
-    let with_redis = start_module(fx, "rounds_redis", &revocation);
+    let with_redis = start_module(fx, "rounds_redis", &revocation, Job::Identity);
     let v = |name, e: &BenchEnvoy, fresh| Variant { name, listen: e.listen, fresh };
     let variants = [
         v("jwt_authn_cache", &jwt_cache, false),
         v("jwt_authn_cache_same_job", &jwt_same, false),
         v("module_cached", &memory.envoy, false),
+        v("module_cached_verify_only", &verify_only.envoy, false),
         v("module_redis", &with_redis.envoy, false),
         v("jwt_authn_fresh", &jwt, true),
         v("module_fresh", &memory.envoy, true),

@@ -86,13 +86,32 @@ pub(crate) fn allow_all_server(port: u16) {
 
 /// The hopauth.yaml of every hopauth variant, sidecar and module alike: provider `main` on
 /// `jwks_file`, a verify cache with room for every fresh token, `revocation` appended.
-pub(crate) fn hopauth_yaml(grpc: u16, http: u16, jwks_file: &Path, revocation: &str) -> String {
+pub(crate) fn hopauth_yaml(grpc: u16, http: u16, jwks_file: &Path, revocation: &str, job: Job) -> String {
     format!(
         "grpc_listen: 127.0.0.1:{grpc}\nhttp_listen: 127.0.0.1:{http}\nproviders:\n  - name: main\n    issuer: {ISSUER}\n    \
-         audiences: [orders]\n    algorithms: [ES256]\n    jwks: {{ file: \"{}\" }}\n    claims_to_headers: {{ sub: x-jwt-sub }}\n\
+         audiences: [orders]\n    algorithms: [ES256]\n    jwks: {{ file: \"{}\" }}\n    {}\n\
          verify_cache: {{ max_entries: 200000, max_bytes: 536870912 }}\n{revocation}",
-        jwks_file.display()
+        jwks_file.display(),
+        job.provider_keys()
     )
+}
+
+/// What an allow does besides letting the request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Job {
+    /// The bench's usual provider: `sub` to `x-jwt-sub`, every claim to dynamic metadata.
+    Identity,
+    /// Nothing else, as Envoy's `jwt_authn` by default: no identity header, no metadata.
+    VerifyOnly,
+}
+
+impl Job {
+    fn provider_keys(self) -> &'static str {
+        match self {
+            Job::Identity => "claims_to_headers: { sub: x-jwt-sub }",
+            Job::VerifyOnly => "claims_to_metadata: []",
+        }
+    }
 }
 
 /// `hopauth serve` on `threads` runtime threads (default: one per core), once ready.
@@ -105,7 +124,7 @@ pub(crate) fn start_hopauth(
 ) -> ServeProcess {
     let (grpc, http) = (free_port(), free_port());
     let path = dir.join(format!("hopauth-{name}.yaml"));
-    std::fs::write(&path, hopauth_yaml(grpc, http, jwks_file, revocation)).unwrap();
+    std::fs::write(&path, hopauth_yaml(grpc, http, jwks_file, revocation, Job::Identity)).unwrap();
     let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
     let log = dir.join(format!("hopauth-{name}.log"));
