@@ -92,18 +92,20 @@ fn count(fx: &Fixture, v: &Variant, valgrind: &str, control: &str) -> Count {
     ];
     let name = format!("callgrind_{}", v.name);
     let envoy = start_envoy_under(&under, Duration::from_secs(180), &fx.dir, &name, &v.config, v.listen, v.side);
-    let (tokens, wanted) = if v.fresh { (&fx.many, FRESH_REQUESTS) } else { (&fx.one, CACHED_REQUESTS) };
+    let (file, wanted) = if v.fresh { (&fx.many, FRESH_REQUESTS) } else { (&fx.one, CACHED_REQUESTS) };
+    let text = std::fs::read_to_string(file).unwrap();
+    let tokens: Vec<&str> = text.lines().collect();
     let warm = wanted / 5;
     // The first requests run while valgrind translates the code they reach: slow enough
     // for the module to shed one past `max_queue_delay` (503). Only the counted ones must
     // all be allowed.
-    let (_, shed) = send(v.listen, tokens, 0, warm);
+    let (_, shed) = send(v.listen, &tokens, 0, warm);
     if shed > 0 {
         eprintln!("callgrind {}: {shed} of {warm} warm-up answers were not 2xx", v.name);
     }
     let pid = envoy.pid().to_string();
     callgrind_control(control, &["-z", &pid]);
-    let (requests, bad) = send(v.listen, tokens, warm, wanted);
+    let (requests, bad) = send(v.listen, &tokens, warm, wanted);
     callgrind_control(control, &["-d", &pid]);
     drop(envoy);
     assert_eq!(bad, 0, "{}: {bad} answers under callgrind were not 2xx", v.name);
@@ -120,13 +122,10 @@ fn count(fx: &Fixture, v: &Variant, valgrind: &str, control: &str) -> Count {
     count
 }
 
-/// `count` requests to `port`, the tokens from line `from` of `tokens` on (the same
-/// token again and again for a one-line file); (answered, not 2xx).
-fn send(port: u16, tokens: &Path, from: u64, count: u64) -> (u64, u64) {
-    let text = std::fs::read_to_string(tokens).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    let pick = (from..from + count).map(|i| lines[i as usize % lines.len()]);
-    each_token(port, pick)
+/// `count` requests to `port`, with `tokens` from index `from` on (the same token again
+/// and again when there is one); (answered, not 2xx).
+fn send(port: u16, tokens: &[&str], from: u64, count: u64) -> (u64, u64) {
+    each_token(port, (from..from + count).map(|i| tokens[i as usize % tokens.len()]))
 }
 
 fn callgrind_control(control: &str, args: &[&str]) {

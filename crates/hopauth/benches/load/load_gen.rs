@@ -53,8 +53,20 @@ pub(crate) fn require(bin: &str, hint: &str) -> String {
 
 /// `wrk -t1 -c32` for `secs` against `port`, tokens from `tokens` starting at line `from`.
 pub(crate) fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) -> Run {
-    let args = ["-c32", &format!("-d{secs}s"), "--timeout", "2s"];
-    let v = run_wrk(dir, ("bench.lua", WRK_LUA), &args, port, [tokens.as_os_str(), from.to_string().as_ref()]);
+    let script = dir.join("bench.lua");
+    std::fs::write(&script, WRK_LUA).unwrap();
+    let out = Command::new(require("wrk", "run `make bench-tools` (apt-get install wrk)"))
+        .args(["-t1", "-c32", &format!("-d{secs}s"), "--timeout", "2s", "-s"])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .arg("--")
+        .arg(tokens)
+        .arg(from.to_string())
+        .output()
+        .expect("run wrk");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().find_map(|l| l.strip_prefix("JSON ")).unwrap_or_else(|| panic!("wrk output: {text}"));
+    let v: Value = serde_json::from_str(line).unwrap();
     let requests = v["requests"].as_u64().unwrap();
     Run {
         rps: requests as f64 / (v["duration_us"].as_f64().unwrap() / 1e6),
@@ -65,33 +77,6 @@ pub(crate) fn wrk(port: u16, tokens: &Path, dir: &Path, secs: u64, from: u64) ->
         socket_errors: v["socket_errors"].as_u64().unwrap(),
         requests,
     }
-}
-
-/// Runs `wrk -t1` with `args` and the Lua script `(file name, text)` (written to `dir`)
-/// against `port`, the script getting `script_args`; the JSON object the script prints on
-/// its `JSON ` line.
-pub(crate) fn run_wrk<A: AsRef<std::ffi::OsStr>>(
-    dir: &Path,
-    (name, text): (&str, &str),
-    args: &[&str],
-    port: u16,
-    script_args: impl IntoIterator<Item = A>,
-) -> Value {
-    let script = dir.join(name);
-    std::fs::write(&script, text).unwrap();
-    let out = Command::new(require("wrk", "run `make bench-tools` (apt-get install wrk)"))
-        .arg("-t1")
-        .args(args)
-        .arg("-s")
-        .arg(&script)
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .arg("--")
-        .args(script_args)
-        .output()
-        .expect("run wrk");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text.lines().find_map(|l| l.strip_prefix("JSON ")).unwrap_or_else(|| panic!("wrk output: {text}"));
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("wrk output ({e}): {text}"))
 }
 
 /// Open loop: `conns` keep-alive connections share a fixed schedule of `rate` req/s;
