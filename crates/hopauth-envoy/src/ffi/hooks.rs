@@ -11,6 +11,7 @@ use std::any::Any;
 use std::ffi::CStr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::Arc;
 
 use super::decl::*;
 use super::raw::{log, RawConfig, RawFilter};
@@ -19,7 +20,7 @@ use super::{StreamState, FAILURE_BODY};
 
 /// The module-side object behind a filter config pointer.
 struct ConfigBox {
-    filter_name: String,
+    filter_name: Arc<str>,
     factory: Box<dyn FilterFactory>,
 }
 
@@ -29,7 +30,9 @@ struct FilterBox {
     state: StreamState,
     /// Set after a panic: the filter's state is unknown, so it is never called again.
     poisoned: bool,
-    filter_name: String,
+    /// The config's name, shared: a stream's filter is created per request, and a copy of
+    /// the name would be an allocation on every one.
+    filter_name: Arc<str>,
 }
 
 /// The ABI version string, NUL-terminated, static (abi.h: must outlive program_init).
@@ -118,7 +121,7 @@ extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let raw = RawConfig { ptr: config_envoy_ptr };
         let mut cx = ConfigContext::new(&raw);
         match crate::MODULE.new_filter_config(&name, config, &mut cx) {
-            Ok(factory) => Box::into_raw(Box::new(ConfigBox { filter_name: name, factory })) as ConfigModulePtr,
+            Ok(factory) => Box::into_raw(Box::new(ConfigBox { filter_name: name.into(), factory })) as ConfigModulePtr,
             Err(e) => {
                 log(LogLevel::Error, &format!("hopauth_envoy: filter config for filter_name {name:?} refused: {e}"));
                 ptr::null()
