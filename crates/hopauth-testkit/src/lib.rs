@@ -192,6 +192,13 @@ pub async fn wait_ready(running: &Running) {
     .await;
 }
 
+/// The text of in-process hopauth's `/metrics`.
+pub async fn scrape(running: &Running) -> String {
+    let url = format!("http://{}/metrics", running.http_addr);
+    let reply = reqwest::get(&url).await.unwrap_or_else(|e| panic!("{url}: {e}"));
+    reply.text().await.unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

@@ -26,6 +26,8 @@ pub struct Metrics {
     admin: AdminMetrics,
     /// `hopauth_config_reloads_total` [ok, error].
     config_reloads: [IntCounter; 2],
+    /// `hopauth_tls_reloads_total` [ok, error].
+    tls_reloads: [IntCounter; 2],
 }
 
 /// The decision path's series (`hopauth_checks_total` pre-resolved per outcome, so the hot
@@ -332,7 +334,27 @@ impl Metrics {
             )?,
         )?;
         let config_reloads = [reloads.with_label_values(&["ok"]), reloads.with_label_values(&["error"])];
-        Ok(Metrics { registry: registry.clone(), checks: check_metrics, jwks, revocation, admin, config_reloads })
+        let tls = family(
+            r,
+            IntCounterVec::new(
+                Opts::new(
+                    "hopauth_tls_reloads_total",
+                    "Changed gRPC TLS files seen (every 10 s and on kill -HUP) by result: ok (new connections get them) \
+                     or error (unreadable or refused; the current certificates keep serving)",
+                ),
+                &["result"],
+            )?,
+        )?;
+        let tls_reloads = [tls.with_label_values(&["ok"]), tls.with_label_values(&["error"])];
+        Ok(Metrics {
+            registry: registry.clone(),
+            checks: check_metrics,
+            jwks,
+            revocation,
+            admin,
+            config_reloads,
+            tls_reloads,
+        })
     }
 
     /// A fresh registry with every metric; for tests and tools.
@@ -355,6 +377,11 @@ impl Metrics {
     /// Counts one config reload, applied (`ok`) or refused.
     pub fn config_reload(&self, ok: bool) {
         self.config_reloads[usize::from(!ok)].inc();
+    }
+
+    /// Counts one look at changed gRPC TLS files: applied (`ok`), or unreadable or refused.
+    pub fn tls_reload(&self, ok: bool) {
+        self.tls_reloads[usize::from(!ok)].inc();
     }
 
     /// `provider`'s key series, every one created at 0 (the key age at -1), so alerts and

@@ -120,7 +120,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     }
 
     let grpc_listener = GrpcListener::bind(&config.grpc_listen).await?;
-    let certificates = config.grpc_tls.as_ref().map(Certificates::load).transpose()?;
+    let certificates = config.grpc_tls.as_ref().map(|tls| Certificates::load(tls, &metrics)).transpose()?;
     let http_listener = TcpListener::bind(config.http_listen)
         .await
         .with_context(|| format!("http_listen: cannot bind {}", config.http_listen))?;

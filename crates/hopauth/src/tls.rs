@@ -19,6 +19,8 @@ use tokio_rustls::server::TlsStream;
 
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::Metrics;
+
 /// How often the certificate files are re-read to notice a rotation.
 pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(10);
 /// A client that has not finished its TLS handshake by then is dropped.
@@ -144,16 +146,19 @@ pub fn server_config(tls: &GrpcTlsConfig) -> Result<Arc<ServerConfig>, TlsError>
 
 /// The current TLS config of the gRPC listener, replaced on rotation.
 pub struct Certificates {
+    metrics: Metrics,
     tls: GrpcTlsConfig,
     current: ArcSwap<ServerConfig>,
     files: std::sync::Mutex<Files>,
 }
 
 impl Certificates {
-    pub fn load(tls: &GrpcTlsConfig) -> Result<Arc<Self>, TlsError> {
+    /// The certificates `tls` names; their later reloads are counted in `metrics`.
+    pub fn load(tls: &GrpcTlsConfig, metrics: &Metrics) -> Result<Arc<Self>, TlsError> {
         let files = read_files(tls)?;
         let config = build(tls, &files)?;
         Ok(Arc::new(Certificates {
+            metrics: metrics.clone(),
             tls: tls.clone(),
             current: ArcSwap::new(config),
             files: std::sync::Mutex::new(files),
@@ -167,6 +172,7 @@ impl Certificates {
             Ok(f) => f,
             Err(error) => {
                 tracing::warn!(key = error.key(), %error, "TLS files unreadable; keeping the current certificates");
+                self.metrics.tls_reload(false);
                 return;
             }
         };
@@ -179,9 +185,11 @@ impl Certificates {
                 self.current.store(config);
                 *last = files;
                 tracing::info!(cert_file = %self.tls.cert_file.display(), "TLS certificates reloaded");
+                self.metrics.tls_reload(true);
             }
             Err(error) => {
                 tracing::warn!(key = error.key(), %error, "new TLS files refused; keeping the current certificates");
+                self.metrics.tls_reload(false);
             }
         }
     }

@@ -94,7 +94,7 @@ async fn revocations_are_listed_in_pages_and_undone_with_the_memory_backend() {
     assert_eq!(rest["revocations"].as_array().unwrap().len(), 1, "only jti-b is left: {rest}");
 
     // Every undo is counted by kind and result (the bad body and the wrong token are not undos).
-    let metrics = reqwest::get(format!("http://{}/metrics", running.http_addr)).await.unwrap().text().await.unwrap();
+    let metrics = scrape(&running).await;
     for series in [
         "hopauth_admin_unrevocations_total{kind=\"jti\",result=\"ok\"} 1",
         "hopauth_admin_unrevocations_total{kind=\"jti\",result=\"not_found\"} 1",

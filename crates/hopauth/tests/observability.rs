@@ -18,10 +18,6 @@ fn promtool() -> std::path::PathBuf {
     })
 }
 
-async fn scrape(running: &hopauth::server::Running) -> String {
-    reqwest::get(format!("http://{}/metrics", running.http_addr)).await.unwrap().text().await.unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_every_series_exists_from_start() {
     let keys = Keys::generate();
@@ -41,6 +37,7 @@ async fn metrics_pass_promtool_and_every_series_exists_from_start() {
         "hopauth_admin_auth_failures_total{outcome=\"wrong_token\"} 0".into(),
         "hopauth_config_reloads_total{result=\"ok\"} 0".into(),
         "hopauth_config_reloads_total{result=\"error\"} 0".into(),
+        "hopauth_tls_reloads_total{result=\"error\"} 0".into(),
         "hopauth_verify_cache_entries 0".into(),
     ] {
         assert!(text.contains(&series), "missing at start: {series}\n{text}");
