@@ -81,7 +81,12 @@ fn key(m: &Mapping, k: &str) -> Option<Value> {
 /// The `hopauth` entry of `envoy/module.yaml`'s `http_filters`, its `filter_config`
 /// pointing at `hopauth_yaml`.
 pub fn module_filter(hopauth_yaml: &Path) -> Value {
-    let mut doc = module_yaml();
+    filter_of(&module_yaml(), hopauth_yaml)
+}
+
+/// The `hopauth` http filter of `module` (envoy/module.yaml, parsed), reading `hopauth_yaml`.
+fn filter_of(module: &Value, hopauth_yaml: &Path) -> Value {
+    let mut doc = module.clone();
     let mut found = None;
     visit_mut(&mut doc, &mut |m| {
         if let Some(Value::Sequence(filters)) = m.get("http_filters") {
@@ -135,11 +140,12 @@ fn per_route_from_ext_authz(ext: &Value) -> Value {
 /// whose side port is `side`; see the module header for what changes.
 pub fn to_module_mode(text: &str, hopauth_yaml: &Path, side: SocketAddr) -> String {
     let mut doc: Value = serde_yaml_ng::from_str(text).expect("an Envoy YAML config");
+    let module = module_yaml();
     // The module's counters get their labels from module.yaml's `stats_tags`.
-    if let (Value::Mapping(root), Some(stats)) = (&mut doc, module_yaml().get("stats_config").cloned()) {
+    if let (Value::Mapping(root), Some(stats)) = (&mut doc, module.get("stats_config").cloned()) {
         root.entry("stats_config".into()).or_insert(stats);
     }
-    let filter = module_filter(hopauth_yaml);
+    let filter = filter_of(&module, hopauth_yaml);
     visit_mut(&mut doc, &mut |m| {
         if let Some(Value::Sequence(filters)) = m.get_mut("http_filters") {
             for f in filters.iter_mut().filter(|f| f["name"] == EXT_AUTHZ) {
