@@ -46,7 +46,7 @@ use servers::{allow_all_server, commandstats_total, cpu_seconds, free_port, h2lo
 const ISSUER: &str = "https://issuer.bench";
 const CLOSED_SECS: u64 = 8;
 const OPEN_SECS: u64 = 6;
-const FRESH_TOKENS: u64 = 150_000;
+const FRESH_TOKENS: u64 = 200_000;
 
 fn claims(sub: &str, jti: &str) -> Value {
     let now = hopauth_core::clock::unix_now();

@@ -59,8 +59,8 @@ pub(crate) fn run(
     closed.insert("hopauth_module_cached".into(), measure(&m.envoy, fx, "hopauth_module_cached", &fx.one));
     extra.insert("module_envoy_rss_mib_one_token".into(), json!(rss_mib(pid)));
     let (fresh, sent) = fresh_run(&m.envoy, fx);
+    let entries = fill_cache(&m, fx, sent, fresh.rps);
     closed.insert("hopauth_module_fresh".into(), fresh);
-    let entries = fill_cache(&m, fx, sent);
     extra.insert("module_verify_cache_entries".into(), json!(entries));
     extra.insert("module_envoy_rss_mib_100k_tokens".into(), json!(rss_mib(pid)));
     drop(m);
@@ -91,15 +91,17 @@ fn fresh_run(envoy: &BenchEnvoy, fx: &Fixture) -> (Run, u64) {
 }
 
 /// Sends fresh tokens from line `sent` on until the module's cache holds
-/// [`CACHED_TOKENS`] (or the token list is spent); the entry count.
-fn fill_cache(m: &Module, fx: &Fixture, mut sent: u64) -> u64 {
+/// [`CACHED_TOKENS`] (or the token list is spent); the entry count. Each run lasts what the
+/// last measured rate (`rps`, first the fresh run's) needs for the entries still missing,
+/// so the count ends within about one second's worth of tokens above the mark.
+fn fill_cache(m: &Module, fx: &Fixture, mut sent: u64, mut rps: f64) -> u64 {
     let entries = || metric(m.side, "hopauth_verify_cache_entries").unwrap_or(0.0) as u64;
     let mut last = entries();
     while last < CACHED_TOKENS && sent < fx.fresh_tokens {
-        let rate = 2000.0_f64; // a floor for the uncached rate; a short run ends the loop sooner
-        let secs = (((CACHED_TOKENS - last) as f64 / rate).ceil() as u64).clamp(1, 30);
+        let secs = (((CACHED_TOKENS - last) as f64 / rps.max(1.0)).floor() as u64).clamp(1, 30);
         let r = wrk(m.envoy.listen, &fx.many, &fx.dir, secs, sent);
         sent += r.requests;
+        rps = r.rps;
         last = entries();
         eprintln!("filling the module's cache: {last} tokens after {sent} fresh requests");
     }

@@ -21,8 +21,17 @@ struct Target {
     target: &'static str,
     /// `None`: nothing to meet ("report it").
     met: Option<bool>,
-    /// Lowest and highest over the interleaved rounds, for a ratio taken from them.
-    spread: Option<(f64, f64)>,
+    /// Over the interleaved rounds, for a ratio taken within each.
+    spread: Option<Spread>,
+}
+
+/// Quartiles and extremes of a ratio over the rounds.
+#[derive(serde::Serialize, Clone, Copy)]
+struct Spread {
+    q1: f64,
+    q3: f64,
+    min: f64,
+    max: f64,
 }
 
 fn targets(closed: &BTreeMap<String, Run>, rounds: &Rounds, extra: &Map<String, Value>) -> Vec<Target> {
@@ -33,8 +42,15 @@ fn targets(closed: &BTreeMap<String, Run>, rounds: &Rounds, extra: &Map<String, 
         Target { what, value, unit: "×", target, met: Some(value >= at_least), spread: None }
     };
     let rounded = |what, a: &str, b: &str, at_least: Option<f64>, target| {
-        let Ratio { median, min, max } = rounds.ratio(a, b);
-        Target { what, value: median, unit: "×", target, met: at_least.map(|l| median >= l), spread: Some((min, max)) }
+        let Ratio { median, q1, q3, min, max } = rounds.ratio(a, b);
+        Target {
+            what,
+            value: median,
+            unit: "×",
+            target,
+            met: at_least.map(|l| median >= l),
+            spread: Some(Spread { q1, q3, min, max }),
+        }
     };
     let p99 = measure("module_revocation_enforced_ms_p99");
     vec![
@@ -83,7 +99,7 @@ fn targets(closed: &BTreeMap<String, Run>, rounds: &Rounds, extra: &Map<String, 
             spread: None,
         },
         Target {
-            what: "Envoy RSS, module with 100k cached tokens",
+            what: "Envoy RSS, module with 100k cached tokens (the cache's count is `module_verify_cache_entries`)",
             value: measure("module_envoy_rss_mib_100k_tokens"),
             unit: "MiB",
             target: "report it",
@@ -120,7 +136,7 @@ pub(crate) fn write(
     ));
     md.push_str(&format!(
         "## Targets (issue 13), from this run\n\nA ratio with a range is the median of {ROUNDS} interleaved rounds \
-         ({ROUND_SECS} s per variant, lowest–highest in brackets; see below); the others are single runs.\n\n\
+         ({ROUND_SECS} s per variant; in brackets the quartiles, then lowest–highest; see below); the others are single runs.\n\n\
          | what | measured | target | |\n|---|---:|---|---|\n"
     ));
     let targets = targets(closed, rounds, extra);
@@ -131,7 +147,9 @@ pub(crate) fn write(
             None => "reported",
         };
         let value = match (t.unit, t.spread) {
-            ("×", Some((lo, hi))) => format!("{:.2}× ({lo:.2}–{hi:.2})", t.value),
+            ("×", Some(Spread { q1, q3, min, max })) => {
+                format!("{:.2}× ({q1:.2}–{q3:.2}; {min:.2}–{max:.2})", t.value)
+            }
             ("×", None) => format!("{:.2}×", t.value),
             _ => format!("{:.2} {}", t.value, t.unit),
         };
@@ -139,12 +157,17 @@ pub(crate) fn write(
     }
     md.push_str(&format!(
         "\n## Interleaved rounds\n\nEvery Envoy below runs at once; each round measures them one after another \
-         (`wrk -t1 -c32 -d{ROUND_SECS}s`), req/s:\n\n| variant |{}\n|---|{}\n",
-        (1..=ROUNDS).map(|r| format!(" round {r} |")).collect::<String>(),
-        "---:|".repeat(ROUNDS)
+         (`wrk -t1 -c32 -d{ROUND_SECS}s`; even rounds in reverse order), req/s:\n\n| round |{}\n|---:|{}\n",
+        rounds.variants.iter().map(|(name, _)| format!(" {name} |")).collect::<String>(),
+        "---:|".repeat(rounds.variants.len())
     ));
-    for (name, rps) in &rounds.variants {
-        md.push_str(&format!("| {name} |{}\n", rps.iter().map(|r| format!(" {r:.0} |")).collect::<String>()));
+    for round in 0..ROUNDS {
+        let cells: String = rounds
+            .variants
+            .iter()
+            .map(|(_, rps)| rps.get(round).map_or(" |".into(), |r| format!(" {r:.0} |")))
+            .collect();
+        md.push_str(&format!("| {} |{cells}\n", round + 1));
     }
     md.push_str(&instructions_section(counts));
     md.push_str("\n## Closed loop (one run per variant)\n\n| variant | req/s | p50 ms | p99 ms | p99.9 ms | non-2xx | vs no auth | vs allow-all ext_authz | vs jwt_authn |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
