@@ -385,11 +385,16 @@ impl Metrics {
     }
 
     /// `provider`'s key series, every one created at 0 (the key age at -1), so alerts and
-    /// dashboards see them before the first event.
+    /// dashboards see them before the first event. A reload asks again for the providers it
+    /// keeps: their series are shared, and a key age already measured stays until the
+    /// serving core publishes its own. A gauge still at 0 (new, or a provider of configured
+    /// secrets) reads -1 until that next publication.
     pub fn jwks(&self, provider: &str) -> JwksMetrics {
         let f = &self.jwks;
         let key_age = f.key_age.with_label_values(&[provider]);
-        key_age.set(-1.0);
+        if key_age.get() == 0.0 {
+            key_age.set(-1.0);
+        }
         JwksMetrics {
             refresh_ok: f.refresh.with_label_values(&[provider, "success"]),
             refresh_error: f.refresh.with_label_values(&[provider, "error"]),

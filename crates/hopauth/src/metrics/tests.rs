@@ -26,3 +26,23 @@ fn decisions_show_up_in_text_output() {
         assert!(text.contains(name), "{name} missing");
     }
 }
+
+#[test]
+fn a_reload_keeps_the_key_age_a_provider_already_has() {
+    let m = Metrics::standalone();
+    let age = |m: &Metrics, p: &str| {
+        let series = format!("hopauth_jwks_key_age_seconds{{provider=\"{p}\"}} ");
+        let text = m.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()).map(str::to_owned))
+            .unwrap_or_else(|| panic!("{text}"))
+    };
+    let first = m.jwks("main");
+    assert_eq!(age(&m, "main"), "-1", "never fetched");
+    first.key_age(Some(Duration::from_secs(30)));
+    // What a reload does for a provider it keeps, and for one it adds.
+    let _again = m.jwks("main");
+    let _added = m.jwks("partner");
+    assert_eq!(age(&m, "main"), "30", "the measured age stays until the new core measures");
+    assert_eq!(age(&m, "partner"), "-1");
+}
