@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 
 use crate::instructions::{self, Count};
 use crate::load_gen::Run;
-use crate::rounds::{Ratio, Rounds, ROUNDS, ROUND_SECS};
+use crate::rounds::{Ratio, Rounds, Spread, ROUNDS, ROUND_SECS};
 use crate::{CLOSED_SECS, OPEN_SECS};
 
 /// One target of issue 13, evaluated on this run.
@@ -25,15 +25,6 @@ struct Target {
     spread: Option<Spread>,
 }
 
-/// Quartiles and extremes of a ratio over the rounds.
-#[derive(serde::Serialize, Clone, Copy)]
-struct Spread {
-    q1: f64,
-    q3: f64,
-    min: f64,
-    max: f64,
-}
-
 fn targets(closed: &BTreeMap<String, Run>, rounds: &Rounds, extra: &Map<String, Value>) -> Vec<Target> {
     let rps = |n: &str| closed.get(n).map_or(f64::NAN, |r| r.rps);
     let measure = |n: &str| extra.get(n).and_then(Value::as_f64).unwrap_or(f64::NAN);
@@ -42,15 +33,8 @@ fn targets(closed: &BTreeMap<String, Run>, rounds: &Rounds, extra: &Map<String, 
         Target { what, value, unit: "×", target, met: Some(value >= at_least), spread: None }
     };
     let rounded = |what, a: &str, b: &str, at_least: Option<f64>, target| {
-        let Ratio { median, q1, q3, min, max } = rounds.ratio(a, b);
-        Target {
-            what,
-            value: median,
-            unit: "×",
-            target,
-            met: at_least.map(|l| median >= l),
-            spread: Some(Spread { q1, q3, min, max }),
-        }
+        let Ratio { median, spread } = rounds.ratio(a, b);
+        Target { what, value: median, unit: "×", target, met: at_least.map(|l| median >= l), spread: Some(spread) }
     };
     let p99 = measure("module_revocation_enforced_ms_p99");
     vec![

@@ -40,9 +40,15 @@ pub(crate) struct Rounds {
     pub(crate) variants: Vec<(&'static str, Vec<f64>)>,
 }
 
-/// A ratio over the rounds: median, quartiles, lowest and highest.
+/// A ratio over the rounds: its median and how the rounds spread around it.
 pub(crate) struct Ratio {
     pub(crate) median: f64,
+    pub(crate) spread: Spread,
+}
+
+/// Quartiles and extremes of a ratio over the rounds.
+#[derive(serde::Serialize, Clone, Copy)]
+pub(crate) struct Spread {
     pub(crate) q1: f64,
     pub(crate) q3: f64,
     pub(crate) min: f64,
@@ -72,16 +78,12 @@ impl Ratio {
         per.sort_by(f64::total_cmp);
         let n = per.len();
         if n == 0 {
-            return Ratio { median: f64::NAN, q1: f64::NAN, q3: f64::NAN, min: f64::NAN, max: f64::NAN };
+            let spread = Spread { q1: f64::NAN, q3: f64::NAN, min: f64::NAN, max: f64::NAN };
+            return Ratio { median: f64::NAN, spread };
         }
         let half = n.div_ceil(2);
-        Ratio {
-            median: median(&per),
-            q1: median(&per[..half]),
-            q3: median(&per[n - half..]),
-            min: per[0],
-            max: per[n - 1],
-        }
+        let spread = Spread { q1: median(&per[..half]), q3: median(&per[n - half..]), min: per[0], max: per[n - 1] };
+        Ratio { median: median(&per), spread }
     }
 }
 
