@@ -199,6 +199,12 @@ pub async fn scrape(running: &Running) -> String {
     reply.text().await.unwrap_or_else(|e| panic!("{url}: {e}"))
 }
 
+/// The value of `series` (a metric name with its labels, as exposed) in a Prometheus
+/// text exposition; 0 when absent.
+pub fn metric_value(text: &str, series: &str) -> f64 {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
+}
+
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

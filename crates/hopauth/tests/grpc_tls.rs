@@ -132,29 +132,26 @@ async fn rotated_certificate_files_reach_new_connections() {
     std::fs::copy(pki.path("rotated.crt"), pki.path("tls.crt")).unwrap();
     signal_self_hup();
     wait_until("the mismatched pair to be refused", Duration::from_secs(15), || async {
-        tls_reloads(&hopauth, "error").await >= 1
+        tls_reloads(&hopauth, "error").await >= 1.0
     })
     .await;
     check(addr, &pki, "ca", None).await.expect("the mismatched pair is refused; old certificate serves");
-    assert_eq!(tls_reloads(&hopauth, "ok").await, 0, "nothing applied yet");
+    assert_eq!(tls_reloads(&hopauth, "ok").await, 0.0, "nothing applied yet");
     std::fs::copy(pki.path("rotated.key"), pki.path("tls.key")).unwrap();
     signal_self_hup();
     wait_until("new connections present the rotated certificate", Duration::from_secs(15), || async {
         check(addr, &pki, "next", None).await.is_ok()
     })
     .await;
-    assert_eq!(tls_reloads(&hopauth, "ok").await, 1, "the rotation is counted once");
+    assert_eq!(tls_reloads(&hopauth, "ok").await, 1.0, "the rotation is counted once");
     assert!(check(addr, &pki, "ca", None).await.is_err(), "the old certificate is gone for new connections");
     serving(before).await.expect("a connection from before the rotation keeps working");
     hopauth.shutdown().await;
 }
 
 /// `hopauth_tls_reloads_total{result}` as scraped from `/metrics`.
-async fn tls_reloads(hopauth: &hopauth::server::Running, result: &str) -> u64 {
-    let series = format!("hopauth_tls_reloads_total{{result=\"{result}\"}} ");
-    let text = scrape(hopauth).await;
-    let line = text.lines().find(|l| l.starts_with(&series)).unwrap_or_else(|| panic!("no {series}in\n{text}"));
-    line[series.len()..].parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+async fn tls_reloads(hopauth: &hopauth::server::Running, result: &str) -> f64 {
+    metric_value(&scrape(hopauth).await, &format!("hopauth_tls_reloads_total{{result=\"{result}\"}}"))
 }
 
 /// SIGHUP to this test process: hopauth (in process) re-reads its certificate files.

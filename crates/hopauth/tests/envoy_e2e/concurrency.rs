@@ -62,8 +62,8 @@ async fn four_workers_answer_concurrent_clients_and_count_every_decision_once(mo
     }
     let half = (CLIENTS * REQUESTS / 2) as f64;
     let m = s.metrics().await;
-    assert_eq!(metric(&m, r#"hopauth_checks_total{decision="allow",reason="verified"}"#), half, "{m}");
-    assert_eq!(metric(&m, r#"hopauth_checks_total{decision="deny",reason="expired"}"#), half, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_checks_total{decision="allow",reason="verified"}"#), half, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_checks_total{decision="deny",reason="expired"}"#), half, "{m}");
     assert_eq!(s.envoy_denies().await, half as u64);
     assert_eq!(s.authz_errors().await, 0);
 }

@@ -79,7 +79,7 @@ async fn cached_tokens_stop_when_their_key_is_withdrawn_or_the_keys_go_stale(mod
     for token in [&withdrawn, &kept, &withdrawn, &kept] {
         assert_eq!(s.get_with_token("/x", token).await.status, 200);
     }
-    let hits = metric(&s.metrics().await, "hopauth_verify_cache_hits_total");
+    let hits = metric_value(&s.metrics().await, "hopauth_verify_cache_hits_total");
     assert!(hits >= 2.0, "both tokens are cached: {hits} hits");
 
     s.jwks.set(jwks_of(&[&s.keys.rs, &s.keys.ps, &s.keys.ed]));

@@ -37,11 +37,6 @@ async fn send_raw(s: &Stack, path: &str, headers: &[(&str, &[u8])]) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
-/// A sample's value in a Prometheus exposition (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok()).unwrap_or(0.0)
-}
-
 mod attacks;
 mod concurrency;
 mod decisions;

@@ -41,14 +41,6 @@ async fn get(client: &reqwest::Client, envoy: &Envoy, token: &str) -> Reply {
     send(client, &envoy.url("/x"), &[("authorization", &bearer(token))]).await
 }
 
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 const ALLOWS: &str = r#"hopauth_checks_total{decision="allow",reason="verified"}"#;
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -165,15 +165,6 @@ impl Fixture {
     }
 }
 
-/// The value of one series in Prometheus text (0 when absent).
-fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())
-        })
-        .unwrap_or(0.0)
-}
-
 async fn wait_for(what: &str, within: Duration, cond: impl Fn() -> bool) {
     let end = Instant::now() + within;
     while !cond() {

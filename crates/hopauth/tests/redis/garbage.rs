@@ -31,9 +31,9 @@ async fn garbage_under_the_prefix_is_counted_and_never_stops_the_sync() {
     assert!(subject_revoked(&store, "start-garbled"), "a subject time that is not a number fails closed");
     assert!(!subject_revoked(&store, "start-list"), "a subject key that is not a string is skipped");
     let m = metrics.render();
-    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#), 2.0, "{m}");
-    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_key"}"#), 1.0, "{m}");
-    assert_eq!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_value"}"#), 1.0, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#), 2.0, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_key"}"#), 1.0, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_bad_keys_total{reason="bad_value"}"#), 1.0, "{m}");
 
     // The same garbage arriving as invalidations while connected.
     plant("live");
@@ -56,8 +56,8 @@ async fn garbage_under_the_prefix_is_counted_and_never_stops_the_sync() {
     .await;
     assert!(!subject_revoked(&store, "live-list"), "a subject key that is not a string is skipped");
     let m = metrics.render();
-    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "no session broke: {m}");
-    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 1.0, "{m}");
-    assert!(metric(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#) >= 4.0, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "no session broke: {m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 1.0, "{m}");
+    assert!(metric_value(&m, r#"hopauth_revocation_bad_keys_total{reason="wrong_type"}"#) >= 4.0, "{m}");
     assert!(store.ready());
 }

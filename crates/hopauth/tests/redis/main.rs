@@ -82,13 +82,6 @@ async fn wait_status(svc: &AuthorizationService, token: &str, want: i32, what: &
     }
 }
 
-/// The value of one series in a Prometheus text exposition (0 when absent).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.parse().ok()))
-        .unwrap_or(0.0)
-}
-
 /// A raw command with binary arguments, which `redis-cli` argv cannot carry.
 fn raw(port: u16, args: &[&[u8]]) -> redis::Value {
     let mut con = redis::Client::open(format!("redis://127.0.0.1:{port}/0")).unwrap().get_connection().unwrap();

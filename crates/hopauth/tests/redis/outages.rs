@@ -56,7 +56,7 @@ async fn outage_past_max_staleness(outage: Outage) {
     assert!(deny.authorizer.ready());
     let m = deny.metrics.render();
     assert!(m.contains("hopauth_revocation_syncs_total{result=\"success\"}"), "{m}");
-    assert_eq!(metric(&m, "hopauth_revocation_store_connected"), 1.0, "{m}");
+    assert_eq!(metric_value(&m, "hopauth_revocation_store_connected"), 1.0, "{m}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +85,7 @@ async fn restart_within_max_staleness(outage: Outage) {
     let missed_token = keys.es.sign_jwt(&missed).unwrap();
     assert_eq!(check_status(&svc, &token).await, 200);
     assert_eq!(check_status(&svc, &missed_token).await, 200);
-    let syncs = |m: &Metrics| metric(&m.render(), r#"hopauth_revocation_syncs_total{result="success"}"#);
+    let syncs = |m: &Metrics| metric_value(&m.render(), r#"hopauth_revocation_syncs_total{result="success"}"#);
     let first_syncs = syncs(&running.metrics);
 
     let watch = Watch::start(&running, token.clone());

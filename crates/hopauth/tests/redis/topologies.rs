@@ -313,7 +313,7 @@ async fn flushall_resyncs_and_an_evicting_redis_is_reported() {
     let redis = RedisServer::start(dir.path(), free_port(), &["--maxmemory-policy", "allkeys-lru"]);
     let metrics = Metrics::standalone();
     let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
-    let evicting = |m: &Metrics| metric(&m.render(), "hopauth_revocation_store_evicting");
+    let evicting = |m: &Metrics| metric_value(&m.render(), "hopauth_revocation_store_evicting");
     assert_eq!(evicting(&metrics), 1.0, "allkeys-lru may evict revocations");
     for j in ["flushed-1", "flushed-2"] {
         redis.cli(&["SET", &format!("hopauth:revoked:jti:{j}"), "1", "EX", "300"]);
@@ -334,8 +334,8 @@ async fn flushall_resyncs_and_an_evicting_redis_is_reported() {
     })
     .await;
     let m = metrics.render();
-    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 2.0, "a full resync: {m}");
-    assert_eq!(metric(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "{m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_syncs_total{result="success"}"#), 2.0, "a full resync: {m}");
+    assert_eq!(metric_value(&m, r#"hopauth_revocation_syncs_total{result="error"}"#), 0.0, "{m}");
     assert_eq!(evicting(&metrics), 0.0, "the resync saw noeviction");
     redis.cli(&["SET", "hopauth:revoked:jti:after-flush", "1", "EX", "300"]);
     let s = store.clone();
@@ -356,7 +356,7 @@ async fn an_unknown_eviction_policy_is_reported_and_does_not_stop_the_sync() {
     assert!(redis.cli(&["CONFIG", "GET", "maxmemory-policy"]).contains("unknown command"));
     let metrics = Metrics::standalone();
     let store = redis_store_with(&redis.url(), Duration::from_secs(2), metrics.clone()).await;
-    assert_eq!(metric(&metrics.render(), "hopauth_revocation_store_evicting"), -1.0);
+    assert_eq!(metric_value(&metrics.render(), "hopauth_revocation_store_evicting"), -1.0);
     redis.cli(&["SET", "hopauth:revoked:jti:x", "1", "EX", "300"]);
     let s = store.clone();
     wait_until("revocation", Duration::from_secs(5), || {
