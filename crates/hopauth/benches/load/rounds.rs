@@ -129,8 +129,9 @@ pub(crate) fn run(fx: &Fixture, redis: &RedisServer) -> Rounds {
     let revocation = format!("revocation: {{ backend: redis, redis_url: \"{}\" }}\n", redis.url());
     let with_redis = start_module(fx, "rounds_redis", &revocation, Job::Identity);
     let v = |name, e: &BenchEnvoy, fresh| Variant { name, listen: e.listen, fresh };
-    // Each pair the report compares is measured back to back (the module's Redis run sits
-    // one away from its memory run; reversing the order on even rounds keeps that fair).
+    // Each pair the report compares is measured back to back, except the module's Redis
+    // and memory runs, with the same-job run between them (reversing the order on even
+    // rounds keeps that fair).
     let variants = [
         v("jwt_authn_cache", &jwt_cache, false),
         v("module_cached_verify_only", &verify_only.envoy, false),
